@@ -1,0 +1,198 @@
+"""Benchmark of xloud-flavor-sync on 1,000 / 10,000 / 100,000 RequestSpecs.
+
+Usage, from the repository root::
+
+    PYTHONPATH=. .venv/bin/python bench/flavor_sync.py [--backend sqlite]
+        [--backend mysql] [--sizes 1000,10000,100000]
+
+Each database gets Nova's nova_api schema from Nova's migrations; the
+RequestSpecs are copies of specs written by Nova's own ``RequestSpec``
+code (about 4 KB each, with image properties), differing only in their
+instance UUID, each with an instance mapping; 10% of them use a flavor
+whose extra specs then change. For each size the command runs in a
+separate process three times (dry run, ``--run``, ``--verify``) and the
+benchmark prints the time the command reports for its own work (without
+interpreter start-up), its wall and CPU time, and its peak RSS. On a
+machine shared with other work, CPU time is the steadier figure.
+"""
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import sqlalchemy as sa
+
+from tests.flavor_sync import novaapi
+
+STALE_EVERY = 10
+CHUNK = 5000
+ELAPSED = re.compile(r'Sync Complete \(([\d.]+) s\)')
+SUMMARY = re.compile(r'Summary: .*')
+
+
+def template_specs(api: novaapi.NovaApi) -> tuple[str, str]:
+    """One stale-to-be and one fresh spec, written by Nova."""
+    image_properties = {
+        'hw_disk_bus': 'virtio', 'hw_vif_model': 'virtio',
+        'hw_qemu_guest_agent': True, 'hw_machine_type': 'q35',
+        'hw_firmware_type': 'uefi', 'os_distro': 'ubuntu',
+        'os_type': 'linux', 'hw_scsi_model': 'virtio-scsi',
+        'img_hide_hypervisor_id': True, 'hw_rng_model': 'virtio',
+        'hw_video_model': 'virtio', 'hw_pointer_model': 'usbtablet',
+    }
+    specs = {
+        f'aggregate_instance_extra_specs:key{number}': f'value{number}'
+        for number in range(20)}
+    specs.update({'minimum_cpu': '1', 'minimum_memory': '1024',
+                  'aggregate_instance_extra_specs:storage_type': 'ssd'})
+    api.create_flavor('stale', vcpus=8, memory_mb=16384,
+                      extra_specs=dict(specs))
+    api.create_flavor('fresh', vcpus=8, memory_mb=16384,
+                      extra_specs=dict(specs))
+    texts = []
+    for flavorid in ('stale', 'fresh'):
+        instance_uuid = api.boot(flavorid)
+        spec = api.load(instance_uuid)
+        spec.image.properties = spec.image.properties.from_dict(
+            image_properties)
+        spec.scheduler_hints = {'different_host': [str(uuid.uuid4())
+                                                   for _ in range(4)]}
+        spec.save()
+        texts.append((instance_uuid, api.specs()[instance_uuid]))
+    with api.engine.begin() as connection:
+        connection.exec_driver_sql('DELETE FROM request_specs')
+        connection.exec_driver_sql('DELETE FROM instance_mappings')
+    return texts[0], texts[1]
+
+
+def populate(api: novaapi.NovaApi, count: int) -> int:
+    (stale_uuid, stale_spec), (fresh_uuid, fresh_spec) = template_specs(api)
+    now = '2026-01-01 00:00:00'
+    total_bytes = 0
+    with api.engine.connect() as connection:
+        for start in range(0, count, CHUNK):
+            specs, mappings = [], []
+            for number in range(start, min(count, start + CHUNK)):
+                instance_uuid = str(uuid.uuid4())
+                if number % STALE_EVERY == 0:
+                    spec = stale_spec.replace(stale_uuid, instance_uuid)
+                else:
+                    spec = fresh_spec.replace(fresh_uuid, instance_uuid)
+                total_bytes += len(spec)
+                specs.append({'uuid': instance_uuid, 'spec': spec,
+                              'now': now})
+                mappings.append({'uuid': instance_uuid, 'now': now})
+            connection.execute(sa.text(
+                'INSERT INTO request_specs (instance_uuid, spec, created_at)'
+                ' VALUES (:uuid, :spec, :now)'), specs)
+            connection.execute(sa.text(
+                'INSERT INTO instance_mappings (instance_uuid, project_id, '
+                "user_id, queued_for_delete, created_at) VALUES (:uuid, "
+                "'project-1', 'user-1', 0, :now)"), mappings)
+            connection.commit()
+    api.set_extra_specs(
+        'stale', aggregate_instance_extra_specs__storage_type='ceph')
+    return total_bytes // count
+
+
+# Runs the command and reports its peak RSS from /proc (VmHWM belongs to
+# the process image; getrusage's maxrss would count the parent's memory
+# copied at fork).
+WRAPPER = """
+import atexit, runpy, sys
+def report():
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                print('BENCH-VmHWM-kB', line.split()[1], file=sys.stderr)
+atexit.register(report)
+sys.argv[0] = 'xloud-flavor-sync'
+runpy.run_module('nova_ext.flavor_sync.cli', run_name='__main__')
+"""
+PEAK = re.compile(r'BENCH-VmHWM-kB (\d+)')
+
+
+def run_tool(url: str, state_dir: str, *args: str) -> dict:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, '-c', WRAPPER, '--connection', url,
+         '--state-dir', state_dir, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output, errors = process.communicate()
+    wall = time.monotonic() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    log_file = os.path.join(state_dir, 'flavor-sync.log')
+    with open(log_file) as log:
+        last_run = log.read().rsplit('=== Starting', 1)[-1]
+    elapsed = ELAPSED.search(last_run)
+    summary = SUMMARY.search(output)
+    peak = PEAK.search(errors)
+    if elapsed is None or summary is None or peak is None:
+        raise SystemExit(f'the command failed:\n{output}{errors}')
+    return {'wall': wall, 'cpu': cpu, 'work': float(elapsed.group(1)),
+            'rss_mib': int(peak.group(1)) / 1024,
+            'summary': summary.group(0)}
+
+
+def bench(backend: str, sizes: list[int], workdir: str) -> None:
+    novaapi.prepare_nova()
+    if backend == 'mysql':
+        reason = novaapi.mysql_available()
+        if reason:
+            print(f'{backend}: skipped ({reason})')
+            return
+    print(f'\n{backend}: work = what the command reports for itself; '
+          'wall and CPU (user+sys) include interpreter start-up')
+    print(f'{"specs":>8} {"bytes/spec":>10} {"mode":>8} {"work s":>7} '
+          f'{"wall s":>7} {"CPU s":>6} {"peak RSS MiB":>12}  summary')
+    for size in sizes:
+        directory = tempfile.mkdtemp(dir=workdir)
+        if backend == 'sqlite':
+            template = novaapi.SqliteTemplate(directory)
+            url = template.new_database(directory)
+            database = None
+        else:
+            database = novaapi.MysqlDatabase()
+            url = database.url
+        api = novaapi.NovaApi(url, backend)
+        try:
+            spec_bytes = populate(api, size)
+            state_dir = os.path.join(directory, 'state')
+            for mode, args in (('dry-run', ()), ('run', ('--run',)),
+                               ('verify', ('--verify',))):
+                result = run_tool(url, state_dir, *args)
+                print(f'{size:>8} {spec_bytes:>10} {mode:>8} '
+                      f'{result["work"]:>7.2f} {result["wall"]:>7.2f} '
+                      f'{result["cpu"]:>6.2f} '
+                      f'{result["rss_mib"]:>12.1f}  {result["summary"]}',
+                      flush=True)
+        finally:
+            api.close()
+            if database is not None:
+                database.drop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--backend', action='append',
+                        choices=('sqlite', 'mysql'))
+    parser.add_argument('--sizes', default='1000,10000,100000')
+    parser.add_argument('--workdir', default=None)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(',')]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
+        for backend in args.backend or ['sqlite', 'mysql']:
+            bench(backend, sizes, workdir)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,1 @@
+"""Deployment tooling: the local cloud, Ansible roles and Kolla images."""

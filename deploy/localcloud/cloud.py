@@ -1,0 +1,242 @@
+"""Bring the whole local cloud up, in dependency order, and keep it up."""
+
+import concurrent.futures
+import fcntl
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from deploy.localcloud import bootstrap, configs, seed
+from deploy.localcloud import layout as layout_mod
+from deploy.localcloud.layout import Layout
+from deploy.localcloud.supervisor import (
+    PYTHON,
+    Child,
+    ServiceFailed,
+    Supervisor,
+    child_env,
+    http_ready,
+    log_ready,
+)
+
+Say = Callable[[str], None]
+
+
+class CloudError(RuntimeError):
+    """A problem the person starting the cloud can fix; printed as is."""
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise _Stop()
+
+
+def check_prerequisites(lay: Layout) -> None:
+    try:
+        layout_mod.check_ports_free(lay.ports)
+    except layout_mod.PortInUse as exc:
+        raise CloudError(str(exc)) from None
+    if lay.mode == "mariadb":
+        for what, hp in (("MariaDB", layout_mod.MARIADB_HOST_PORT),
+                         ("RabbitMQ", layout_mod.RABBITMQ_HOST_PORT)):
+            if not layout_mod.reachable(hp):
+                raise CloudError(
+                    f"--mode mariadb needs {what} at {hp[0]}:{hp[1]}, which "
+                    f"does not answer. Start it, or use the default mode "
+                    f"(SQLite and the in-process transport).")
+
+
+def wipe(lay: Layout, say: Say) -> None:
+    if not lay.state.exists():
+        return
+    # Refuses (CloudError) while a launcher runs from this directory.
+    _lock(lay).close()
+    if (lay.state / "secrets.json").exists() and layout_mod.reachable(
+            layout_mod.MARIADB_HOST_PORT):
+        dropped = bootstrap.drop_mariadb_databases(lay)
+        if dropped:
+            say(f"wipe: dropped MariaDB databases {', '.join(dropped)}")
+    shutil.rmtree(lay.state)
+    say(f"wipe: removed {lay.state}")
+
+
+def _lock(lay: Layout):
+    lay.state.mkdir(parents=True, exist_ok=True)
+    handle = lay.lock_file.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        raise CloudError(
+            f"a local cloud is already running from {lay.state} (launcher "
+            f"pid {pid}); stop it with Ctrl-C in its terminal first, or "
+            f"use another --state-dir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _nova_children(lay: Layout) -> list[Child]:
+    base = [PYTHON, "-m", "deploy.localcloud.novaservices",
+            "--config-dir", str(lay.etc / "nova"),
+            "--hypervisor-state", str(lay.state / "nova" / "hypervisors")]
+    env = child_env()
+
+    def child(name: str, args: list[str], ready) -> Child:
+        return Child(name, base + args, lay.logs / f"{name}.log", env,
+                     ready, timeout=240)
+
+    api_ready = http_ready(lay.url("nova"))
+    if lay.mode == "sqlite":
+        args = ["--api", str(lay.ports.nova), "--conductor", "--scheduler"]
+        for host in layout_mod.COMPUTE_HOSTS:
+            args += ["--compute", host]
+        return [child("nova", args, api_ready)]
+    children = [
+        child("nova-conductor", ["--conductor"],
+              log_ready("nova: ready")),
+        child("nova-scheduler", ["--scheduler"], log_ready("nova: ready")),
+    ]
+    children += [child(f"nova-{host}", ["--compute", host],
+                       log_ready("nova: ready"))
+                 for host in layout_mod.COMPUTE_HOSTS]
+    children.append(child("nova-api", ["--api", str(lay.ports.nova)],
+                          api_ready))
+    return children
+
+
+def _horizon_child(lay: Layout) -> Child:
+    env = child_env({
+        "DJANGO_SETTINGS_MODULE": "deploy.localcloud.horizon_settings",
+        "LOCALCLOUD_STATE": str(lay.state),
+        "LOCALCLOUD_KEYSTONE_URL": lay.url("keystone"),
+        "LOCALCLOUD_SECRET_KEY": lay.secret("django_secret_key"),
+    })
+    argv = [PYTHON, "-m", "django", "runserver", "--noreload", "--insecure",
+            f"{layout_mod.HOST}:{lay.ports.horizon}"]
+    # The login page compiles Horizon's stylesheets on first use: waiting
+    # for it here means the first person to open the URL does not wait.
+    return Child("horizon", argv, lay.logs / "horizon.log", env,
+                 http_ready(lay.dashboard_url + "auth/login/", ok=(200,)),
+                 timeout=300)
+
+
+def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
+    """Start everything, then watch the services until Ctrl-C or SIGTERM."""
+    check_prerequisites(lay)
+    lock = _lock(lay)
+    sup = Supervisor(say)
+    previous = {s: signal.signal(s, _on_signal)
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    try:
+        ext = configs.Extension.detect()
+        for line in ext.summary():
+            say(line)
+        configs.write_all(lay, ext)
+        if lay.mode == "mariadb":
+            bootstrap.create_mariadb_databases(lay, say)
+
+        # Placement's and Nova's databases do not need Keystone: create
+        # them while Keystone sets up and starts.
+        databases = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="bootstrap")
+        prepared = databases.submit(_prepare_databases, lay, say)
+        databases.shutdown(wait=False)
+
+        bootstrap.keystone(lay, say)
+        bootstrap.sqlite_wal(lay, "keystone")
+        sup.start(Child(
+            "keystone",
+            [PYTHON, "-m", "deploy.localcloud.wsgi_server", "keystone",
+             str(lay.ports.keystone), str(lay.etc / "keystone")],
+            lay.logs / "keystone.log", child_env(),
+            http_ready(lay.url("keystone")), timeout=120))
+        bootstrap.catalog(lay, say)
+
+        prepared.result()
+        sup.start(Child(
+            "placement",
+            [PYTHON, "-m", "deploy.localcloud.wsgi_server", "placement",
+             str(lay.ports.placement), str(lay.etc / "placement")],
+            lay.logs / "placement.log", child_env(),
+            http_ready(lay.url("placement")), timeout=120))
+
+        for child in _nova_children(lay):
+            sup.start(child)
+        if lay.mode == "mariadb":
+            bootstrap.discover_hosts(lay)
+            say("nova: compute hosts mapped to cell1")
+
+        sup.start(_horizon_child(lay))
+
+        if do_seed:
+            seed.seed(lay, say)
+
+        lay.run_file.write_text(json.dumps(
+            {**lay.describe(), "pid": os.getpid()}, indent=2))
+        _print_banner(lay, say, time.monotonic() - started)
+        while True:
+            failed = sup.failed()
+            if failed is not None:
+                raise ServiceFailed(
+                    f"{failed.name} stopped unexpectedly (exit "
+                    f"{failed.proc.returncode}); last lines of "
+                    f"{failed.log}:\n    {failed.tail()}")
+            for child in sup.children:
+                for line in child.new_progress_lines():
+                    say(line)
+            time.sleep(1)
+    except _Stop:
+        say("stopping the local cloud")
+        return 0
+    except (ServiceFailed, bootstrap.BootstrapError, seed.SeedError) as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        lay.run_file.unlink(missing_ok=True)
+        sup.stop_all()
+        lock.close()
+
+
+def _prepare_databases(lay: Layout, say: Say) -> None:
+    bootstrap.placement(lay, say)
+    bootstrap.nova(lay, say)
+    bootstrap.sqlite_wal(lay, "placement", "nova_api", "nova_cell0",
+                         "nova_cell1")
+
+
+def _print_banner(lay: Layout, say: Say, seconds: float) -> None:
+    lines = [
+        "",
+        f"The local cloud is up ({lay.mode} mode, {seconds:.0f} s).",
+        f"  Dashboard:  {lay.dashboard_url}",
+        f"  Admin:      {layout_mod.ADMIN_USER} / "
+        f"{layout_mod.ADMIN_PASSWORD}  (Admin > Compute > Elastic Sizing)",
+        f"  Member:     {layout_mod.MEMBER_USER} / "
+        f"{layout_mod.MEMBER_PASSWORD}  (project "
+        f"{layout_mod.PROJECTS[0]})",
+        f"  Keystone:   {lay.url('keystone')}",
+        f"  Nova API:   {lay.url('nova')}",
+        f"  Placement:  {lay.url('placement')}",
+        f"  CLI:        export OS_CLIENT_CONFIG_FILE="
+        f"{lay.state / 'clouds.yaml'} OS_CLOUD=localcloud-admin",
+        f"  State:      {lay.state} (logs in {lay.logs})",
+        "Press Ctrl-C to stop; `make up` again restarts with the same "
+        "state, `--wipe` starts afresh.",
+    ]
+    for line in lines:
+        say(line)
+    sys.stdout.flush()

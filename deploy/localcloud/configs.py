@@ -1,0 +1,198 @@
+"""Configuration files of the local cloud's services.
+
+Each service gets the configuration a small production deployment would
+have (Keystone with fernet tokens, keystonemiddleware in front of Placement
+and Nova, Nova's cells v2 layout), pointed at loopback and at the state
+directory.  The extension's pieces are switched on when this checkout has
+them, so the cloud also runs as plain upstream OpenStack.
+"""
+
+import configparser
+import dataclasses
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+from deploy.localcloud import layout as layout_mod
+from deploy.localcloud.layout import Layout
+from nova_ext.deploy import paste_ini
+
+PASTE_FILTER = paste_ini.FILTER_NAME
+PASTE_FILTER_FACTORY = paste_ini.FILTER_FACTORY
+XLOUD_DRIVER = "xloud.XloudLibvirtDriver"
+STOCK_DRIVER = "libvirt.LibvirtDriver"
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """Which pieces of this project the checkout provides."""
+
+    paste_filter: bool
+    compute_driver: bool
+    dashboard_enabled_files: tuple[Path, ...]
+
+    @classmethod
+    def detect(cls) -> "Extension":
+        def has_module(name: str) -> bool:
+            try:
+                return importlib.util.find_spec(name) is not None
+            except ModuleNotFoundError:
+                return False
+
+        enabled = layout_mod.REPO_ROOT / "enabled"
+        return cls(
+            paste_filter=has_module("nova_ext.api.filter"),
+            compute_driver=(has_module("nova_ext.virt.driver")
+                            and has_module("nova.virt.xloud")),
+            dashboard_enabled_files=tuple(sorted(
+                path for path in enabled.glob("_*.py")
+                if path.name != "__init__.py")),
+        )
+
+    def summary(self) -> list[str]:
+        def state(on: bool) -> str:
+            return "on" if on else "not in this checkout (stock Nova)"
+        return [
+            f"API extension (paste filter {PASTE_FILTER}): "
+            f"{state(self.paste_filter)}",
+            f"compute driver {XLOUD_DRIVER}: {state(self.compute_driver)}",
+            "Horizon plugin: " + (
+                ", ".join(p.name for p in self.dashboard_enabled_files)
+                if self.dashboard_enabled_files
+                else "not in this checkout (stock Horizon)"),
+        ]
+
+
+def _render(sections: dict[str, dict[str, object]]) -> str:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    for section, values in sections.items():
+        if section != "DEFAULT":
+            parser.add_section(section)
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            parser.set(section, key, str(value))
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def _authtoken(lay: Layout, user: str) -> dict[str, object]:
+    return {
+        "www_authenticate_uri": lay.url("keystone"),
+        "auth_url": lay.url("keystone"),
+        "auth_type": "password",
+        "project_domain_name": "Default",
+        "user_domain_name": "Default",
+        "project_name": layout_mod.SERVICE_PROJECT,
+        "username": user,
+        "password": lay.secret(f"{user}_password"),
+        "region_name": layout_mod.REGION,
+    }
+
+
+def keystone_conf(lay: Layout) -> str:
+    base = lay.state / "keystone"
+    return _render({
+        "DEFAULT": {"debug": False},
+        "database": {"connection": lay.database_url("keystone")},
+        "token": {"provider": "fernet", "expiration": 86400},
+        "fernet_tokens": {"key_repository": base / "fernet-keys"},
+        "fernet_receipts": {"key_repository": base / "fernet-keys"},
+        "credential": {"key_repository": base / "credential-keys"},
+        # One Keystone process: its in-memory cache spares most of the
+        # SQLite round trips of every token validation.
+        "cache": {"enabled": True, "backend": "dogpile.cache.memory"},
+        # bcrypt's default cost makes every password login take a good
+        # fraction of a second of CPU; a loopback demo cloud needs no more
+        # than the minimum.
+        "identity": {"password_hash_rounds": 4},
+    })
+
+
+def placement_conf(lay: Layout) -> str:
+    return _render({
+        "DEFAULT": {"debug": False},
+        "placement_database": {"connection": lay.database_url("placement")},
+        "api": {"auth_strategy": "keystone"},
+        "keystone_authtoken": _authtoken(lay, "placement"),
+    })
+
+
+def nova_conf(lay: Layout, ext: Extension) -> str:
+    state = lay.state / "nova"
+    default: dict[str, object] = {
+        "debug": False,
+        "state_path": state,
+        "instances_path": state / "instances",
+        "transport_url": lay.transport_url(),
+        "compute_driver": XLOUD_DRIVER if ext.compute_driver
+        else STOCK_DRIVER,
+        "my_ip": layout_mod.HOST,
+        # Nova's own default is 1.0; the seeded instances boot at their
+        # flavor minimum and grow, so a little overcommit keeps both
+        # hosts usable for a demo.
+        "initial_ram_allocation_ratio": 1.5,
+        "heal_instance_info_cache_interval": -1,
+    }
+    if lay.mode == "mariadb":
+        # One exchange per state directory: several clouds or test runs can
+        # share the machine's broker without seeing each other's messages.
+        default["control_exchange"] = lay.run_id()
+    return _render({
+        "DEFAULT": default,
+        "wsgi": {"api_paste_config": lay.etc / "nova" / "api-paste.ini"},
+        "api": {"auth_strategy": "keystone"},
+        "api_database": {"connection": lay.database_url("nova_api")},
+        "database": {"connection": lay.database_url("nova_cell1")},
+        "keystone_authtoken": _authtoken(lay, "nova"),
+        "placement": {
+            "auth_type": "password",
+            "auth_url": lay.url("keystone"),
+            "project_domain_name": "Default",
+            "user_domain_name": "Default",
+            "project_name": layout_mod.SERVICE_PROJECT,
+            "username": "nova",
+            "password": lay.secret("nova_password"),
+            "region_name": layout_mod.REGION,
+            "valid_interfaces": "public",
+        },
+        "oslo_concurrency": {"lock_path": state / "locks"},
+        "oslo_messaging_notifications": {"driver": "noop"},
+        # Hosts are mapped by the launcher right after the computes start.
+        "scheduler": {"discover_hosts_in_cells_interval": -1},
+        "quota": {"instances": 50, "cores": 200, "ram": 409600},
+        "libvirt": {"virt_type": "kvm"},
+        "vnc": {"enabled": False},
+    })
+
+
+def api_paste_ini(ext: Extension) -> str:
+    """Nova's own api-paste.ini, with the extension's filter when present.
+
+    The filter is placed by the same code as ``xloud-nova-ext install
+    --role api``: right after ``keystonecontext`` in the ``keystone`` key
+    of the v2.1 composite, the only key ``pipeline_factory_v21`` reads.
+    """
+    shipped = Path(sys.prefix) / "etc" / "nova" / "api-paste.ini"
+    text = shipped.read_text()
+    if not ext.paste_filter:
+        return text
+    return paste_ini.add_filter(str(shipped), text)
+
+
+def write_all(lay: Layout, ext: Extension) -> None:
+    files = {
+        lay.etc / "keystone" / "keystone.conf": keystone_conf(lay),
+        lay.etc / "placement" / "placement.conf": placement_conf(lay),
+        lay.etc / "nova" / "nova.conf": nova_conf(lay, ext),
+        lay.etc / "nova" / "api-paste.ini": api_paste_ini(ext),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for sub in ("db", "logs", "keystone", "nova/instances", "nova/locks",
+                "horizon"):
+        (lay.state / sub).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,358 @@
+"""Nova's own services for the local cloud, over Nova's fake libvirt.
+
+``python -m deploy.localcloud.novaservices --config-dir DIR [--api PORT]
+[--conductor] [--scheduler] [--compute HOST ...]``
+
+One process may run several services (the default SQLite mode runs all of
+them in one process on Oslo's in-process ``fake:`` transport, as Nova's
+functional tests do); the MariaDB mode starts one process per service over
+RabbitMQ, as production does.  Every service is Nova's own
+``nova.service.Service`` (the API is Nova's WSGI application served by
+cheroot), running in Nova's native threading mode.
+
+What is *not* real, because this machine has no hypervisor, image service or
+network service:
+
+* libvirt is Nova's fake libvirt (``nova.tests.fixtures.libvirt``), patched
+  in with Nova's ``LibvirtFixture`` and the few stubs Nova's libvirt
+  functional tests use (``nova.tests.functional.libvirt.base``).  Nova's
+  libvirt driver code, and this project's driver subclass, run unchanged on
+  top of it.  Each host's domains are saved to the state directory on stop
+  and defined again on start, so a restarted cloud finds its guests.
+* Glance and Neutron are Nova's ``GlanceFixture`` and ``NeutronFixture``:
+  in-process fakes inside every Nova process.  Their data is static (fixed
+  images, one network), so separate processes agree on it; ports created
+  by a compute live in that compute's process only, which nothing else
+  reads back (Nova caches the network info in its database).
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+import uuid
+from pathlib import Path
+from unittest import mock
+
+# Native threading, as every Nova service of 2026.2 defaults to; the fake
+# libvirt and the cheroot server need no green threads.  This must be set
+# before anything imports nova.
+os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "1")
+
+NODE_NAMESPACE = uuid.UUID("4c4bbd6c-4cbb-4b0a-9b45-6a3c3b0f2a11")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="localcloud-nova")
+    parser.add_argument("--config-dir", required=True, type=Path)
+    parser.add_argument("--api", type=int, metavar="PORT")
+    parser.add_argument("--conductor", action="store_true")
+    parser.add_argument("--scheduler", action="store_true")
+    parser.add_argument("--compute", action="append", default=[],
+                        metavar="HOST")
+    parser.add_argument("--hypervisor-state", type=Path,
+                        help="directory where each host's fake domains are "
+                             "kept across restarts")
+    return parser.parse_args(argv)
+
+
+class _FixtureHost:
+    """The small part of a test case that Nova's service fixtures call."""
+
+    def __init__(self) -> None:
+        import fixtures
+        self._fixtures = fixtures
+        self._cleanups: list = []
+
+    def useFixture(self, fixture):  # noqa: N802 (Nova's fixtures call this)
+        fixture.setUp()
+        self._cleanups.append(fixture.cleanUp)
+        return fixture
+
+    def stub_out(self, old: str, new: object) -> None:
+        self.useFixture(self._fixtures.MonkeyPatch(old, new))
+
+    def flags(self, **kwargs: object) -> None:
+        from nova.tests import fixtures as nova_fixtures
+        group = kwargs.pop("group", None)
+        self.useFixture(nova_fixtures.ConfPatcher(group=group, **kwargs))
+
+    def cleanup(self) -> None:
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+def install_fakes(host: _FixtureHost) -> None:
+    """Nova's fixtures for what this machine lacks (see module docstring)."""
+    import fixtures
+    from nova.tests import fixtures as nova_fixtures
+
+    host.useFixture(nova_fixtures.PrivsepFixture())
+    host.useFixture(nova_fixtures.GlanceFixture(host))
+    host.useFixture(nova_fixtures.NeutronFixture(host))
+    host.useFixture(nova_fixtures.LibvirtImageBackendFixture())
+    host.useFixture(nova_fixtures.CGroupsFixture())
+    host.useFixture(nova_fixtures.LibvirtFixture())
+    elastic = _elastic_fake_libvirt()
+    if elastic is not None:
+        host.useFixture(elastic)
+    host.useFixture(nova_fixtures.OSBrickFixture())
+    # The same stubs as nova.tests.functional.libvirt.base.ServersTestBase:
+    # no disks are written and the host looks like a 16-CPU Linux box.
+    for target, kwargs in (
+        ("nova.virt.libvirt.LibvirtDriver._create_image",
+         {"return_value": (False, False)}),
+        ("nova.virt.libvirt.LibvirtDriver._get_local_gb_info",
+         {"return_value": {"total": 512, "used": 12, "free": 500}}),
+        ("nova.virt.libvirt.driver.libvirt_utils.is_valid_hostname",
+         {"return_value": True}),
+        ("nova.privsep.utils.supports_direct_io", {"return_value": True}),
+        # There are no disk files to measure.
+        ("nova.virt.libvirt.LibvirtDriver._get_disk_over_committed_size_total",
+         {"return_value": 0}),
+        ("nova.virt.libvirt.host.Host.get_online_cpus",
+         {"return_value": set(range(16))}),
+    ):
+        host.useFixture(fixtures.MockPatch(target, **kwargs))
+    host.useFixture(fixtures.MockPatch(
+        "nova.virt.libvirt.driver.libvirt_utils.file_open",
+        side_effect=lambda *a, **k: __import__("io").BytesIO(b"")))
+
+
+def _elastic_fake_libvirt():
+    """This project's extension of the fake libvirt, when the checkout has it.
+
+    Nova's fake domains ignore ``<vcpu current>`` and have no
+    ``setVcpusFlags``/``setMemoryFlags``; ``tests/nova/fakelibvirt.py``
+    (shared with the Nova test suite) teaches them libvirt's behaviour.
+    """
+    try:
+        from tests.nova import fakelibvirt as elastic
+    except ImportError:
+        return None
+    return elastic.ElasticLibvirtFixture()
+
+
+class FakeHypervisor:
+    """One compute host's fake libvirt connection, persisted as JSON."""
+
+    def __init__(self, hostname: str, state_dir: Path | None) -> None:
+        from nova.tests.fixtures import libvirt as fakelibvirt
+        self.hostname = hostname
+        self.path = state_dir / f"{hostname}.json" if state_dir else None
+        self.connection = fakelibvirt.Connection(
+            "qemu:///system",
+            version=fakelibvirt.FAKE_LIBVIRT_VERSION,
+            hv_version=fakelibvirt.FAKE_QEMU_VERSION,
+            host_info=fakelibvirt.HostInfo(
+                cpu_nodes=2, cpu_sockets=1, cpu_cores=2, cpu_threads=2,
+                kB_mem=32 * 1024 * 1024),
+            hostname=hostname)
+
+    def restore(self) -> int:
+        """Define the saved domains again and start the running ones.
+
+        A running domain gets its live size back (vCPUs and balloon), which
+        may differ from its persistent definition after a live adjustment
+        that was not persisted.
+        """
+        if not self.path or not self.path.exists():
+            return 0
+        from nova.tests.fixtures import libvirt as fakelibvirt
+        domains = json.loads(self.path.read_text())
+        for saved in domains:
+            dom = self.connection.defineXML(saved["xml"])
+            if not saved["active"]:
+                continue
+            dom.create()
+            live = saved.get("live")
+            if live and hasattr(dom, "setVcpusFlags"):
+                dom.setVcpusFlags(live["vcpus"],
+                                  fakelibvirt.VIR_DOMAIN_AFFECT_LIVE)
+                dom.setMemoryFlags(live["memory_kib"],
+                                   fakelibvirt.VIR_DOMAIN_AFFECT_LIVE)
+        return len(domains)
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        from lxml import etree
+        from nova.tests.fixtures import libvirt as fakelibvirt
+        domains = []
+        every = (fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+                 | fakelibvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
+        for dom in self.connection.listAllDomains(every):
+            saved = {"xml": dom.XMLDesc(fakelibvirt.VIR_DOMAIN_XML_INACTIVE),
+                     "active": bool(dom.isActive())}
+            if saved["active"]:
+                live = etree.fromstring(dom.XMLDesc(0))
+                vcpu = live.find("./vcpu")
+                saved["live"] = {
+                    "vcpus": int(vcpu.get("current", vcpu.text)),
+                    "memory_kib": int(live.findtext("./currentMemory")),
+                }
+            domains.append(saved)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(domains, indent=1))
+
+
+def start_compute(hostname: str, hypervisor: FakeHypervisor):
+    """Start nova-compute for one host on its own fake connection.
+
+    As ``ServersTestBase.start_compute`` does: the connection is patched in
+    while the service starts, then bound to that host's driver only, so
+    several hosts can share one process.  The node UUID is derived from the
+    host name so that a restarted host keeps its compute node record.
+    """
+    from nova import service
+    from nova.compute import rpcapi as compute_rpcapi
+    from nova.conf import CONF
+
+    CONF.set_override("host", hostname)
+    node_uuid = str(uuid.uuid5(NODE_NAMESPACE, hostname))
+    # Hosts share one state_path, so the node identity file Nova would
+    # write there (state_path/compute_id) is replaced by the derived UUID.
+    with mock.patch("nova.virt.node.get_local_node_uuid",
+                    return_value=node_uuid), \
+            mock.patch("nova.virt.node.read_local_node_uuid",
+                       return_value=node_uuid), \
+            mock.patch("nova.virt.libvirt.host.Host.get_connection",
+                       return_value=hypervisor.connection):
+        server = service.Service.create(
+            binary="nova-compute", host=hostname,
+            topic=compute_rpcapi.RPC_TOPIC,
+            topic_alt=compute_rpcapi.RPC_TOPIC_ALT)
+        server.start()
+        server.manager.driver._host.get_connection = (
+            lambda: hypervisor.connection)
+        server.manager.driver._host.get_node_uuid()
+    return server
+
+
+def map_hosts() -> None:
+    """``nova-manage cell_v2 discover_hosts`` for the freshly started hosts."""
+    from nova import context
+    from nova.objects import host_mapping
+    host_mapping.discover_hosts(context.get_admin_context())
+
+
+def serve_api(port: int):
+    """Nova's own WSGI application (``nova.wsgi.osapi_compute``)."""
+    from cheroot import wsgi as cheroot_wsgi
+    from nova.api.openstack import wsgi_app
+
+    app = wsgi_app.init_application("osapi_compute", "nova-api")
+    server = cheroot_wsgi.Server(("127.0.0.1", port), app, numthreads=16,
+                                 server_name="localcloud-nova-api")
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True,
+                     name="nova-api").start()
+    return server
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return _run(_parse(argv))
+    except Exception:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Services already started run in non-daemon threads; leave at once
+        # so that the launcher sees the failure instead of a silent process.
+        os._exit(1)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not (args.api or args.conductor or args.scheduler or args.compute):
+        print("nothing to run: give --api, --conductor, --scheduler or "
+              "--compute", file=sys.stderr)
+        return 2
+    os.environ["OS_NOVA_CONFIG_DIR"] = str(args.config_dir)
+    sys.argv = ["nova-localcloud"]
+
+    from nova import monkey_patch
+    monkey_patch.patch(backend="threading")
+
+    from deploy.localcloud import sqlite_locking
+    sqlite_locking.serialize_sqlite_writers()
+
+    from nova.api.openstack import wsgi_app
+    wsgi_app.init_global_data(
+        [str(args.config_dir / "nova.conf")], "nova-localcloud",
+        "nova-localcloud")
+
+    from nova import objects, service
+    from nova.conf import CONF
+    objects.register_all()
+
+    fakes = _FixtureHost()
+    install_fakes(fakes)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    services = []
+    if args.conductor:
+        services.append(service.Service.create(binary="nova-conductor"))
+        services[-1].start()
+        print("nova: conductor started", flush=True)
+    if args.scheduler:
+        services.append(service.Service.create(binary="nova-scheduler"))
+        services[-1].start()
+        print("nova: scheduler started", flush=True)
+
+    hypervisors = []
+    for hostname in args.compute:
+        if not args.conductor:
+            # A compute on its own reaches the database through the
+            # conductor only, like a production nova-compute.
+            from nova.conductor import rpcapi as conductor_rpcapi
+            from nova.db.main import api as db_api
+            from nova.objects import base as objects_base
+            db_api.DISABLE_DB_ACCESS = True
+            objects_base.NovaObject.indirection_api = (
+                conductor_rpcapi.ConductorAPI())
+        hypervisor = FakeHypervisor(hostname, args.hypervisor_state)
+        restored = hypervisor.restore()
+        services.append(start_compute(hostname, hypervisor))
+        hypervisors.append(hypervisor)
+        print(f"nova: compute {hostname} started "
+              f"({restored} guests restored)", flush=True)
+    if args.compute and args.conductor:
+        map_hosts()
+        print("nova: compute hosts mapped to cell1", flush=True)
+
+    api_server = None
+    if args.api:
+        CONF.set_override("host", "localcloud-api")
+        api_server = serve_api(args.api)
+        print(f"nova: API serving on http://127.0.0.1:{args.api}/v2.1",
+              flush=True)
+
+    print("nova: ready", flush=True)
+    stop.wait()
+
+    print("nova: stopping", flush=True)
+    if api_server is not None:
+        api_server.stop()
+    for hypervisor in hypervisors:
+        try:
+            hypervisor.save()
+        except Exception as exc:  # still stop the services
+            print(f"nova: could not save the domains of "
+                  f"{hypervisor.hostname}: {exc}", flush=True)
+    for svc in reversed(services):
+        try:
+            svc.stop()
+        except Exception as exc:  # keep stopping the others
+            print(f"nova: error stopping {svc.binary}: {exc}", flush=True)
+    fakes.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,349 @@
+"""The os-xloud-adjust API: read and change the current size of servers.
+
+Served by Nova's own ``wsgi.Resource`` (see ``nova_ext.api.filter``), so
+faults, JSON, request ids and microversion headers are Nova's.
+"""
+
+from http import HTTPStatus
+
+import oslo_messaging as messaging
+import webob
+from nova import exception, objects
+from nova.api import validation
+from nova.api.openstack import common, wsgi
+from nova.compute import api as compute
+from nova.compute import vm_states
+from nova.i18n import _
+from nova.policies import extended_server_attributes as esa_policies
+from nova.policies import servers as server_policies
+from oslo_log import log as logging
+
+from nova_ext import placement, policies, rpcapi, sizing
+from nova_ext.api import schemas, views
+
+LOG = logging.getLogger(__name__)
+
+ACTION = 'xloud-adjust'
+# The instance action event the API records when it cannot hand the
+# adjustment to the compute host.
+API_EVENT = 'api_xloud_adjust'
+# Seconds the single GET waits for the compute host before it answers with
+# the recorded size.
+LIVE_SIZE_TIMEOUT = 3
+
+LIVE_STATES = (vm_states.ACTIVE, vm_states.PAUSED)
+ADJUSTABLE_STATES = LIVE_STATES + (vm_states.STOPPED,)
+
+
+def size_value(body: dict, key: str) -> int | None:
+    """A size from a body that passed ``schemas.adjust``, as an int."""
+    value = body.get(key)
+    if value is None:
+        return None
+    # JSON Schema's "integer" includes 2.0; Nova's conventions do not.
+    if isinstance(value, float):
+        raise exception.ValidationError(detail=_(
+            'Invalid input for field/attribute %(key)s. Value: %(value)s. '
+            '%(value)r is not an integer') % {'key': key, 'value': value})
+    return int(value)
+
+
+@compute.check_instance_state(vm_state=ADJUSTABLE_STATES, task_state=[None])
+def _check_adjustable_state(_compute_api, context, instance) -> None:
+    """Nova's own state check, raising InstanceInvalidState.
+
+    Also refuses an instance that never finished building (launched_at).
+    """
+
+
+@validation.validated
+class ElasticSizeController(wsgi.Controller):
+    """Current, minimum and maximum size of servers, and its adjustment."""
+
+    _view_builder_class = views.ViewBuilder
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compute_api = compute.API()
+        self._sizing_rpcapi = None
+
+    @property
+    def sizing_rpcapi(self) -> rpcapi.ElasticSizingAPI:
+        # Built on first use, as Nova's compute RPC API builds its router:
+        # loading the paste pipeline must not need the RPC transport.
+        if self._sizing_rpcapi is None:
+            self._sizing_rpcapi = rpcapi.ElasticSizingAPI()
+        return self._sizing_rpcapi
+
+    def _get_instance(self, context, server_id: str) -> objects.Instance:
+        return common.get_instance(
+            self.compute_api, context, server_id,
+            expected_attrs=['flavor', 'system_metadata'])
+
+    @staticmethod
+    def _show_host(context, instance: objects.Instance) -> bool:
+        # The host is shown to whoever Nova shows OS-EXT-SRV-ATTR:host to.
+        return context.can(esa_policies.BASE_POLICY_NAME,
+                           target={'project_id': instance.project_id},
+                           fatal=False)
+
+    @wsgi.expected_errors((400, 403))
+    @validation.query_schema(schemas.index_query)
+    @validation.response_body_schema(schemas.index_response)
+    def index(self, req: wsgi.Request) -> dict:
+        """The recorded sizes of many servers, in one call."""
+        context = req.environ['nova.context']
+        context.can(policies.INDEX,
+                    target={'project_id': context.project_id})
+        params = req.GET
+        try:
+            all_tenants = common.is_all_tenants(params)
+        except exception.InvalidInput as e:
+            raise webob.exc.HTTPBadRequest(explanation=e.format_message())
+
+        search_opts = {'deleted': False}
+        for key in ('name', 'flavor'):
+            if key in params:
+                search_opts[key] = params[key]
+        if 'host' in params:
+            # Nova's server list ignores the host filter for whoever may
+            # not use it; here it is refused, not silently widened.
+            context.can(server_policies.SERVERS % 'allow_all_filters')
+            search_opts['host'] = params['host']
+
+        lookup_context = context
+        if all_tenants:
+            context.can(policies.INDEX_ALL_TENANTS,
+                        target={'project_id': context.project_id})
+            lookup_context = context.elevated()
+            if 'project_id' in params:
+                search_opts['project_id'] = params['project_id']
+        else:
+            # As Nova's server list: without all_tenants, the caller's own
+            # project only, whatever project_id says.
+            search_opts['project_id'] = context.project_id
+
+        limit, marker = common.get_limit_and_marker(req)
+        try:
+            instances = self.compute_api.get_all(
+                lookup_context, search_opts=search_opts, limit=limit,
+                marker=marker, expected_attrs=['flavor', 'system_metadata'],
+                all_tenants=all_tenants)
+        except exception.MarkerNotFound:
+            msg = _('marker [%s] not found') % marker
+            raise webob.exc.HTTPBadRequest(explanation=msg)
+        except exception.FlavorNotFound:
+            instances = objects.InstanceList()
+
+        show_host = {}
+        sizes = []
+        for instance in instances:
+            # One policy check per project, not per server.
+            if instance.project_id not in show_host:
+                show_host[instance.project_id] = self._show_host(context,
+                                                                 instance)
+            sizes.append(self._view_builder.size(
+                instance, show_host[instance.project_id]))
+        return self._view_builder.index(req, sizes)
+
+    @wsgi.expected_errors((403, 404))
+    @validation.query_schema({'type': 'object', 'properties': {},
+                              'additionalProperties': False})
+    @validation.response_body_schema(schemas.show_response)
+    def show(self, req: wsgi.Request, server_id: str) -> dict:
+        """The size of one server, live from its host when it answers."""
+        context = req.environ['nova.context']
+        instance = self._get_instance(context, server_id)
+        context.can(policies.SHOW,
+                    target={'project_id': instance.project_id})
+        live = None
+        if (instance.vm_state in LIVE_STATES and instance.host and
+                instance.task_state is None):
+            live = self._live_size(context, instance)
+        return {'server': self._view_builder.show(
+            instance, self._show_host(context, instance), live)}
+
+    def _live_size(self, context, instance: objects.Instance) -> dict | None:
+        try:
+            live = self.sizing_rpcapi.get_live_size(
+                context, instance, timeout=LIVE_SIZE_TIMEOUT)
+        except (messaging.MessagingException, exception.NovaException) as e:
+            LOG.warning('Showing the recorded size: the live size could not '
+                        'be read from host %(host)s: %(error)s',
+                        {'host': instance.host, 'error': e},
+                        instance=instance)
+            return None
+        flavor = instance.flavor
+        try:
+            vcpus, memory_mb = live['vcpus'], live['memory_mb']
+            valid = (type(vcpus) is int and type(memory_mb) is int and
+                     1 <= vcpus <= flavor.vcpus and
+                     1 <= memory_mb <= flavor.memory_mb)
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            LOG.warning('Showing the recorded size: host %(host)s reported '
+                        'an invalid live size %(live)r',
+                        {'host': instance.host, 'live': live},
+                        instance=instance)
+            return None
+        return {'vcpus': vcpus, 'memory_mb': memory_mb}
+
+    @wsgi.response(HTTPStatus.ACCEPTED)
+    @wsgi.expected_errors((400, 403, 404, 409, 503))
+    @validation.schema(schemas.adjust)
+    @validation.response_body_schema(schemas.adjust_response)
+    def adjust(self, req: wsgi.Request, server_id: str, body: dict) -> dict:
+        """Hand a new current size to the server's compute host."""
+        context = req.environ['nova.context']
+        vcpus = size_value(body, 'current_vcpus')
+        memory_mb = size_value(body, 'current_memory_mb')
+        if vcpus is None and memory_mb is None:
+            raise exception.ValidationError(detail=_(
+                'At least one of current_vcpus and current_memory_mb is '
+                'required.'))
+        persist = body.get('persist', True)
+
+        instance = self._get_instance(context, server_id)
+        context.can(policies.ADJUST,
+                    target={'project_id': instance.project_id,
+                            'user_id': instance.user_id})
+
+        size = sizing.ElasticSize.from_instance(instance)
+        self._check_bounds('current_vcpus', vcpus, size.floor_vcpus,
+                           size.max_vcpus, sizing.MINIMUM_CPU, 'vcpus')
+        self._check_bounds('current_memory_mb', memory_mb,
+                           size.floor_memory_mb, size.max_memory_mb,
+                           sizing.MINIMUM_MEMORY, 'memory_mb')
+        self._check_adjustable(context, instance, persist)
+
+        grown = self._claim_grow(context, instance, size, vcpus, memory_mb)
+        try:
+            # Saved on the condition that no other operation started
+            # meanwhile.
+            sizing.record_status(instance, sizing.STATUS_ADJUSTING,
+                                 context.request_id)
+            try:
+                instance.save(expected_task_state=[None],
+                              expected_vm_state=[instance.vm_state])
+            except exception.InstanceUpdateConflict as e:
+                raise webob.exc.HTTPConflict(
+                    explanation=e.format_message())
+            objects.InstanceAction.action_start(
+                context, instance.uuid, ACTION, want_result=False)
+            try:
+                self.sizing_rpcapi.adjust(context, instance, vcpus,
+                                          memory_mb, persist)
+            except Exception as e:
+                LOG.exception('Could not send the adjustment to host %s',
+                              instance.host, instance=instance)
+                self._record_send_failure(context, instance, e)
+                raise webob.exc.HTTPServiceUnavailable(explanation=_(
+                    'The adjustment could not be sent to the compute host '
+                    'of server %s; nothing was changed.') % instance.uuid)
+        except Exception:
+            if grown:
+                self._release_grow(context, instance, size)
+            raise
+
+        return {'adjustment': {
+            'server_id': instance.uuid,
+            'request_id': context.request_id,
+            'current_vcpus': vcpus,
+            'current_memory_mb': memory_mb,
+            'persist': persist,
+            'action': ACTION,
+        }}
+
+    @staticmethod
+    def _claim_grow(context, instance: objects.Instance,
+                    size: sizing.ElasticSize, vcpus: int | None,
+                    memory_mb: int | None) -> bool:
+        """Claim a grow in placement before anything else happens.
+
+        The allocation follows the live size; a grow is claimed at
+        ``max(live, requested)`` per resource so that a host without room
+        refuses it here (409) instead of after the guest was touched. The
+        compute host settles the allocation to the size libvirt confirms.
+        Returns whether an allocation was changed.
+        """
+        target_vcpus = max(size.live_vcpus, vcpus or 0)
+        target_memory = max(size.live_memory_mb, memory_mb or 0)
+        if (target_vcpus, target_memory) == (size.live_vcpus,
+                                             size.live_memory_mb):
+            return False
+        try:
+            placement.set_allocation(context, instance, target_vcpus,
+                                     target_memory)
+        except placement.InsufficientCapacity as e:
+            raise webob.exc.HTTPConflict(explanation=e.format_message())
+        except placement.AllocationUpdateFailed as e:
+            raise webob.exc.HTTPServiceUnavailable(
+                explanation=e.format_message())
+        return True
+
+    @staticmethod
+    def _release_grow(context, instance: objects.Instance,
+                      size: sizing.ElasticSize) -> None:
+        try:
+            placement.set_allocation(context, instance, size.live_vcpus,
+                                     size.live_memory_mb)
+        except Exception:
+            # The original error is the answer; the compute host's next
+            # adjustment settles the allocation again.
+            LOG.exception('Could not release the placement claim of a grow '
+                          'that was not sent', instance=instance)
+
+    @staticmethod
+    def _check_bounds(field: str, value: int | None, floor: int,
+                      maximum: int, minimum_key: str,
+                      flavor_field: str) -> None:
+        # Without a flavor minimum the floor is 1, which the schema holds.
+        if value is None:
+            return
+        if value > maximum:
+            raise webob.exc.HTTPBadRequest(explanation=_(
+                '%(field)s %(value)d is above the flavor\'s %(flavor_field)s '
+                '%(maximum)d, the most this server can have.') % {
+                    'field': field, 'value': value,
+                    'flavor_field': flavor_field, 'maximum': maximum})
+        if value < floor:
+            raise webob.exc.HTTPBadRequest(explanation=_(
+                '%(field)s %(value)d is below the flavor\'s %(key)s '
+                '%(floor)d, the least this server is promised.') % {
+                    'field': field, 'value': value, 'key': minimum_key,
+                    'floor': floor})
+
+    @staticmethod
+    def _check_adjustable(context, instance: objects.Instance,
+                          persist: bool) -> None:
+        # Unlike Nova's check_instance_lock, an admin is refused too: the
+        # lock is an explicit "do not touch" and this is no rescue action.
+        if instance.locked:
+            e = exception.InstanceIsLocked(instance_uuid=instance.uuid)
+            raise webob.exc.HTTPConflict(explanation=e.format_message())
+        try:
+            _check_adjustable_state(None, context, instance)
+        except exception.InstanceInvalidState as e:
+            common.raise_http_conflict_for_instance_invalid_state(
+                e, ACTION, instance.uuid)
+        if instance.vm_state == vm_states.STOPPED and not persist:
+            raise webob.exc.HTTPConflict(explanation=_(
+                'Server %s is stopped: only a persistent adjustment '
+                '(persist=true) applies to it, at its next start.') %
+                instance.uuid)
+
+    @staticmethod
+    def _record_send_failure(context, instance: objects.Instance,
+                             error: Exception) -> None:
+        """End the action as failed, the way a failed compute event does."""
+        objects.InstanceActionEvent.event_start(
+            context, instance.uuid, API_EVENT, want_result=False)
+        objects.InstanceActionEvent.event_finish_with_failure(
+            context, instance.uuid, API_EVENT, exc_val=error,
+            exc_tb=error.__traceback__, want_result=False)
+        objects.InstanceAction.action_finish(context, instance.uuid,
+                                             want_result=False)
+        sizing.record_status(instance, sizing.STATUS_ERROR,
+                             context.request_id, str(error))
+        instance.save()

@@ -1,0 +1,33 @@
+"""Validators for the elastic sizing flavor extra specs.
+
+Loaded by Nova's API through the ``nova.api.extra_spec_validators`` entry
+point. A validator sees one key at a time; the comparison with the flavor's
+own vcpus/ram is made by the API filter (``nova_ext.api.filter``).
+"""
+
+from nova.api.validation.extra_specs import base
+
+from nova_ext import sizing
+
+EXTRA_SPEC_VALIDATORS = [
+    base.ExtraSpecValidator(
+        name=sizing.MINIMUM_CPU,
+        description=(
+            'The number of vCPUs an instance boots with and the lowest it '
+            'can be adjusted to live. The flavor\'s vcpus is the maximum. '
+            'Must not exceed the flavor\'s vcpus.'),
+        value={'type': int, 'min': 1},
+    ),
+    base.ExtraSpecValidator(
+        name=sizing.MINIMUM_MEMORY,
+        description=(
+            'The memory in MiB an instance boots with (balloon target) and '
+            'the lowest it can be adjusted to live. The flavor\'s ram is '
+            'the maximum. Must not exceed the flavor\'s ram.'),
+        value={'type': int, 'min': 1},
+    ),
+]
+
+
+def register() -> list[base.ExtraSpecValidator]:
+    return EXTRA_SPEC_VALIDATORS

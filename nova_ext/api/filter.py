@@ -1,0 +1,144 @@
+"""Paste filter that serves os-xloud-adjust inside nova-api.
+
+Placed after ``keystonecontext`` in the ``openstack_compute_api_v21``
+pipeline, it sees every compute API request with Nova's
+``RequestContext`` already built:
+
+* ``/os-xloud-adjust[/{server_id}]`` (with or without the ``/{project_id}``
+  prefix Nova still accepts) is routed with Nova's own ``ProjectMapper`` to
+  ``ElasticSizeController`` behind Nova's ``wsgi.Resource``;
+* ``POST /flavors/{id}/os-extra_specs`` and
+  ``PUT /flavors/{id}/os-extra_specs/{key}`` setting ``minimum_cpu`` /
+  ``minimum_memory`` are checked against Nova's validators and against the
+  flavor's own vcpus / ram before Nova stores anything;
+* everything else goes to Nova untouched.
+"""
+
+import webob.dec
+import webob.exc
+from nova import exception, objects
+from nova.api import openstack as nova_openstack
+from nova.api import wsgi as base_wsgi
+from nova.api.openstack import wsgi
+from nova.api.validation.extra_specs import validators
+from nova.i18n import _
+from nova.policies import flavor_extra_specs as fes_policies
+from oslo_log import log as logging
+from oslo_serialization import jsonutils
+
+from nova_ext import policies, sizing
+from nova_ext.api import controller
+
+LOG = logging.getLogger(__name__)
+
+ADJUST_ROUTES = (
+    ('/os-xloud-adjust', 'GET', 'index'),
+    ('/os-xloud-adjust/{server_id}', 'GET', 'show'),
+    ('/os-xloud-adjust/{server_id}', 'POST', 'adjust'),
+)
+EXTRA_SPECS_ROUTES = (
+    ('/flavors/{flavor_id}/os-extra_specs', 'POST', 'create'),
+    ('/flavors/{flavor_id}/os-extra_specs/{key}', 'PUT', 'update'),
+)
+# The flavor field each minimum must not exceed.
+MINIMUM_LIMITS = {
+    sizing.MINIMUM_CPU: 'vcpus',
+    sizing.MINIMUM_MEMORY: 'memory_mb',
+}
+
+
+class ElasticSizingFilter(base_wsgi.Middleware):
+    """Serves the os-xloud-adjust API and guards the minimum_* specs."""
+
+    def __init__(self, application) -> None:
+        super().__init__(application)
+        self.resource = wsgi.Resource(controller.ElasticSizeController())
+        self.adjust_map = nova_openstack.ProjectMapper()
+        for path, method, action in ADJUST_ROUTES:
+            self.adjust_map.create_route(path, method, self.resource, action)
+        self.extra_specs_map = nova_openstack.ProjectMapper()
+        for path, method, action in EXTRA_SPECS_ROUTES:
+            self.extra_specs_map.create_route(path, method, None, action)
+
+    @webob.dec.wsgify(RequestClass=wsgi.Request)
+    def __call__(self, req: wsgi.Request):
+        match = self.adjust_map.routematch(environ=req.environ)
+        if match:
+            policies.register_rules()
+            req.environ['wsgiorg.routing_args'] = ((), match[0])
+            return self.resource
+        match = self.extra_specs_map.routematch(environ=req.environ)
+        if match:
+            fault = self._check_minimum_specs(req, match[0])
+            if fault is not None:
+                return fault
+        return self.application
+
+    def _check_minimum_specs(self, req: wsgi.Request,
+                             args: dict) -> wsgi.Fault | None:
+        """A 400 fault for a bad minimum_* value, None to let Nova go on.
+
+        Whatever is not ours to judge (a malformed body, an unknown
+        flavor, a caller Nova will refuse, other keys) is left to Nova's
+        own controller and its answer.
+        """
+        context = req.environ.get('nova.context')
+        try:
+            body = jsonutils.loads(req.body)
+        except ValueError:
+            return None
+        if args['action'] == 'create':
+            specs = body.get('extra_specs') if isinstance(body, dict) else None
+        else:
+            specs = body
+        if not isinstance(specs, dict) or context is None:
+            return None
+        minimums = {key: specs[key] for key in MINIMUM_LIMITS
+                    if key in specs}
+        if not minimums:
+            return None
+        policy = fes_policies.POLICY_ROOT % args['action']
+        if not context.can(policy, target={}, fatal=False):
+            return None
+        try:
+            req.set_api_version_request()
+        except (exception.InvalidAPIVersionString,
+                exception.InvalidGlobalAPIVersion):
+            return None
+
+        try:
+            flavor = objects.Flavor.get_by_flavor_id(context,
+                                                     args['flavor_id'])
+        except exception.FlavorNotFound:
+            return None
+        for key, value in minimums.items():
+            # Nova runs its validators from microversion 2.86 on; these
+            # keys drive the size guests boot with, so they are checked at
+            # every microversion.
+            text = value if isinstance(value, str) else jsonutils.dumps(value)
+            try:
+                validators.validate(key, text)
+            except exception.ValidationError as e:
+                return wsgi.Fault(webob.exc.HTTPBadRequest(explanation=_(
+                    'Invalid extra spec %(key)s=%(value)s: %(reason)s') % {
+                        'key': key, 'value': text,
+                        'reason': e.format_message()}))
+            flavor_field = MINIMUM_LIMITS[key]
+            limit = getattr(flavor, flavor_field)
+            if int(text) > limit:
+                return wsgi.Fault(webob.exc.HTTPBadRequest(explanation=_(
+                    'Validation failed; extra spec %(key)s=%(value)s is '
+                    'above the flavor\'s %(field)s %(limit)d: the minimum '
+                    'cannot exceed the maximum.') % {
+                        'key': key, 'value': text, 'field': flavor_field,
+                        'limit': limit}))
+        return None
+
+
+def filter_factory(global_conf: dict, **local_conf):
+    """Paste entry point: ``paste.filter_factory``."""
+
+    def _filter(app):
+        return ElasticSizingFilter(app)
+
+    return _filter

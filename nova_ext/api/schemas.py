@@ -1,0 +1,180 @@
+"""JSON schemas of the os-xloud-adjust API, in Nova's schema style.
+
+Sizes follow Nova's ``parameter_types.positive_integer``: a JSON integer or
+a string of decimal digits. The pattern is stricter than Nova's in one
+respect: Python's ``$`` also matches before a trailing newline, so ``"2\\n"``
+would pass ``^[0-9]*$``; the lookahead refuses it. JSON Schema counts
+``2.0`` as an integer; the controller refuses floats (``size_value``).
+"At least one of the two sizes" is checked by the controller as well, with
+a clearer message than ``anyOf`` gives.
+"""
+
+import copy
+
+from nova.api.validation import parameter_types
+from nova.db import constants as db_const
+
+from nova_ext import sizing
+
+size = {
+    'type': ['integer', 'string'],
+    'pattern': '^[0-9]+$(?!\n)',
+    'minimum': 1,
+    # Nova's own bound for flavor vcpus and ram.
+    'maximum': db_const.MAX_INT,
+}
+
+adjust = {
+    'type': 'object',
+    'properties': {
+        'current_vcpus': size,
+        'current_memory_mb': size,
+        'persist': {'type': 'boolean'},
+    },
+    'additionalProperties': False,
+}
+
+index_query = {
+    'type': 'object',
+    'properties': {
+        'all_tenants': parameter_types.multi_params({'type': 'string'}),
+        'project_id': parameter_types.common_query_param,
+        'host': parameter_types.common_query_param,
+        'name': parameter_types.common_query_regex_param,
+        'flavor': parameter_types.common_query_param,
+        'limit': parameter_types.multi_params(
+            parameter_types.non_negative_integer),
+        'marker': parameter_types.multi_params({'type': 'string'}),
+    },
+    'additionalProperties': False,
+}
+
+_nullable_int = {'type': ['integer', 'null']}
+_nullable_str = {'type': ['string', 'null']}
+
+size_view = {
+    'type': 'object',
+    'properties': {
+        'id': {'type': 'string', 'format': 'uuid'},
+        'name': _nullable_str,
+        'project_id': {'type': 'string'},
+        'host': _nullable_str,
+        'status': {'type': 'string'},
+        'flavor': {
+            'type': 'object',
+            'properties': {
+                'id': {'type': 'string'},
+                'name': {'type': 'string'},
+                'vcpus': {'type': 'integer'},
+                'memory_mb': {'type': 'integer'},
+                'minimum_cpu': _nullable_int,
+                'minimum_memory': _nullable_int,
+            },
+            'required': ['id', 'name', 'vcpus', 'memory_mb', 'minimum_cpu',
+                         'minimum_memory'],
+            'additionalProperties': False,
+        },
+        'current_vcpus': {'type': 'integer'},
+        'current_memory_mb': {'type': 'integer'},
+        'max_vcpus': {'type': 'integer'},
+        'max_memory_mb': {'type': 'integer'},
+        'min_vcpus': {'type': 'integer'},
+        'min_memory_mb': {'type': 'integer'},
+        'boot_vcpus': {'type': 'integer'},
+        'boot_memory_mb': {'type': 'integer'},
+        'source': {'type': 'string', 'enum': ['live', 'recorded']},
+        'updated_at': {
+            'oneOf': [
+                {'type': 'string', 'format': 'date-time'},
+                {'type': 'null'},
+            ],
+        },
+        'adjustment': {
+            'type': 'object',
+            'properties': {
+                'status': {
+                    'type': ['string', 'null'],
+                    'enum': ['adjusting', 'success', 'error', None],
+                },
+                'request_id': _nullable_str,
+                'error': _nullable_str,
+            },
+            'required': ['status', 'request_id', 'error'],
+            'additionalProperties': False,
+        },
+    },
+    'required': [
+        'id', 'name', 'project_id', 'host', 'status', 'flavor',
+        'current_vcpus', 'current_memory_mb', 'max_vcpus', 'max_memory_mb',
+        'min_vcpus', 'min_memory_mb', 'boot_vcpus', 'boot_memory_mb',
+        'source', 'updated_at', 'adjustment',
+    ],
+    'additionalProperties': False,
+}
+
+show_view = copy.deepcopy(size_view)
+show_view['properties']['changes'] = {
+    'type': 'array',
+    'items': {
+        'type': 'object',
+        'properties': {
+            'request_id': {'type': 'string'},
+            'changed_at': {'type': 'string', 'format': 'date-time'},
+            'details': {'type': 'string', 'maxLength': 255},
+        },
+        'required': ['request_id', 'changed_at', 'details'],
+        'additionalProperties': False,
+    },
+    'maxItems': sizing.CHANGE_HISTORY_LIMIT,
+}
+show_view['required'].append('changes')
+
+show_response = {
+    'type': 'object',
+    'properties': {'server': show_view},
+    'required': ['server'],
+    'additionalProperties': False,
+}
+
+index_response = {
+    'type': 'object',
+    'properties': {
+        'servers': {'type': 'array', 'items': copy.deepcopy(size_view)},
+        'servers_links': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'href': {'type': 'string', 'format': 'uri'},
+                    'rel': {'type': 'string'},
+                },
+                'required': ['href', 'rel'],
+                'additionalProperties': False,
+            },
+        },
+    },
+    'required': ['servers', 'servers_links'],
+    'additionalProperties': False,
+}
+
+adjust_response = {
+    'type': 'object',
+    'properties': {
+        'adjustment': {
+            'type': 'object',
+            'properties': {
+                'server_id': {'type': 'string', 'format': 'uuid'},
+                'request_id': {'type': 'string'},
+                'current_vcpus': _nullable_int,
+                'current_memory_mb': _nullable_int,
+                'persist': {'type': 'boolean'},
+                'action': {'type': 'string', 'enum': ['xloud-adjust']},
+            },
+            'required': ['server_id', 'request_id', 'current_vcpus',
+                         'current_memory_mb', 'persist', 'action'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['adjustment'],
+    'additionalProperties': False,
+}

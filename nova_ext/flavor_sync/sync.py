@@ -1,0 +1,342 @@
+"""Bring RequestSpecs in line with their flavors, and undo it from a backup.
+
+A sync is two passes. The scan streams every RequestSpec, compares its
+embedded flavor with the flavor's definition in the ``flavors`` and
+``flavor_extra_specs`` tables (the authoritative source: the API's flavor
+extra specs calls write there) and, when writing, streams each stale row's
+original and its synchronised replacement into a backup. Only once that
+backup is sealed on disk does the write pass start: it reads the backup
+back in batches and writes each batch in one transaction, after checking
+that every row is still exactly what the scan saw. A run killed at any
+point therefore leaves each row either old or new, and the backup of every
+row it may have changed already on disk; running again converges on the
+same result.
+
+Rows matched by flavorid: a flavor deleted and re-created under the same
+flavorid (the only way to change its size) is the same flavor for
+instances booted from it. A RequestSpec whose instance has no instance
+mapping belongs to an instance Nova has archived away and is skipped.
+"""
+
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+from collections.abc import Iterable, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from nova_ext.flavor_sync import backup, database
+from nova_ext.flavor_sync.spec import (
+    EmbeddedFlavorCheck,
+    Flavor,
+    MalformedSpec,
+    RequestSpecDocument,
+    SpecRewriter,
+)
+
+LOG = logging.getLogger('nova_ext.flavor_sync')
+
+PROGRESS_EVERY = 100
+
+# Test hook, documented in doc/flavor-sync.md: stop the process (SIGSTOP)
+# right after the Nth write batch has committed, so a test can kill -9 it
+# at a known point.
+STOP_AFTER_BATCH_ENV = 'XLOUD_FLAVOR_SYNC_TEST_STOP_AFTER_BATCH'
+
+
+@dataclasses.dataclass
+class Summary:
+    changed: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+    def line(self, changed_label: str) -> str:
+        return (f'Summary: {changed_label}={self.changed}, '
+                f'Skipped={self.skipped}, Errors={self.errors}')
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncOptions:
+    apply: bool = False
+    keep_backup: bool = True
+    verbose: bool = False
+    flavors: Sequence[str] = ()
+    instances: Sequence[str] = ()
+    batch_size: int = 500
+    backup_dir: str = '.'
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _stop_for_test(batch_number: int) -> None:
+    stop_after = os.environ.get(STOP_AFTER_BATCH_ENV)
+    if stop_after and int(stop_after) == batch_number:
+        LOG.info('Stopping after batch %d (%s)', batch_number,
+                 STOP_AFTER_BATCH_ENV)
+        for handler in LOG.handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _matches_flavor(flavorid: str, name: object,
+                    wanted: Sequence[str]) -> bool:
+    return not wanted or flavorid in wanted or name in wanted
+
+
+def synchronise(engine: sa.engine.Engine, options: SyncOptions) -> Summary:
+    """Check every RequestSpec; rewrite the stale ones if asked to."""
+    summary = Summary()
+    with engine.connect() as connection:
+        flavors = database.load_flavors(connection)
+        total = database.count_specs(connection, options.instances)
+    LOG.info('Loaded %d flavors', len(flavors))
+    LOG.info('Found %d request specs', total)
+
+    writer = None
+    if options.apply:
+        writer = backup.BackupWriter(options.backup_dir,
+                                     database.describe(engine))
+    try:
+        scan = _Scan(options, flavors, total, summary, writer)
+        scan.run(engine)
+        if scan.filtered:
+            LOG.info('Not matching --flavor: %d request specs',
+                     scan.filtered)
+        if writer is None:
+            return summary
+        if not writer.records:
+            writer.discard()
+            return summary
+        plan = writer.close()
+        if options.keep_backup:
+            plan = writer.publish()
+            LOG.info('Backup written: %s (%d records)', plan, writer.records)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    try:
+        _write(engine, options, plan, summary)
+    finally:
+        if not options.keep_backup:
+            os.unlink(plan)
+    return summary
+
+
+class _Scan:
+    """The first pass: find stale RequestSpecs, back them up if writing."""
+
+    def __init__(self, options: SyncOptions, flavors: dict[str, Flavor],
+                 total: int, summary: Summary,
+                 writer: backup.BackupWriter | None) -> None:
+        self.options = options
+        self.flavors = flavors
+        self.total = total
+        self.summary = summary
+        self.writer = writer
+        self.checked = 0
+        self.filtered = 0
+        self._quick = EmbeddedFlavorCheck(flavors)
+        self._rewriter = SpecRewriter()
+
+    def run(self, engine: sa.engine.Engine) -> None:
+        with engine.connect() as connection:
+            for page in database.iter_spec_pages(connection,
+                                                 self.options.instances):
+                stale = [item for item in map(self._check, page) if item]
+                if stale:
+                    self._record_stale(connection, stale)
+
+    def _check(self, row: sa.Row) -> tuple | None:
+        """(row, flavor, diff) when the row is stale."""
+        spec_id, instance_uuid, text = row
+        self.checked += 1
+        if self.options.verbose and self.checked % PROGRESS_EVERY == 0:
+            LOG.info('Progress: %d/%d request specs checked', self.checked,
+                     self.total)
+        # Most specs are in sync: settle those from their flavor part, and
+        # parse in full only the rest, which may need a diff, a rewrite or
+        # an explanation of what is wrong with them.
+        fields = self._quick.embedded(text)
+        if fields is not None:
+            if not _matches_flavor(fields.flavorid, fields.name,
+                                   self.options.flavors):
+                self.filtered += 1
+                return None
+            flavor = self.flavors.get(fields.flavorid)
+            if flavor is not None:
+                if self._quick.in_sync(fields, flavor):
+                    self.summary.skipped += 1
+                    return None
+                if not self.options.verbose:
+                    # Stale: the differences are needed only to describe
+                    # them.
+                    return row, flavor, None
+        try:
+            document = RequestSpecDocument(text)
+        except MalformedSpec as exc:
+            self.summary.errors += 1
+            LOG.error('RequestSpec %s (id %d): %s; left untouched',
+                      instance_uuid, spec_id, exc)
+            return None
+        if not _matches_flavor(document.flavorid, document.flavor_name,
+                               self.options.flavors):
+            self.filtered += 1
+            return None
+        flavor = self.flavors.get(document.flavorid)
+        if flavor is None:
+            self.summary.errors += 1
+            LOG.error('RequestSpec %s (id %d): flavor %s (%s) no longer '
+                      'exists; left untouched', instance_uuid, spec_id,
+                      document.flavorid, document.flavor_name)
+            return None
+        diff = document.diff(flavor)
+        if not diff:
+            self.summary.skipped += 1
+            return None
+        return row, flavor, diff
+
+    def _record_stale(self, connection: sa.engine.Connection,
+                      stale: list[tuple]) -> None:
+        # Only stale rows need the mapping check: it decides the write.
+        mapped = database.mapped_instances(
+            connection, [row[1] for row, *_ in stale])
+        connection.rollback()
+        for (spec_id, instance_uuid, text), flavor, diff in stale:
+            if instance_uuid not in mapped:
+                self.summary.skipped += 1
+                if self.options.verbose:
+                    LOG.info('Skipping %s: no instance mapping (instance '
+                             'deleted and archived)', instance_uuid)
+                continue
+            self.summary.changed += 1
+            if self.options.verbose:
+                LOG.info('Mismatch: %s (Flavor: %s)', instance_uuid,
+                         flavor.flavorid)
+                for line in diff.describe():
+                    LOG.info('  %s', line)
+            if self.writer is not None:
+                self.writer.add(backup.BackupRecord(
+                    id=spec_id, instance_uuid=instance_uuid, spec=text,
+                    synced=self._rewriter.synchronised(text, flavor)))
+
+
+def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,
+           summary: Summary) -> None:
+    """Rewrite the rows recorded in ``plan``, one transaction per batch."""
+    planned, written = summary.changed, 0
+    summary.changed = 0
+    with backup.BackupReader(plan) as reader:
+        reader.verify()
+        for number, batch in enumerate(
+                _batches(reader, options.batch_size), start=1):
+            try:
+                with database.write_transaction(engine) as connection:
+                    written_in_batch = _write_batch(connection, batch,
+                                                    summary)
+            except sa.exc.DBAPIError as exc:
+                summary.errors += len(batch)
+                LOG.error('Batch %d (%d request specs) rolled back: %s',
+                          number, len(batch), exc.orig or exc)
+                continue
+            written += len(batch)
+            summary.changed += written_in_batch
+            if options.verbose:
+                LOG.info('Progress: %d/%d request specs written', written,
+                         planned)
+            _stop_for_test(number)
+
+
+def _write_batch(connection: sa.engine.Connection,
+                 batch: list[backup.BackupRecord], summary: Summary) -> int:
+    current = database.current_specs(
+        connection, [record.instance_uuid for record in batch])
+    updates = []
+    for record in batch:
+        row = current.get(record.instance_uuid)
+        if row is None or row.id != record.id or row.spec != record.spec:
+            # Nova moved, resized or deleted the instance since the scan;
+            # what it wrote is newer than anything we could write.
+            summary.skipped += 1
+            LOG.warning('RequestSpec %s changed during the sync; left as '
+                        'Nova wrote it', record.instance_uuid)
+            continue
+        updates.append((row.id, record.synced))
+    database.write_specs(connection, updates)
+    return len(updates)
+
+
+def restore(engine: sa.engine.Engine, path: str, apply: bool,
+            verbose: bool, batch_size: int = 500) -> Summary:
+    """Put back the specs recorded in a backup.
+
+    The whole file is checked against its checksum before any row is
+    touched. A record is restored only where the row still holds what the
+    sync wrote: rows of instances that are gone, rows already as in the
+    backup, and rows Nova rewrote since the sync (a resize or a move
+    records a new flavor; putting the old one back would undo it) are
+    skipped.
+    """
+    summary = Summary()
+    with backup.BackupReader(path) as reader:
+        reader.verify()
+        LOG.info('Backup timestamp: %s', reader.timestamp)
+        LOG.info('Records in backup: %d', reader.records)
+        for number, batch in enumerate(_batches(reader, batch_size),
+                                       start=1):
+            try:
+                if apply:
+                    with database.write_transaction(engine) as connection:
+                        _restore_batch(connection, batch, apply, verbose,
+                                       summary)
+                else:
+                    with engine.connect() as connection:
+                        _restore_batch(connection, batch, apply, verbose,
+                                       summary)
+            except sa.exc.DBAPIError as exc:
+                summary.errors += len(batch)
+                LOG.error('Batch %d (%d records) rolled back: %s', number,
+                          len(batch), exc.orig or exc)
+            if verbose:
+                done = min(number * batch_size, reader.records)
+                LOG.info('Progress: %d/%d records processed', done,
+                         reader.records)
+    return summary
+
+
+def _restore_batch(connection: sa.engine.Connection,
+                   batch: list[backup.BackupRecord], apply: bool,
+                   verbose: bool, summary: Summary) -> None:
+    current = database.current_specs(
+        connection, [record.instance_uuid for record in batch], lock=apply)
+    updates = []
+    for record in batch:
+        row = current.get(record.instance_uuid)
+        if row is None or row.id != record.id or not row.mapped:
+            summary.skipped += 1
+            if verbose:
+                LOG.info('Skipping %s: instance no longer exists',
+                         record.instance_uuid)
+        elif row.spec == record.spec:
+            summary.skipped += 1
+            if verbose:
+                LOG.info('Skipping %s: already as in the backup',
+                         record.instance_uuid)
+        elif row.spec != record.synced:
+            summary.skipped += 1
+            LOG.warning('Skipping %s: its RequestSpec changed after the '
+                        'sync; restoring would undo that change',
+                        record.instance_uuid)
+        else:
+            summary.changed += 1
+            if verbose:
+                LOG.info('Restore: %s', record.instance_uuid)
+            updates.append((row.id, record.spec))
+    if apply:
+        database.write_specs(connection, updates)

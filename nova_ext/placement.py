@@ -1,0 +1,120 @@
+"""Keeps an instance's placement allocation at its current size.
+
+The instance is placement's consumer; only its VCPU and MEMORY_MB on the
+resource provider of its compute node change, every other resource and
+provider (disk, PCPU, a source host's share during an evacuation) is sent
+back as placement returned it. The consumer generation placement returned
+is sent with the change, so a concurrent writer (a migration, the
+scheduler, another adjustment) is never overwritten: the change is read
+and tried again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+from nova import context as nova_context
+from nova import exception, objects
+from nova.i18n import _
+from nova.scheduler.client import report
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+VCPU = 'VCPU'
+MEMORY_MB = 'MEMORY_MB'
+
+# The placement microversion Nova itself writes allocations with.
+_ALLOCATION_VERSION = report.CONSUMER_GENERATION_VERSION
+_ATTEMPTS = 4
+
+
+class InsufficientCapacity(exception.NovaException):
+    msg_fmt = _('Not enough room on the compute node for instance '
+                '%(instance_uuid)s at %(vcpus)d vCPUs and %(memory_mb)d MiB: '
+                '%(reason)s')
+    code = 409
+
+
+class AllocationUpdateFailed(exception.NovaException):
+    msg_fmt = _('Could not change the placement allocation of instance '
+                '%(instance_uuid)s: %(reason)s')
+
+
+def set_allocation(context: nova_context.RequestContext,
+                   instance: objects.Instance, vcpus: int,
+                   memory_mb: int, provider_uuid: str | None = None) -> None:
+    """Make the instance's VCPU/MEMORY_MB on its compute node these amounts.
+
+    ``provider_uuid`` names the compute node when the caller knows better
+    than ``instance.host``/``node``: during an evacuation Nova moves the
+    instance to its new host only after the guest was spawned there.
+
+    Raises InsufficientCapacity when placement refuses a grow for lack of
+    room, AllocationUpdateFailed for anything else that leaves the
+    allocation unchanged.
+    """
+    client = report.report_client_singleton()
+    provider = provider_uuid or _compute_node_provider(context, instance)
+    for attempt in range(1, _ATTEMPTS + 1):
+        current = client.get_allocs_for_consumer(context, instance.uuid)
+        allocations = current.get('allocations') or {}
+        if provider not in allocations:
+            raise AllocationUpdateFailed(
+                instance_uuid=instance.uuid,
+                reason=f'no allocation on compute node provider {provider}')
+        resources = allocations[provider]['resources']
+        if (resources.get(VCPU), resources.get(MEMORY_MB)) == (
+                vcpus, memory_mb):
+            return
+        payload = {
+            'allocations': {
+                rp: {'resources': dict(alloc['resources'])}
+                for rp, alloc in allocations.items()},
+            'consumer_generation': current['consumer_generation'],
+            'project_id': current.get('project_id', instance.project_id),
+            'user_id': current.get('user_id', instance.user_id),
+        }
+        changed = payload['allocations'][provider]['resources']
+        changed[VCPU] = vcpus
+        changed[MEMORY_MB] = memory_mb
+        resp = client.put(f'/allocations/{instance.uuid}', payload,
+                          version=_ALLOCATION_VERSION,
+                          global_request_id=context.global_id)
+        if resp.status_code == 204:
+            LOG.info('Placement allocation set to %(vcpus)d VCPU, '
+                     '%(mem)d MEMORY_MB on %(rp)s',
+                     {'vcpus': vcpus, 'mem': memory_mb, 'rp': provider},
+                     instance=instance)
+            return
+        error = _placement_error(resp)
+        if resp.status_code == 409 and (
+                error.get('code') == 'placement.concurrent_update'):
+            LOG.debug('Placement allocation of %s changed concurrently '
+                      '(attempt %d): %s', instance.uuid, attempt,
+                      error.get('detail'))
+            continue
+        if resp.status_code == 409:
+            raise InsufficientCapacity(
+                instance_uuid=instance.uuid, vcpus=vcpus,
+                memory_mb=memory_mb, reason=error.get('detail', resp.text))
+        raise AllocationUpdateFailed(
+            instance_uuid=instance.uuid,
+            reason=f'HTTP {resp.status_code}: '
+                   f'{error.get("detail", resp.text)}')
+    raise AllocationUpdateFailed(
+        instance_uuid=instance.uuid,
+        reason=f'changed concurrently {_ATTEMPTS} times in a row')
+
+
+def _compute_node_provider(context: nova_context.RequestContext,
+                           instance: objects.Instance) -> str:
+    # The compute node's uuid is its resource provider's uuid.
+    node = objects.ComputeNode.get_by_host_and_nodename(
+        context, instance.host, instance.node)
+    return node.uuid
+
+
+def _placement_error(resp) -> dict:
+    try:
+        return resp.json()['errors'][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return {}

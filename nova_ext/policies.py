@@ -1,0 +1,91 @@
+"""Policy defaults of the os-xloud-adjust API.
+
+The rules are registered on Nova's own enforcer, so an operator overrides
+them in Nova's ``policy.yaml`` like any Nova rule, and
+``oslopolicy-sample-generator --namespace xloud`` documents them through
+the ``oslo.policy.policies`` entry point.
+"""
+
+import threading
+
+from nova import policy as nova_policy
+from nova.policies import base
+from oslo_policy import policy
+
+POLICY_ROOT = 'os_compute_api:xloud:%s'
+ADJUST = POLICY_ROOT % 'adjust'
+SHOW = POLICY_ROOT % 'show'
+INDEX = POLICY_ROOT % 'index'
+INDEX_ALL_TENANTS = POLICY_ROOT % 'index:all_tenants'
+
+rules = [
+    policy.DocumentedRuleDefault(
+        name=ADJUST,
+        check_str=base.ADMIN,
+        description='Change the current number of vCPUs and the current '
+                    'memory (balloon target) of a server within its '
+                    'flavor\'s minimum and maximum.',
+        operations=[
+            {'method': 'POST', 'path': '/os-xloud-adjust/{server_id}'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=SHOW,
+        check_str=base.PROJECT_READER_OR_ADMIN,
+        description='Show the current, minimum and maximum size of a '
+                    'server.',
+        operations=[
+            {'method': 'GET', 'path': '/os-xloud-adjust/{server_id}'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=INDEX,
+        check_str=base.PROJECT_READER_OR_ADMIN,
+        description='List the current, minimum and maximum sizes of the '
+                    'servers of the project.',
+        operations=[
+            {'method': 'GET', 'path': '/os-xloud-adjust'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=INDEX_ALL_TENANTS,
+        check_str=base.ADMIN,
+        description='List the sizes of the servers of all projects '
+                    '(the all_tenants query parameter).',
+        operations=[
+            {'method': 'GET', 'path': '/os-xloud-adjust?all_tenants=1'},
+        ],
+        scope_types=['project'],
+    ),
+]
+
+_register_lock = threading.Lock()
+
+
+def list_rules() -> list[policy.DocumentedRuleDefault]:
+    return rules
+
+
+def register_rules() -> None:
+    """Register the rules on Nova's enforcer unless it already has them.
+
+    Called on every request the API filter serves: Nova builds a new
+    enforcer after ``nova.policy.reset()``. ``nova.policy.get_enforcer()``
+    is not used because it re-parses the configuration with no arguments
+    (it exists for the oslopolicy command line tools), which would drop
+    the ``--config-file`` options of a running nova-api.
+    """
+    nova_policy.init()
+    enforcer = nova_policy._ENFORCER
+    if all(rule.name in enforcer.registered_rules for rule in rules):
+        return
+    with _register_lock:
+        missing = [rule for rule in rules
+                   if rule.name not in enforcer.registered_rules]
+        if missing:
+            enforcer.register_defaults(missing)
+            # Adds the new defaults, keeping policy.yaml overrides of them.
+            enforcer.load_rules()

@@ -1,0 +1,235 @@
+"""An instance's elastic size: its flavor's limits and its recorded size.
+
+The flavor's ``vcpus``/``memory_mb`` are the maximum; its ``minimum_cpu`` /
+``minimum_memory`` extra specs are the size a guest boots at and the floor
+of any adjustment. A flavor without them boots at its maximum, as stock Nova
+does, and may be adjusted down to 1.
+
+What nova-compute confirmed with libvirt is kept in the instance's system
+metadata (it travels with the instance through every move and is loaded in
+the same query as the instance). The record is tagged with the flavor it was
+made for, so after a resize the guest starts over from the new flavor.
+Two sizes are kept: the *boot* size, written into the domain whenever Nova
+regenerates it (hard reboot, start, unshelve, migrations), changed only by
+persistent adjustments; and the *live* size, what the guest runs at now.
+
+What each adjustment changed is kept there too, one ``xloud_change_<request
+id>`` key per request, the newest :data:`CHANGE_HISTORY_LIMIT`: Nova keeps
+an instance action event's details only for failures, and nova-compute has
+no database of its own to keep them elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from nova import objects
+from oslo_log import log as logging
+from oslo_utils import timeutils
+
+LOG = logging.getLogger(__name__)
+
+MINIMUM_CPU = 'minimum_cpu'
+MINIMUM_MEMORY = 'minimum_memory'
+
+SYSMETA_FLAVOR = 'xloud_flavorid'
+SYSMETA_BOOT_VCPUS = 'xloud_boot_vcpus'
+SYSMETA_BOOT_MEMORY = 'xloud_boot_memory_mb'
+SYSMETA_LIVE_VCPUS = 'xloud_live_vcpus'
+SYSMETA_LIVE_MEMORY = 'xloud_live_memory_mb'
+SYSMETA_UPDATED_AT = 'xloud_updated_at'
+SYSMETA_STATUS = 'xloud_status'
+SYSMETA_REQUEST_ID = 'xloud_request_id'
+SYSMETA_ERROR = 'xloud_error'
+SYSMETA_CHANGE_PREFIX = 'xloud_change_'
+
+# How many change records an instance keeps; older ones are pruned in the
+# save that adds a new one.
+CHANGE_HISTORY_LIMIT = 20
+
+STATUS_ADJUSTING = 'adjusting'
+STATUS_SUCCESS = 'success'
+STATUS_ERROR = 'error'
+
+# Nova's system_metadata values are limited to 255 characters.
+_SYSMETA_VALUE_MAX = 255
+
+
+def flavor_minimum(flavor: objects.Flavor, key: str) -> int | None:
+    """The flavor's minimum for ``key``, or None when it has none.
+
+    Nova's API validates these specs since this extension is installed;
+    a value written before that (not a positive integer) is ignored, and
+    one above the flavor's own size is capped to it, never trusted.
+    """
+    raw = (flavor.extra_specs or {}).get(key)
+    if raw is None:
+        return None
+    maximum = flavor.vcpus if key == MINIMUM_CPU else flavor.memory_mb
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        LOG.warning('Ignoring flavor %s extra spec %s=%r: not an integer',
+                    flavor.flavorid, key, raw)
+        return None
+    if value < 1:
+        LOG.warning('Ignoring flavor %s extra spec %s=%r: below 1',
+                    flavor.flavorid, key, raw)
+        return None
+    return min(value, maximum)
+
+
+@dataclasses.dataclass(frozen=True)
+class ElasticSize:
+    """Limits and recorded sizes of one instance, all derived on read."""
+
+    max_vcpus: int
+    max_memory_mb: int
+    minimum_vcpus: int | None
+    minimum_memory_mb: int | None
+    boot_vcpus: int
+    boot_memory_mb: int
+    live_vcpus: int
+    live_memory_mb: int
+    updated_at: datetime.datetime | None
+    status: str | None
+    request_id: str | None
+    error: str | None
+
+    @property
+    def floor_vcpus(self) -> int:
+        return self.minimum_vcpus or 1
+
+    @property
+    def floor_memory_mb(self) -> int:
+        return self.minimum_memory_mb or 1
+
+    @classmethod
+    def from_instance(cls, instance: objects.Instance) -> ElasticSize:
+        flavor = instance.flavor
+        sysmeta = instance.system_metadata or {}
+        min_vcpus = flavor_minimum(flavor, MINIMUM_CPU)
+        min_memory = flavor_minimum(flavor, MINIMUM_MEMORY)
+        default_vcpus = min_vcpus or flavor.vcpus
+        default_memory = min_memory or flavor.memory_mb
+        recorded = sysmeta.get(SYSMETA_FLAVOR) == flavor.flavorid
+
+        def _recorded(key: str, default: int, floor: int, ceiling: int):
+            if not recorded or key not in sysmeta:
+                return default
+            try:
+                value = int(sysmeta[key])
+            except ValueError:
+                return default
+            return value if floor <= value <= ceiling else default
+
+        boot_vcpus = _recorded(SYSMETA_BOOT_VCPUS, default_vcpus,
+                               1, flavor.vcpus)
+        boot_memory = _recorded(SYSMETA_BOOT_MEMORY, default_memory,
+                                1, flavor.memory_mb)
+        updated_at = sysmeta.get(SYSMETA_UPDATED_AT) if recorded else None
+        return cls(
+            max_vcpus=flavor.vcpus,
+            max_memory_mb=flavor.memory_mb,
+            minimum_vcpus=min_vcpus,
+            minimum_memory_mb=min_memory,
+            boot_vcpus=boot_vcpus,
+            boot_memory_mb=boot_memory,
+            live_vcpus=_recorded(SYSMETA_LIVE_VCPUS, boot_vcpus,
+                                 1, flavor.vcpus),
+            live_memory_mb=_recorded(SYSMETA_LIVE_MEMORY, boot_memory,
+                                     1, flavor.memory_mb),
+            updated_at=(timeutils.parse_isotime(updated_at)
+                        if updated_at else None),
+            status=sysmeta.get(SYSMETA_STATUS),
+            request_id=sysmeta.get(SYSMETA_REQUEST_ID),
+            error=sysmeta.get(SYSMETA_ERROR),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What one adjustment request changed, as the compute recorded it."""
+
+    request_id: str
+    changed_at: datetime.datetime
+    details: str
+
+
+def changes(instance: objects.Instance) -> list[Change]:
+    """The recorded changes of an instance, newest first."""
+    found = []
+    for key, value in (instance.system_metadata or {}).items():
+        if not key.startswith(SYSMETA_CHANGE_PREFIX):
+            continue
+        stamp, separator, details = value.partition('|')
+        try:
+            changed_at = timeutils.parse_isotime(stamp)
+        except ValueError:
+            changed_at = None
+        if not separator or changed_at is None:
+            LOG.warning('Ignoring malformed change record %s=%r', key, value,
+                        instance=instance)
+            continue
+        found.append(Change(request_id=key[len(SYSMETA_CHANGE_PREFIX):],
+                            changed_at=changed_at, details=details))
+    return sorted(found, key=lambda change: change.changed_at, reverse=True)
+
+
+def record_change(instance: objects.Instance, request_id: str,
+                  details: str) -> None:
+    """Record what request ``request_id`` changed; the caller saves.
+
+    The value is ``<UTC ISO time>|<details>``, cut to Nova's 255
+    characters; only the newest CHANGE_HISTORY_LIMIT records are kept.
+    """
+    stamp = timeutils.utcnow().replace(tzinfo=None).isoformat()
+    _record(instance, {
+        SYSMETA_CHANGE_PREFIX + request_id:
+            f'{stamp}|{details}'[:_SYSMETA_VALUE_MAX],
+    })
+    sysmeta = dict(instance.system_metadata)
+    for stale in changes(instance)[CHANGE_HISTORY_LIMIT:]:
+        del sysmeta[SYSMETA_CHANGE_PREFIX + stale.request_id]
+    instance.system_metadata = sysmeta
+
+
+def _record(instance: objects.Instance, values: dict[str, str]) -> None:
+    sysmeta = dict(instance.system_metadata or {})
+    sysmeta.update(values)
+    instance.system_metadata = sysmeta
+
+
+def record_size(instance: objects.Instance, *, vcpus: int, memory_mb: int,
+                boot: bool) -> None:
+    """Record a size libvirt confirmed; the caller saves the instance.
+
+    ``boot`` also makes it the size the domain is regenerated with.
+    """
+    values = {
+        SYSMETA_FLAVOR: instance.flavor.flavorid,
+        SYSMETA_LIVE_VCPUS: str(vcpus),
+        SYSMETA_LIVE_MEMORY: str(memory_mb),
+        SYSMETA_UPDATED_AT: timeutils.utcnow().isoformat(),
+    }
+    if boot:
+        values[SYSMETA_BOOT_VCPUS] = str(vcpus)
+        values[SYSMETA_BOOT_MEMORY] = str(memory_mb)
+    elif instance.system_metadata.get(SYSMETA_FLAVOR) != (
+            instance.flavor.flavorid):
+        # First record for this flavor: pin the boot size it had so far.
+        size = ElasticSize.from_instance(instance)
+        values[SYSMETA_BOOT_VCPUS] = str(size.boot_vcpus)
+        values[SYSMETA_BOOT_MEMORY] = str(size.boot_memory_mb)
+    _record(instance, values)
+
+
+def record_status(instance: objects.Instance, status: str,
+                  request_id: str | None, error: str | None = None) -> None:
+    """Record the state of the latest adjustment; the caller saves."""
+    _record(instance, {
+        SYSMETA_STATUS: status,
+        SYSMETA_REQUEST_ID: request_id or '',
+        SYSMETA_ERROR: (error or '')[:_SYSMETA_VALUE_MAX],
+    })

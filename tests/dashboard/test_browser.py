@@ -1,0 +1,265 @@
+"""The panel in real headless Chromium against Django's live server.
+
+The administrator logs in through Horizon's login form (Keystone answers
+through mocked keystoneauth plugins with an admin token whose catalog
+points at the fake Nova), and the plugin's real API layer talks HTTP to
+``fakecloud.FakeNovaServer``, which keeps state: an adjustment shows up in
+the table, settles when the test says so, and lands in the history.
+Screenshots of each screen go to ``artifacts/screenshots/dashboard/``.
+"""
+
+import uuid
+from unittest import mock
+
+import pytest
+from django.conf import settings
+from django.test.utils import override_settings
+from keystoneauth1 import access
+from keystoneauth1 import fixture as ksa_fixture
+from keystoneauth1.identity import v3 as v3_auth
+from keystoneclient.v3 import client as keystone_client
+from keystoneclient.v3 import projects
+from openstack_auth import policy
+from openstack_dashboard.test import helpers
+from selenium.webdriver.common.by import By
+
+from tests.dashboard import browser, conftest, fakecloud
+
+PROJECT_ID = uuid.uuid4().hex
+
+
+@pytest.fixture
+def _django_db_helper():
+    """Horizon needs no database; as in Horizon's own selenium tests."""
+
+
+@pytest.fixture(scope='module')
+def nova():
+    with fakecloud.FakeNovaServer(fakecloud.FakeCloud.demo(6)) as server:
+        yield server
+
+
+@pytest.fixture
+def cloud(nova):
+    nova.cloud = fakecloud.FakeCloud.demo(6)
+    return nova.cloud
+
+
+def admin_token(compute_url: str) -> access.AccessInfoV3:
+    token = ksa_fixture.V3Token(
+        user_id=uuid.uuid4().hex, user_name='admin',
+        user_domain_id='default', user_domain_name='Default',
+        project_id=PROJECT_ID, project_name='admin',
+        project_domain_id='default', project_domain_name='Default')
+    token.add_role(name='admin')
+    compute = token.add_service('compute', name='nova')
+    compute.add_standard_endpoints(public=compute_url, internal=compute_url,
+                                   admin=compute_url, region='RegionOne')
+    identity = token.add_service('identity', name='keystone')
+    keystone_url = settings.OPENSTACK_KEYSTONE_URL
+    identity.add_standard_endpoints(public=keystone_url,
+                                    internal=keystone_url,
+                                    admin=keystone_url, region='RegionOne')
+    return access.create(body=token, auth_token=uuid.uuid4().hex)
+
+
+@pytest.fixture(scope='module')
+def keystone(nova):
+    """Keystone's answers to Horizon's login, as Horizon's tests mock it."""
+    auth_ref = admin_token(nova.url)
+    project = projects.Project(
+        projects.ProjectManager(None),
+        {'id': PROJECT_ID, 'name': 'admin', 'enabled': True,
+         'domain_id': 'default', 'description': ''}, loaded=True)
+    with mock.patch.object(v3_auth, 'Password') as password, \
+            mock.patch.object(v3_auth, 'Token') as token, \
+            mock.patch.object(keystone_client, 'Client') as client:
+        for plugin in (password, token):
+            plugin.return_value = mock.Mock(
+                auth_url=settings.OPENSTACK_KEYSTONE_URL)
+            plugin.return_value.get_access.return_value = auth_ref
+        client.return_value.projects.list.return_value = [project]
+        yield
+
+
+@pytest.fixture(scope='module')
+def database(django_db_setup, django_db_blocker):
+    """Django's login signals touch the (test) database."""
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(scope='module')
+def horizon_setup(keystone, production_static, database):
+    """Production's URLs and offline-compressed static files, real policy
+    checks, and Horizon's own panel mocks (not ours)."""
+    ours = 'elastic_sizing'
+    with override_settings(
+            **settings.XLOUD_PRODUCTION_STATIC,
+            ROOT_URLCONF='openstack_dashboard.urls',
+            # Rebuilds the template engines: Horizon's view tests (which
+            # pytest-django runs first) leave a stand-in context processor
+            # in the cached ones.
+            TEMPLATES=settings.TEMPLATES,
+            STATIC_ROOT=str(production_static),
+            COMPRESS_ROOT=str(production_static),
+            COMPRESS_OUTPUT_DIR='dashboard',
+            COMPRESS_OFFLINE=True,
+            COMPRESS_ENABLED=True,
+            AVAILABLE_THEMES=[('default', 'Default', 'themes/default')],
+            POLICY_CHECK_FUNCTION='openstack_auth.policy.check',
+            TEST_GLOBAL_MOCKS_ON_PANELS={
+                name: config for name, config
+                in settings.TEST_GLOBAL_MOCKS_ON_PANELS.items()
+                if name != ours}):
+        policy.reset()
+        patchers = helpers._apply_panel_mocks()
+        yield
+        for patcher in patchers.values():
+            patcher.stop()
+    policy.reset()
+
+
+@pytest.fixture(scope='module')
+def panel(live_server, horizon_setup, nova):
+    try:
+        driver = browser.start_chromium()
+    except RuntimeError as exc:
+        pytest.skip(f'no Chromium: {exc}')
+    panel = browser.Panel(driver, live_server.url)
+    panel.login('admin', 'secret', domain='Default')
+    yield panel
+    browser.stop_chromium(driver)
+
+
+@pytest.fixture(autouse=True)
+def keep_failures(request, panel):
+    """A screenshot and the page of a failed test, for the reviewer."""
+    yield
+    if request.node.stash.get(conftest.FAILED, False):
+        name = f'failed-{request.node.name}'
+        panel.screenshot(name)
+        (browser.SCREENSHOTS / f'{name}.html').write_text(
+            panel.driver.page_source)
+
+
+def server_id(cloud, name):
+    return next(server.id for server in cloud.servers.values()
+                if server.name == name)
+
+
+def test_login_and_instances_tab(panel, cloud):
+    panel.open()
+    rows = panel.driver.find_elements(By.CSS_SELECTOR,
+                                      'table#instances tbody tr')
+    assert len(rows) == 6
+    large = panel.row_text('instances', server_id(cloud, 'vm-0000'))
+    for text in ('vm-0000', 'elastic.large', '2 vCPU, 4GB', '16GB',
+                 'compute-1', 'Never'):
+        assert text in large
+    nav = panel.find('#sidebar-accordion-admin-compute')
+    assert 'Elastic Sizing' in nav.get_attribute('textContent')
+    panel.screenshot('01-instances')
+
+
+def test_adjust_one_instance(panel, cloud):
+    target = server_id(cloud, 'vm-0001')
+    panel.open()
+    panel.open_row_action('instances', target, 'adjust')
+    form = panel.modal()
+    assert form.find_element(By.NAME, 'vcpus').get_attribute('max') == '4'
+    assert '1 now, from 1 to 4' in form.text
+    panel.fill(form, {'vcpus': 3, 'memory_mb': 2048})
+    panel.screenshot('02-adjust-form')
+    panel.submit(form)
+    panel.wait_for_message(
+        'Adjusting instance "vm-0001" to 3 vCPUs and 2GB.')
+    assert cloud.servers[target].pending == (3, 2048)
+    adjusting = panel.wait_for_row('instances', target, 'Adjusting')
+    assert 'warning' in panel.row('instances', target).get_attribute(
+        'class')
+    assert '1GB' in adjusting
+    panel.screenshot('03-adjusting')
+    cloud.settle()
+    done = panel.wait_for_row('instances', target, 'Done')
+    assert '3' in done.split() and '2GB' in done
+    panel.screenshot('04-adjusted')
+
+
+def test_refused_adjustment_keeps_the_modal_open(panel, cloud):
+    target = server_id(cloud, 'vm-0002')
+    cloud.servers[target].locked = True
+    panel.open()
+    panel.open_row_action('instances', target, 'adjust')
+    form = panel.modal()
+    panel.fill(form, {'vcpus': 2})
+    panel.submit(form)
+    error = panel.visible('.modal-dialog .alert-danger')
+    assert f'Instance {target} is locked.' in error.text
+    assert panel.modal().is_displayed()
+    panel.screenshot('05-adjust-refused')
+    assert cloud.servers[target].adjustment_status is None
+
+
+def test_bulk_adjust_three(panel, cloud):
+    targets = [server_id(cloud, name)
+               for name in ('vm-0000', 'vm-0001', 'vm-0002')]
+    panel.open()
+    panel.select_rows('instances', targets)
+    panel.find('#instances__action_bulk_adjust').click()
+    form = panel.find('form.xloud-elastic-form')
+    assert 'Adjust 3 instances at once.' in panel.driver.page_source
+    panel.fill(form, {'mode': 'relative', 'vcpus_step': 1,
+                      'memory_step': 1024})
+    panel.screenshot('06-bulk-form')
+    panel.submit(form)
+    message = panel.wait_for_message('Adjusting 3 instances')
+    assert 'vm-0000: 2 → 3 vCPUs, 4GB → 5GB' in message
+    assert [cloud.servers[target].pending for target in targets] == [
+        (3, 5120), (2, 2048), (2, 2048)]
+    panel.screenshot('07-bulk-adjusting')
+    cloud.settle()
+    for target in targets:
+        panel.wait_for_row('instances', target, 'Done')
+    panel.screenshot('08-bulk-adjusted')
+
+
+def test_edit_flavor_minimums(panel, cloud):
+    panel.open('?tab=elastic_sizing__flavors')
+    panel.open_row_action('flavors', '1', 'edit_minimums')
+    form = panel.modal()
+    assert 'no resources:* extra specs' in form.text
+    panel.fill(form, {'minimum_cpu': 1, 'minimum_memory': 256})
+    panel.screenshot('09-flavor-minimums-form')
+    panel.submit(form)
+    panel.wait_for_message('Updated the minimums of flavor "m1.tiny".')
+    assert cloud.flavors['1'].extra_specs == {'minimum_cpu': '1',
+                                              'minimum_memory': '256'}
+    row = panel.wait_for_row('flavors', '1', '256MB')
+    assert 'm1.tiny' in row
+    panel.screenshot('10-flavors')
+
+
+def test_failure_and_history(panel, cloud):
+    target = server_id(cloud, 'vm-0004')
+    nova_path = f'/v2.1/os-xloud-adjust/{target}'
+    cloud.handle('POST', nova_path, {}, {'current_vcpus': 2})
+    cloud.settle()
+    cloud.fail_next_adjust = 'unable to set vcpus: guest agent timed out'
+    cloud.handle('POST', nova_path, {}, {'current_vcpus': 4})
+    panel.open()
+    panel.wait_for_row('instances', target, 'Adjusting')
+    cloud.settle()
+    failed = panel.wait_for_row('instances', target, 'Failed')
+    assert 'guest agent timed out' in failed
+    assert 'status_down' in panel.row('instances', target).get_attribute(
+        'class')
+    panel.screenshot('11-failed')
+    panel.open_row_action('instances', target, 'history')
+    table = panel.find('table#history')
+    rows = table.find_elements(By.CSS_SELECTOR, 'tbody tr')
+    assert len(rows) == 2
+    assert 'Error' in rows[0].text and 'guest agent' in rows[0].text
+    assert 'Success' in rows[1].text
+    assert 'vCPUs 1 → 2' in rows[1].text
+    panel.screenshot('12-history')

@@ -1,0 +1,516 @@
+"""Views, forms, tables and policy of the Elastic Sizing panel.
+
+Horizon's own test helpers; the plugin's API functions are mocked at the
+``xloud_dashboard.api.elastic`` boundary (``test_api`` tests them against
+an HTTP Nova).
+"""
+
+import datetime
+import html
+from unittest import mock
+
+import horizon
+from django.test.utils import override_settings
+from django.urls import reverse
+from openstack_dashboard.test import helpers
+
+from tests.dashboard import fakecloud
+from xloud_dashboard import exceptions
+from xloud_dashboard.api import elastic
+from xloud_dashboard.dashboards.admin.elastic_sizing import forms
+
+INDEX_URL = reverse('horizon:admin:elastic_sizing:index')
+BULK_URL = reverse('horizon:admin:elastic_sizing:bulk_adjust')
+
+
+def adjust_url(instance_id):
+    return reverse('horizon:admin:elastic_sizing:adjust', args=[instance_id])
+
+
+def history_url(instance_id):
+    return reverse('horizon:admin:elastic_sizing:history', args=[instance_id])
+
+
+def minimums_url(flavor_id):
+    return reverse('horizon:admin:elastic_sizing:edit_minimums',
+                   args=[flavor_id])
+
+
+def sizes_of(cloud, source='recorded'):
+    return [elastic.InstanceSize.from_api(cloud.size(server, source))
+            for server in cloud.servers.values()]
+
+
+def flavors_of(cloud):
+    return [elastic.Flavor.from_nova(flavor.as_nova())
+            for flavor in cloud.flavors.values()]
+
+
+class ElasticSizingTestCase(helpers.BaseAdminViewTests):
+    def setUp(self):
+        super().setUp()
+        self.cloud = fakecloud.FakeCloud.demo(servers=4)
+        self.sizes = sizes_of(self.cloud)
+        # vm-0000: elastic.large (2..8 vCPUs, 4096..16384 MB);
+        # vm-0001..3: elastic.small (1..4 vCPUs, 1024..4096 MB).
+        self.large, self.small = self.sizes[0], self.sizes[1]
+
+
+class IndexTests(ElasticSizingTestCase):
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_instances_tab_is_one_call_per_page(self):
+        self.mock_instance_size_list.return_value = (self.sizes, True)
+        res = self.client.get(INDEX_URL)
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/index.html')
+        table = res.context['tab_group'].get_tab('instances')._tables[
+            'instances']
+        self.assertEqual(len(table.data), 4)
+        self.assertContains(res, 'vm-0003')
+        self.assertContains(res, '16GB')
+        self.assertContains(res, '2 vCPU, 4GB')
+        self.assertContains(res, 'table-row-multi-select', count=4)
+        # The page ends with the last id as the next marker.
+        self.assertContains(res, f'instances_marker={self.sizes[-1].id}')
+        self.mock_instance_size_list.assert_called_once_with(
+            helpers.IsHttpRequest(), marker=None, filters={})
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_next_page_passes_marker(self):
+        self.mock_instance_size_list.return_value = (self.sizes[2:], False)
+        res = self.client.get(INDEX_URL + '?instances_marker=abc')
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, 'Next&nbsp;&raquo;')
+        self.mock_instance_size_list.assert_called_once_with(
+            helpers.IsHttpRequest(), marker='abc', filters={})
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_server_side_filter(self):
+        self.mock_instance_size_list.return_value = (self.sizes[:1], False)
+        param = 'instances__filter_elastic_instances__q'
+        res = self.client.post(INDEX_URL, {param: 'compute-1',
+                                           param + '_field': 'host'})
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.mock_instance_size_list.assert_called_once_with(
+            helpers.IsHttpRequest(), marker=None,
+            filters={'host': 'compute-1'})
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_list_error_shows_message(self):
+        self.mock_instance_size_list.side_effect = exceptions.ApiError(
+            'nova-api is down', 503)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertMessageCount(res, error=1)
+        self.assertContains(res, 'No items to display')
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_adjusting_and_failed_rows(self):
+        adjusting = self.cloud.servers[self.small.id]
+        adjusting.adjustment_status = 'adjusting'
+        failed = self.cloud.servers[self.large.id]
+        failed.adjustment_status = 'error'
+        failed.error = 'libvirt: unplug timed out'
+        self.mock_instance_size_list.return_value = (sizes_of(self.cloud),
+                                                     False)
+        res = self.client.get(INDEX_URL)
+        content = res.content.decode()
+        self.assertContains(res, 'libvirt: unplug timed out')
+        # The adjusting row polls itself and offers no second adjustment.
+        row = content[content.index(
+            f'id="instances__row__{self.small.id}"') - 300:]
+        row = row[:row.index('</tr>')]
+        self.assertIn('warning', row)
+        self.assertIn('row_update', row)
+        self.assertNotIn(adjust_url(self.small.id), row)
+        failed_row = content[content.index(
+            f'id="instances__row__{self.large.id}"') - 300:]
+        self.assertIn('Failed', failed_row[:failed_row.index('</tr>')])
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_row_update_uses_single_get(self):
+        self.mock_instance_size_get.return_value = self.small
+        res = self.client.get(
+            INDEX_URL + '?action=row_update&table=instances&obj_id='
+            + self.small.id, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'vm-0001')
+        self.mock_instance_size_get.assert_called_once_with(
+            helpers.IsHttpRequest(), self.small.id)
+
+    @helpers.create_mocks({elastic: ['flavor_list']})
+    def test_flavors_tab(self):
+        self.mock_flavor_list.return_value = flavors_of(self.cloud)
+        res = self.client.get(INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'elastic.large')
+        self.assertContains(res, minimums_url('11'))
+        self.mock_flavor_list.assert_called_once_with(
+            helpers.IsHttpRequest())
+
+    @helpers.create_mocks({elastic: ['flavor_list']})
+    def test_flavors_error(self):
+        self.mock_flavor_list.side_effect = exceptions.ApiError('boom', 500)
+        res = self.client.get(INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.assertEqual(res.status_code, 200)
+        self.assertMessageCount(res, error=1)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_bulk_action_redirects_with_selected_ids(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        ids = [self.sizes[1].id, self.sizes[2].id]
+        res = self.client.post(INDEX_URL, {
+            'action': 'instances__bulk_adjust', 'object_ids': ids})
+        self.assertRedirectsNoFollow(
+            res, BULK_URL + f'?id={ids[0]}&id={ids[1]}')
+
+
+class AdjustTests(ElasticSizingTestCase):
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_form_shows_and_enforces_limits(self):
+        self.mock_instance_size_get.return_value = self.large
+        res = self.client.get(adjust_url(self.large.id))
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/adjust.html')
+        self.assertTemplateUsed(res, 'xloud_dashboard/_size_limits.html')
+        self.assertContains(res, 'min="2"')
+        self.assertContains(res, 'max="8"')
+        self.assertContains(res, 'max="16384"')
+        self.assertContains(res, '2 now, from 2 to 8')
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_adjust(self):
+        self.mock_instance_size_get.return_value = self.large
+        self.mock_adjust.return_value = {'request_id': 'req-1'}
+        res = self.client.post(adjust_url(self.large.id), {
+            'instance_id': self.large.id, 'vcpus': 6, 'memory_mb': 8192,
+            'persist': 'on'})
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.assertMessageCount(success=1)
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), self.large.id, vcpus=6, memory_mb=8192,
+            persist=True)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_persist_unchecked(self):
+        self.mock_instance_size_get.return_value = self.large
+        self.mock_adjust.return_value = {}
+        res = self.client.post(adjust_url(self.large.id), {
+            'instance_id': self.large.id, 'vcpus': 2, 'memory_mb': 4096})
+        self.assertNoFormErrors(res)
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), self.large.id, vcpus=2, memory_mb=4096,
+            persist=False)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_outside_limits_is_refused_by_the_form(self):
+        self.mock_instance_size_get.return_value = self.large
+        for vcpus, memory_mb in ((1, 4096), (9, 4096), (4, 4095),
+                                 (4, 16385), ('x', 4096)):
+            res = self.client.post(adjust_url(self.large.id), {
+                'instance_id': self.large.id, 'vcpus': vcpus,
+                'memory_mb': memory_mb, 'persist': 'on'})
+            self.assertEqual(res.status_code, 200)
+            self.assertTrue(res.context['form'].errors, (vcpus, memory_mb))
+        self.mock_adjust.assert_not_called()
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_api_error_keeps_the_modal_open(self):
+        self.mock_instance_size_get.return_value = self.large
+        self.mock_adjust.side_effect = exceptions.ApiError(
+            'Instance is locked', 409)
+        res = self.client.post(adjust_url(self.large.id), {
+            'instance_id': self.large.id, 'vcpus': 4, 'memory_mb': 4096,
+            'persist': 'on'}, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertEqual(res.status_code, 200)
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/_adjust.html')
+        self.assertContains(res, 'Instance is locked')
+        self.assertIn('Instance is locked',
+                      str(res.context['form'].non_field_errors()))
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_unknown_instance_redirects(self):
+        self.mock_instance_size_get.side_effect = exceptions.NotFound(
+            'Instance x could not be found.', 404)
+        res = self.client.get(adjust_url('x'))
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+
+
+class PlanTests(ElasticSizingTestCase):
+    def plan(self, size, **kwargs):
+        kwargs.setdefault('out_of_limits', forms.OUT_OF_LIMITS_CLAMP)
+        return forms.plan_adjustment(size, **kwargs)
+
+    def test_absolute_inside_limits(self):
+        plan = self.plan(self.small, mode='absolute', vcpus=3,
+                         memory_mb=None)
+        self.assertEqual((plan.vcpus, plan.memory_mb), (3, 1024))
+        self.assertFalse(plan.clamped or plan.refused)
+
+    def test_relative_steps(self):
+        plan = self.plan(self.large, mode='relative', vcpus=1,
+                         memory_mb=1024)
+        self.assertEqual((plan.vcpus, plan.memory_mb), (3, 5120))
+
+    def test_clamped_to_each_instances_own_limits(self):
+        small = self.plan(self.small, mode='absolute', vcpus=6,
+                          memory_mb=512)
+        large = self.plan(self.large, mode='absolute', vcpus=6,
+                          memory_mb=512)
+        self.assertEqual((small.vcpus, small.memory_mb), (4, 1024))
+        self.assertEqual((large.vcpus, large.memory_mb), (6, 4096))
+        self.assertTrue(small.clamped and large.clamped)
+        self.assertIn("held to the flavor's limits", small.describe())
+
+    def test_refused(self):
+        plan = self.plan(self.large, mode='relative', vcpus=-1,
+                         memory_mb=None,
+                         out_of_limits=forms.OUT_OF_LIMITS_REFUSE)
+        self.assertIn('1 vCPUs is outside its limits 2 to 8', plan.refused)
+        self.assertTrue(plan.unchanged)
+
+
+class BulkAdjustTests(ElasticSizingTestCase):
+    def post(self, ids, **data):
+        values = {'instance_ids': ','.join(ids), 'mode': 'absolute',
+                  'out_of_limits': 'clamp', 'persist': 'on'}
+        values.update(data)
+        return self.client.post(BULK_URL, values)
+
+    def test_form_lists_count(self):
+        ids = [size.id for size in self.sizes[:3]]
+        query = '&'.join(f'id={server_id}' for server_id in ids)
+        res = self.client.get(f'{BULK_URL}?{query}')
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/bulk_adjust.html')
+        self.assertContains(res, 'Adjust 3 instances at once.')
+        self.assertContains(res, ','.join(ids))
+
+    def test_no_selection_redirects(self):
+        res = self.client.get(BULK_URL)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_absolute_with_clamping_is_one_concurrent_batch(self):
+        chosen = self.sizes[:3]
+        self.mock_instance_sizes_get.return_value = {
+            size.id: size for size in chosen}
+        self.mock_adjust_many.side_effect = lambda request, items: [
+            elastic.AdjustOutcome(item, accepted=True) for item in items]
+        res = self.post([size.id for size in chosen], vcpus=6,
+                        memory_mb=2048)
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_adjust_many.assert_called_once_with(
+            helpers.IsHttpRequest(), [
+                elastic.AdjustRequest(chosen[0].id, 6, 4096, True),
+                elastic.AdjustRequest(chosen[1].id, 4, 2048, True),
+                elastic.AdjustRequest(chosen[2].id, 4, 2048, True)])
+        self.assertMessageCount(success=1)
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_relative_refuse_and_failures_are_reported(self):
+        for server in list(self.cloud.servers.values())[1:3]:
+            server.memory_mb = 2048
+        chosen = sizes_of(self.cloud)[:3]
+        self.mock_instance_sizes_get.return_value = {
+            size.id: size for size in chosen}
+
+        def outcomes(request, items):
+            return [elastic.AdjustOutcome(items[0], accepted=True),
+                    elastic.AdjustOutcome(items[1], accepted=False,
+                                          error='Instance is locked')]
+        self.mock_adjust_many.side_effect = outcomes
+        # +3 vCPUs: the large flavor (2 -> 5 of 8) and the small ones
+        # (1 -> 4 of 4) fit; +4 would not.
+        res = self.post([size.id for size in chosen], mode='relative',
+                        vcpus_step=3, memory_step=-1024,
+                        out_of_limits='refuse')
+        self.assertNoFormErrors(res)
+        sent = self.mock_adjust_many.call_args.args[1]
+        # The large flavor's memory floor (4096) refuses it.
+        self.assertEqual([item.server_id for item in sent],
+                         [chosen[1].id, chosen[2].id])
+        self.assertEqual((sent[0].vcpus, sent[0].memory_mb), (4, 1024))
+        self.assertMessageCount(success=1, warning=1)
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_nothing_adjusted_keeps_the_form_open(self):
+        self.mock_instance_sizes_get.return_value = {
+            self.large.id: self.large,
+            'gone': exceptions.NotFound('Instance gone could not be found.',
+                                        404)}
+        res = self.post([self.large.id, 'gone'], vcpus=20,
+                        out_of_limits='refuse')
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'No instance was adjusted')
+        self.assertContains(res, 'Instance gone could not be found.')
+        self.mock_adjust_many.assert_not_called()
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_validation(self):
+        ids = [self.large.id]
+        for data in ({}, {'mode': 'relative'},
+                     {'mode': 'relative', 'vcpus_step': 0},
+                     {'vcpus': 0}, {'mode': 'sideways', 'vcpus': 2}):
+            res = self.post(ids, **data)
+            self.assertEqual(res.status_code, 200, data)
+            self.assertTrue(res.context['form'].errors, data)
+        res = self.post([], vcpus=2)
+        self.assertTrue(res.context['form'].errors)
+        self.mock_instance_sizes_get.assert_not_called()
+        self.mock_adjust_many.assert_not_called()
+
+
+class EditMinimumsTests(ElasticSizingTestCase):
+    def setUp(self):
+        super().setUp()
+        self.flavor = elastic.Flavor.from_nova(
+            self.cloud.flavors['10'].as_nova())
+
+    @helpers.create_mocks({elastic: ['flavor_get']})
+    def test_form(self):
+        self.mock_flavor_get.return_value = self.flavor
+        res = self.client.get(minimums_url('10'))
+        self.assertTemplateUsed(res,
+                                'admin/elastic_sizing/edit_minimums.html')
+        self.assertContains(res, 'value="1024"')
+        self.assertContains(res, 'max="4096"')
+        self.assertContains(res, 'no resources:* extra specs')
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    def test_set_and_clear(self):
+        self.mock_flavor_get.return_value = self.flavor
+        res = self.client.post(minimums_url('10'), {
+            'flavor_id': '10', 'minimum_cpu': '2', 'minimum_memory': ''})
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(
+            res, INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.mock_flavor_set_minimums.assert_called_once_with(
+            helpers.IsHttpRequest(), '10', minimum_cpu=2,
+            minimum_memory=None)
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    def test_validation(self):
+        self.mock_flavor_get.return_value = self.flavor
+        for cpu, memory in (('0', ''), ('5', ''), ('', '4097'),
+                            ('1.5', ''), ('', '-1'), ('two', '')):
+            res = self.client.post(minimums_url('10'), {
+                'flavor_id': '10', 'minimum_cpu': cpu,
+                'minimum_memory': memory})
+            self.assertTrue(res.context['form'].errors, (cpu, memory))
+        self.mock_flavor_set_minimums.assert_not_called()
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    def test_api_error_keeps_the_modal_open(self):
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_set_minimums.side_effect = exceptions.ApiError(
+            'Validation failed', 400)
+        res = self.client.post(minimums_url('10'), {
+            'flavor_id': '10', 'minimum_cpu': '2', 'minimum_memory': '2048'})
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'Validation failed')
+
+    @helpers.create_mocks({elastic: ['flavor_get']})
+    def test_unknown_flavor_redirects(self):
+        self.mock_flavor_get.side_effect = exceptions.NotFound('gone', 404)
+        res = self.client.get(minimums_url('99'))
+        self.assertRedirectsNoFollow(
+            res, INDEX_URL + '?tab=elastic_sizing__flavors')
+
+
+class HistoryTests(ElasticSizingTestCase):
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history(self):
+        now = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+        record = 'vcpus 2 -> 4, memory_mb 4096 -> 8192, persisted'
+        shown = self.cloud.size(self.cloud.servers[self.large.id], 'live')
+        shown['changes'] = [{'request_id': 'req-1',
+                             'changed_at': '2026-01-02T03:04:06Z',
+                             'details': record}]
+        size = elastic.InstanceSize.from_api(shown)
+        self.mock_instance_size_get.return_value = size
+        self.mock_adjustment_history.return_value = [
+            elastic.HistoryEntry('req-2', 'admin-user', now, None, 'Error',
+                                 'cannot set memory', {}),
+            elastic.HistoryEntry(
+                'req-1', 'admin-user', now, now, 'Success', record,
+                elastic.parse_details(record))]
+        res = self.client.get(history_url(self.large.id))
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/history.html')
+        self.assertContains(res, 'vm-0000')
+        self.assertContains(res, 'vCPUs 2 → 4, memory 4GB → 8GB')
+        self.assertContains(res, 'cannot set memory')
+        self.assertContains(res, html.escape(record))
+        self.assertContains(res, '2026-01-02 03:04:05')
+        # The page's one single GET serves the header and the changes.
+        self.mock_instance_size_get.assert_called_once_with(
+            helpers.IsHttpRequest(), self.large.id)
+        self.mock_adjustment_history.assert_called_once_with(
+            helpers.IsHttpRequest(), self.large.id, changes=size.changes)
+
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history_error(self):
+        self.mock_instance_size_get.return_value = self.large
+        self.mock_adjustment_history.side_effect = exceptions.ApiError(
+            'Policy does not allow', 403)
+        res = self.client.get(history_url(self.large.id))
+        self.assertEqual(res.status_code, 200)
+        self.assertMessageCount(res, error=1)
+
+
+def deny_adjust(actions, request, target=None):
+    return all(rule != 'os_compute_api:xloud:adjust'
+               for _scope, rule in actions)
+
+
+class PolicyTests(ElasticSizingTestCase):
+    @override_settings(POLICY_CHECK_FUNCTION='openstack_auth.policy.check')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_admin_passes_the_shipped_rules(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, adjust_url(self.large.id))
+
+    @override_settings(
+        POLICY_CHECK_FUNCTION='tests.dashboard.test_views.deny_adjust')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_adjust_actions_hidden_without_adjust_policy(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, adjust_url(self.large.id))
+        self.assertNotContains(res, 'instances__bulk_adjust')
+        self.assertContains(res, history_url(self.large.id))
+
+
+class NonAdminTests(helpers.TestCase):
+    @override_settings(POLICY_CHECK_FUNCTION='openstack_auth.policy.check')
+    def test_member_does_not_see_the_panel(self):
+        panel = horizon.get_dashboard('admin').get_panel('elastic_sizing')
+        request = self.factory.get(INDEX_URL)
+        with mock.patch.object(elastic, 'is_extension_offered') as offered:
+            self.assertFalse(panel.allowed({'request': request}))
+        offered.assert_not_called()
+        res = self.client.get(INDEX_URL)
+        self.assertNotEqual(res.status_code, 200)
+
+
+class PanelTests(helpers.BaseAdminViewTests):
+    def test_panel_follows_the_extension(self):
+        panel = horizon.get_dashboard('admin').get_panel('elastic_sizing')
+        request = self.factory.get(INDEX_URL)
+        with mock.patch.object(elastic, 'is_extension_offered',
+                               return_value=False) as offered:
+            self.assertFalse(panel.allowed({'request': request}))
+            offered.return_value = True
+            self.assertTrue(panel.allowed({'request': request}))
+        self.assertEqual(offered.call_count, 2)
+
+    def test_panel_is_in_admin_compute(self):
+        dashboard = horizon.get_dashboard('admin')
+        group = dashboard.get_panel_group('compute')
+        self.assertIn('elastic_sizing', [panel.slug for panel in group])

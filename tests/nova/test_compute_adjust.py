@@ -1,0 +1,251 @@
+"""Live adjustment on the compute host: libvirt, the record, placement."""
+
+from nova import context as nova_context
+from nova import objects
+
+from nova_ext import placement, rpcapi, sizing
+from tests.nova import base as api_base
+from tests.nova import compute_base
+from tests.nova import fakelibvirt as elastic_fake
+
+INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE: the persistent definition
+
+
+class AdjustTest(compute_base.ElasticComputeTestBase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.host = self.start_compute('compute1')
+        flavor = self._create_flavor(
+            vcpu=4, memory_mb=4096,
+            extra_spec={'minimum_cpu': '2', 'minimum_memory': '2048'})
+        self.server = self._create_server(flavor_id=flavor,
+                                          networks='none')
+        self.uuid = self.server['id']
+
+    def _assert_size(self, live: tuple[int, int], boot: tuple[int, int],
+                     allocated: tuple[int, int] | None = None) -> None:
+        """libvirt, the instance's record and placement all agree."""
+        self.assertEqual(live, self._domain_size(self.server))
+        self.assertEqual(boot, self._domain_size(self.server, INACTIVE))
+        size = self._elastic_size(self.uuid)
+        self.assertEqual((live, boot),
+                         ((size.live_vcpus, size.live_memory_mb),
+                          (size.boot_vcpus, size.boot_memory_mb)))
+        self.assertEqual(allocated or live, self._placement_size(self.uuid))
+
+    def _live_size_over_rpc(self) -> dict:
+        ctxt = nova_context.get_admin_context()
+        mapping = objects.InstanceMapping.get_by_instance_uuid(ctxt,
+                                                               self.uuid)
+        with nova_context.target_cell(ctxt, mapping.cell_mapping) as cctxt:
+            instance = objects.Instance.get_by_uuid(cctxt, self.uuid)
+            return rpcapi.ElasticSizingAPI().get_live_size(
+                cctxt, instance, timeout=10)
+
+    def test_grow_shrink_persist_and_regenerate(self) -> None:
+        self._assert_size(live=(2, 2048), boot=(2, 2048))
+
+        event = self._adjust(self.server, vcpus=4, memory_mb=3072,
+                             persist=False)
+        self.assertEqual('compute1', event['host'])
+        self._assert_size(live=(4, 3072), boot=(2, 2048))
+        self.assertEqual({'vcpus': 4, 'memory_mb': 3072},
+                         self._live_size_over_rpc())
+        size = self._elastic_size(self.uuid)
+        self.assertEqual(sizing.STATUS_SUCCESS, size.status)
+
+        # Persisting one dimension persists the whole current size.
+        self._adjust(self.server, vcpus=3, persist=True)
+        self._assert_size(live=(3, 3072), boot=(3, 3072))
+
+        self._adjust(self.server, memory_mb=2048, persist=False)
+        self._assert_size(live=(3, 2048), boot=(3, 3072))
+
+        # A hard reboot regenerates the domain from the boot size.
+        self._reboot_server(self.server, hard=True)
+        self._assert_size(live=(3, 3072), boot=(3, 3072))
+
+    def test_hypervisor_refusal_is_the_action_error(self) -> None:
+        connection = self._connection(self.host)
+        elastic_fake.ElasticLibvirtFixture.refuse_next(
+            connection, self.uuid, 'setVcpusFlags',
+            "internal error: unable to execute QEMU command 'device_add'")
+        event = self._adjust(self.server, vcpus=4, persist=True,
+                             result='Error')
+        self.assertIn("unable to execute QEMU command 'device_add'",
+                      event['details'])
+        # The grow was claimed in placement first, and handed back.
+        self._assert_size(live=(2, 2048), boot=(2, 2048))
+        size = self._elastic_size(self.uuid)
+        self.assertEqual(sizing.STATUS_ERROR, size.status)
+        self.assertIn('device_add', size.error)
+
+        # A guest without a balloon driver never reaches the target:
+        # libvirt took the request, the result is still an error.
+        self.stub_out('nova_ext.virt.live.DEFAULT_CONFIRM_TIMEOUT', 0.2)
+        behaviour = elastic_fake.ElasticLibvirtFixture.behaviour(
+            connection, self.uuid)
+        behaviour.balloon_driver = False
+        event = self._adjust(self.server, vcpus=3, memory_mb=3072,
+                             persist=False, result='Error')
+        self.assertIn('memory change to 3072 MiB not confirmed',
+                      event['details'])
+        self.assertIn('applied: vcpus 2 -> 3', event['details'])
+        # The vCPUs libvirt did confirm are recorded, the memory is not.
+        self._assert_size(live=(3, 2048), boot=(2, 2048))
+        # So says the change record, what was applied first.
+        change = sizing.changes(self._instance(self.uuid))[0]
+        self.assertTrue(change.details.startswith(
+            'failed, applied vcpus 2 -> 3, not persisted: memory change to '
+            '3072 MiB not confirmed'), change.details)
+        self.assertNotIn('(applied:', change.details)
+
+        # QEMU times out a vCPU unplug the guest does not carry out. (The
+        # guest keeps no balloon driver: loading one now would let the
+        # balloon reach libvirt's last target, 3072 MiB, as in QEMU.)
+        behaviour.releases_vcpus = False
+        event = self._adjust(self.server, vcpus=2, persist=False,
+                             result='Error')
+        self.assertIn('vCPU change to 2 not confirmed, the domain reports 3',
+                      event['details'])
+        self.assertIn('manually inspected', event['details'])
+        self._assert_size(live=(3, 2048), boot=(2, 2048))
+
+        # Out of the flavor's range: refused on the compute as well.
+        event = self._adjust(self.server, vcpus=5, result='Error')
+        self.assertIn('5 vCPUs is outside 2..4', event['details'])
+        self._assert_size(live=(3, 2048), boot=(2, 2048))
+
+        # An operation that started after the API's check.
+        instance = self._instance(self.uuid)
+        instance.task_state = 'migrating'
+        instance.save()
+        event = self._adjust(self.server, vcpus=4, result='Error')
+        self.assertIn('busy (task_state migrating)', event['details'])
+        self._assert_size(live=(3, 2048), boot=(2, 2048))
+
+    def test_placement_failure_after_libvirt_says_what_was_applied(
+            self) -> None:
+        calls = []
+        set_allocation = placement.set_allocation
+
+        def failing_settle(context, instance, vcpus, memory_mb, **kwargs):
+            calls.append((vcpus, memory_mb))
+            if len(calls) == 2:
+                raise placement.AllocationUpdateFailed(
+                    instance_uuid=instance.uuid, reason='placement is down')
+            return set_allocation(context, instance, vcpus, memory_mb,
+                                  **kwargs)
+
+        self.stub_out('nova_ext.compute.endpoint.placement.set_allocation',
+                      failing_settle)
+        event = self._adjust(self.server, vcpus=3, persist=True,
+                             result='Error')
+        self.assertIn('vcpus 2 -> 3 applied, but placement was not updated',
+                      event['details'])
+        # The guest and its record did change, persisted; placement kept
+        # the grow it claimed first.
+        self._assert_size(live=(3, 2048), boot=(3, 2048))
+        self.assertEqual(
+            'failed, applied vcpus 2 -> 3, persisted: placement was not '
+            'updated: Could not change the placement allocation of '
+            f'instance {self.uuid}: placement is down',
+            sizing.changes(self._instance(self.uuid))[0].details)
+
+    def test_stopped_instance_changes_its_boot_size(self) -> None:
+        self.server = self._stop_server(self.server)
+        event = self._adjust(self.server, vcpus=2, memory_mb=3072,
+                             persist=False, result='Error')
+        self.assertIn('not running', event['details'])
+        self.assertIn('1024 MiB is outside 2048..4096', self._adjust(
+            self.server, memory_mb=1024, result='Error')['details'])
+
+        self._adjust(self.server, vcpus=4, memory_mb=3072, persist=True)
+        self.assertEqual((4, 3072), self._placement_size(self.uuid))
+        self.server = self._start_server(self.server)
+        self._assert_size(live=(4, 3072), boot=(4, 3072))
+
+    def test_concurrent_adjustments_are_serialized(self) -> None:
+        requests = [
+            self._send_adjust(self.server, vcpus=vcpus, memory_mb=memory,
+                              persist=False)
+            for vcpus, memory in ((4, 4096), (3, 2048), (2, 3072),
+                                  (4, 2048))]
+        for request_id in requests:
+            self._wait_for_adjust_event(self.server, request_id, 'Success')
+        live = self._domain_size(self.server)
+        self.assertIn(live, [(4, 4096), (3, 2048), (2, 3072), (4, 2048)])
+        self._assert_size(live=live, boot=(2, 2048))
+
+
+class PlacementCapacityTest(compute_base.ElasticComputeTestBase):
+    """A grow is claimed in placement before libvirt sees it."""
+
+    def test_grow_refused_without_room(self) -> None:
+        # 8 of the 16 host CPUs for guests, at 1:1; each guest claims its
+        # 2-vCPU minimum at boot (resources:VCPU) and may grow to 8.
+        self.flags(cpu_allocation_ratio=1.0, reserved_host_cpus=8)
+        self.start_compute('compute1')
+        flavor = self._create_flavor(
+            vcpu=8, memory_mb=2048,
+            extra_spec={'minimum_cpu': '2', 'resources:VCPU': '2'})
+        first = self._create_server(flavor_id=flavor, networks='none')
+        second = self._create_server(flavor_id=flavor, networks='none')
+        self.assertEqual((2, 2048), self._placement_size(second['id']))
+
+        event = self._adjust(first, vcpus=8, result='Error')
+        self.assertIn('Not enough room on the compute node', event['details'])
+        self.assertTrue(
+            sizing.changes(self._instance(first['id']))[0].details
+            .startswith('failed, nothing applied: Not enough room'))
+        self.assertEqual((2, 2), (self._domain_size(first)[0],
+                                  self._placement_size(first['id'])[0]))
+
+        self._adjust(first, vcpus=6)
+        self.assertEqual((6, 6), (self._domain_size(first)[0],
+                                  self._placement_size(first['id'])[0]))
+        # Shrinking hands the room back.
+        self._adjust(first, vcpus=2)
+        self._adjust(second, vcpus=6)
+        self.assertEqual(6, self._placement_size(second['id'])[0])
+
+
+class ApiToLibvirtTest(compute_base.ElasticComputeMixin,
+                       api_base.ElasticServersTestBase):
+    """POST /os-xloud-adjust → RPC → compute → libvirt → instance action."""
+
+    microversion = '2.84'
+
+    def test_post_is_applied_and_recorded(self) -> None:
+        self.start_compute('compute1')
+        flavor = self._create_flavor(
+            vcpu=4, memory_mb=4096,
+            extra_spec={'minimum_cpu': '2', 'minimum_memory': '2048'})
+        server = self._create_server(flavor_id=flavor, networks='none')
+
+        resp = self.api.api_post(
+            f'/os-xloud-adjust/{server["id"]}',
+            {'current_vcpus': 4, 'current_memory_mb': 3072,
+             'persist': False})
+        self.assertEqual(202, resp.status)
+        adjustment = resp.body['adjustment']
+        event = self._wait_for_adjust_event(
+            server, adjustment['request_id'], 'Success')
+        self.assertEqual('compute1', event['host'])
+
+        self.assertEqual((4, 3072), self._domain_size(server))
+        self.assertEqual((2, 2048), self._domain_size(server, INACTIVE))
+        self.assertEqual((4, 3072), self._placement_size(server['id']))
+        shown = self.api.api_get(
+            f'/os-xloud-adjust/{server["id"]}').body['server']
+        self.assertEqual(
+            (4, 3072, 'live', 'success', adjustment['request_id']),
+            (shown['current_vcpus'], shown['current_memory_mb'],
+             shown['source'], shown['adjustment']['status'],
+             shown['adjustment']['request_id']))
+        actions = self.api.api_get(
+            f'/servers/{server["id"]}/os-instance-actions').body[
+            'instanceActions']
+        self.assertEqual('xloud-adjust', actions[0]['action'])
+        self.assertEqual(adjustment['request_id'], actions[0]['request_id'])

@@ -1,0 +1,48 @@
+"""Domain XML for the tiny guest, built the way Nova's libvirt driver does.
+
+Nova's ``LibvirtConfigGuest`` with the flavor's maximum as ``<vcpu>`` and
+``<memory>`` (as ``LibvirtDriver._get_guest_config`` sets them), Nova's
+virtio ``<memballoon>`` (as ``_guest_add_memory_balloon``), ACPI for CPU
+hotplug, a direct kernel boot and a serial console on a file.
+"""
+
+import pathlib
+import uuid
+
+from nova.virt.libvirt import config as vconfig
+from oslo_utils import units
+
+from tests.realguest import images
+
+# Nova's [libvirt]mem_stats_period_seconds default.
+MEM_STATS_PERIOD_SECONDS = 10
+
+
+def guest_config(name: str, image: images.GuestImage, max_vcpus: int,
+                 max_memory_mb: int,
+                 console_path: pathlib.Path) -> vconfig.LibvirtConfigGuest:
+    guest = vconfig.LibvirtConfigGuest()
+    guest.virt_type = 'qemu'
+    guest.name = name
+    guest.uuid = str(uuid.uuid4())
+    guest.vcpus = max_vcpus
+    guest.memory = max_memory_mb * units.Ki
+    guest.os_type = 'hvm'
+    guest.os_mach_type = 'q35'
+    guest.os_kernel = str(image.kernel)
+    guest.os_initrd = str(image.initrd)
+    guest.os_cmdline = image.cmdline
+    guest.features = [vconfig.LibvirtConfigGuestFeatureACPI(),
+                      vconfig.LibvirtConfigGuestFeatureAPIC()]
+
+    serial = vconfig.LibvirtConfigGuestSerial()
+    serial.type = 'file'
+    serial.source_path = str(console_path)
+    serial.target_port = 0
+    guest.add_device(serial)
+
+    balloon = vconfig.LibvirtConfigMemoryBalloon()
+    balloon.model = 'virtio'
+    balloon.period = MEM_STATS_PERIOD_SECONDS
+    guest.add_device(balloon)
+    return guest

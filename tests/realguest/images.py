@@ -1,0 +1,264 @@
+"""A tiny Linux guest: a Debian kernel and a busybox initramfs.
+
+The kernel comes from Debian's own package (``apt-get download``), unpacked
+once into ``var/realguest/`` and reused by later runs. The initramfs is
+rebuilt each run (a fraction of a second): its ``/init`` optionally loads
+``virtio_balloon``, onlines every CPU that appears (what udev does on a
+distribution image) and prints a status line to the serial console whenever
+the guest's own view of its size changes.
+"""
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+CACHE_DIR = REPO_ROOT / 'var' / 'realguest'
+
+# Debian's meta package always depends on the current kernel ABI package.
+KERNEL_META_PACKAGE = 'linux-image-amd64'
+# The balloon driver and the PCI transport its device sits on; modinfo
+# supplies what each depends on.
+BALLOON_MODULES = ('virtio_pci', 'virtio_balloon')
+
+STATUS_PREFIX = 'XLOUD-GUEST'
+
+# Busybox shell only, no forks in the loop: under TCG every fork costs.
+# cpus: online CPUs as the guest's scheduler sees them (/proc/cpuinfo).
+# memtotal_kb: MemTotal; a balloon without deflate-on-OOM takes its pages
+# out of it. balloon_kb: pages the balloon driver holds (its inflate and
+# deflate counters in /proc/vmstat), which is the guest's view of the
+# balloon whichever way the device was negotiated.
+INIT_SCRIPT = r'''#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+state() {
+    cpus=0
+    while read -r key rest; do
+        [ "$key" = processor ] && cpus=$((cpus + 1))
+    done < /proc/cpuinfo
+    while read -r key value unit; do
+        [ "$key" = MemTotal: ] && memtotal=$value && break
+    done < /proc/meminfo
+    inflated=0
+    deflated=0
+    while read -r key value; do
+        case $key in
+            balloon_inflate) inflated=$value ;;
+            balloon_deflate) deflated=$value ;;
+        esac
+    done < /proc/vmstat
+    now="cpus=$cpus memtotal_kb=$memtotal"
+    now="$now balloon_kb=$(( (inflated - deflated) * 4 ))"
+}
+state
+echo "@PREFIX@ boot $now"
+for module in @MODULES@; do
+    insmod "/lib/modules/$module.ko" || echo "@PREFIX@ error insmod $module"
+done
+echo "@PREFIX@ ready modules=@MODULES_CSV@"
+last=
+while :; do
+    for online in /sys/devices/system/cpu/cpu*/online; do
+        [ -e "$online" ] || continue
+        read -r value < "$online"
+        [ "$value" = 0 ] && echo 1 > "$online"
+    done
+    state
+    if [ "$now" != "$last" ]; then
+        echo "@PREFIX@ state $now"
+        last=$now
+    fi
+    sleep 0.3
+done
+'''
+
+KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
+
+
+class GuestImageUnavailable(Exception):
+    """The guest kernel could not be obtained on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    package: str
+    vmlinuz: pathlib.Path
+    module_dir: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestImage:
+    kernel: pathlib.Path
+    initrd: pathlib.Path
+    cmdline: str
+    balloon_driver: bool
+
+
+def _run(argv, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def current_kernel_package(progress=print) -> str:
+    """The kernel package Debian's meta package points to today.
+
+    A machine whose package lists were never fetched (or were cleaned, as
+    container images do) knows none: root fetches them once and asks again.
+    """
+    try:
+        return _kernel_package_from_apt_cache()
+    except GuestImageUnavailable:
+        if os.geteuid() != 0:
+            raise
+    progress('apt knows no kernel package: running apt-get update')
+    try:
+        _run(['apt-get', 'update', '-qq'])
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GuestImageUnavailable(
+            f'apt-get update failed (package registry unreachable?): '
+            f'{getattr(exc, "stderr", "") or exc}')
+    return _kernel_package_from_apt_cache()
+
+
+def _kernel_package_from_apt_cache() -> str:
+    try:
+        out = _run(['apt-cache', 'depends', '--important',
+                    KERNEL_META_PACKAGE]).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GuestImageUnavailable(
+            f'apt-cache cannot resolve {KERNEL_META_PACKAGE}: {exc}')
+    for line in out.splitlines():
+        key, _, value = line.strip().partition(':')
+        value = value.strip()
+        if key == 'Depends' and value.startswith('linux-image-'):
+            return value
+    raise GuestImageUnavailable(
+        f'apt-cache knows no kernel behind {KERNEL_META_PACKAGE} '
+        '(apt-get update fetches the package lists)')
+
+
+def _cached_kernels(cache_dir: pathlib.Path) -> list[Kernel]:
+    found = []
+    for stamp in sorted((cache_dir / 'kernel').glob('*/complete')):
+        root = stamp.parent
+        found.append(Kernel(root.name, root / 'vmlinuz', root / 'modules'))
+    return found
+
+
+def fetch_kernel(cache_dir: pathlib.Path = CACHE_DIR,
+                 progress=print) -> Kernel:
+    """The Debian kernel and its virtio modules, downloaded once."""
+    try:
+        package = current_kernel_package(progress)
+    except GuestImageUnavailable:
+        cached = _cached_kernels(cache_dir)
+        if cached:
+            return cached[-1]
+        raise
+    root = cache_dir / 'kernel' / package
+    kernel = Kernel(package, root / 'vmlinuz', root / 'modules')
+    if (root / 'complete').exists():
+        return kernel
+    progress(f'downloading {package} into {root} (once; about 70 MB)')
+    with tempfile.TemporaryDirectory(prefix='realguest-kernel-') as tmp:
+        tmp = pathlib.Path(tmp)
+        try:
+            _run(['apt-get', 'download', '-q', package], cwd=tmp)
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, 'stderr', '') or exc
+            raise GuestImageUnavailable(
+                f'apt-get download {package} failed (package registry '
+                f'unreachable?): {detail}')
+        deb = next(tmp.glob('*.deb'))
+        unpacked = tmp / 'unpacked'
+        unpacked.mkdir()
+        progress(f'unpacking {deb.name}')
+        tarball = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', str(deb)],
+                                   stdout=subprocess.PIPE)
+        _run(['tar', '-x', '-C', str(unpacked), '--wildcards',
+              './boot/vmlinuz-*', './lib/modules/*/kernel/drivers/virtio/*'],
+             stdin=tarball.stdout)
+        tarball.stdout.close()
+        if tarball.wait() != 0:
+            raise GuestImageUnavailable(f'dpkg-deb cannot read {deb}')
+        if root.exists():
+            shutil.rmtree(root)
+        kernel.module_dir.mkdir(parents=True)
+        shutil.copy(next((unpacked / 'boot').glob('vmlinuz-*')),
+                    kernel.vmlinuz)
+        for module in unpacked.glob('lib/modules/*/kernel/drivers/virtio/'
+                                    '*.ko'):
+            shutil.copy(module, kernel.module_dir / module.name)
+    (root / 'complete').write_text(package + '\n')
+    progress(f'kernel cached: {kernel.vmlinuz}')
+    return kernel
+
+
+def module_load_order(module_dir: pathlib.Path,
+                      modules: tuple[str, ...]) -> list[str]:
+    """``modules`` and their dependencies, each after what it needs."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise GuestImageUnavailable(f'module dependency loop: {path}')
+        ko = module_dir / f'{name}.ko'
+        if not ko.exists():
+            raise GuestImageUnavailable(
+                f'{name}.ko is not among the unpacked virtio modules')
+        depends = _run(['modinfo', '-F', 'depends', str(ko)]).stdout.strip()
+        for dependency in filter(None, depends.split(',')):
+            visit(dependency, path + (name,))
+        order.append(name)
+
+    for module in modules:
+        visit(module, ())
+    return order
+
+
+def build_initramfs(kernel: Kernel, target: pathlib.Path,
+                    balloon_driver: bool) -> GuestImage:
+    """Write a newc initramfs to ``target`` (overwriting it)."""
+    modules = (module_load_order(kernel.module_dir, BALLOON_MODULES)
+               if balloon_driver else [])
+    script = (INIT_SCRIPT.replace('@PREFIX@', STATUS_PREFIX)
+              .replace('@MODULES@', ' '.join(modules))
+              .replace('@MODULES_CSV@', ','.join(modules) or 'none'))
+    busybox = shutil.which('busybox')
+    if busybox is None:
+        raise GuestImageUnavailable('busybox is not installed')
+    # The initramfs has no C library: only a static busybox runs there.
+    linkage = subprocess.run(['ldd', busybox], capture_output=True,
+                             text=True, timeout=30)
+    if linkage.returncode == 0:
+        raise GuestImageUnavailable(
+            f'{busybox} is dynamically linked; install busybox-static')
+    with tempfile.TemporaryDirectory(prefix='realguest-initramfs-') as tmp:
+        tree = pathlib.Path(tmp)
+        for name in ('bin', 'dev', 'proc', 'sys', 'lib/modules'):
+            (tree / name).mkdir(parents=True)
+        shutil.copy(busybox, tree / 'bin' / 'busybox')
+        for module in modules:
+            shutil.copy(kernel.module_dir / f'{module}.ko',
+                        tree / 'lib' / 'modules' / f'{module}.ko')
+        init = tree / 'init'
+        init.write_text(script)
+        init.chmod(0o755)
+        names = sorted(str(p.relative_to(tree)) for p in tree.rglob('*'))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix('.partial')
+        with open(partial, 'wb') as archive:
+            subprocess.run(['cpio', '--create', '--format=newc', '--quiet'],
+                           input='\n'.join(names).encode(), stdout=archive,
+                           cwd=tree, check=True, timeout=60)
+        os.replace(partial, target)
+    return GuestImage(kernel=kernel.vmlinuz, initrd=target,
+                      cmdline=KERNEL_CMDLINE, balloon_driver=balloon_driver)

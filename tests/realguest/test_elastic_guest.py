@@ -1,0 +1,204 @@
+"""A real Linux guest under libvirt's QEMU driver, sized by this project.
+
+Each guest boots from the domain XML this project's guest-config code
+writes for a flavor with ``minimum_cpu``/``minimum_memory``, and is then
+grown and shrunk through ``nova_ext.virt.live``, the functions the compute
+driver's adjust path calls. What counts is the guest's own view, read from
+its serial console: online CPUs from ``/proc/cpuinfo`` and the memory its
+balloon driver holds (``/proc/vmstat``), against the sizes libvirt
+confirmed and the size recorded on the instance.
+"""
+
+import contextlib
+import re
+import time
+
+import pytest
+
+from nova_ext import sizing
+from nova_ext.virt import live
+from tests.realguest import guests
+
+_missing = guests.missing_requirements()
+if _missing:
+    pytest.skip('real-guest tests need QEMU and libvirt; missing: '
+                + ', '.join(_missing)
+                + ' (tools/setup.sh installs them as root)',
+                allow_module_level=True)
+
+# QEMU under TCG: a hotplugged CPU is online in about 1 s, a balloon moves
+# a few hundred MiB in about 2 s; generous for a shared machine.
+GUEST_TIMEOUT = 30
+
+
+@contextlib.contextmanager
+def step(progress, what: str):
+    """Print how long a step took: the figures doc/realguest.md quotes."""
+    started = time.monotonic()
+    yield
+    progress(f'{what}: {time.monotonic() - started:.1f} s')
+
+
+def ballooned_away_kb(guest: guests.RealGuest, view) -> int:
+    """Memory the guest gave up since it booted, before any driver."""
+    return guest.console.boot_view().usable_kb - view.usable_kb
+
+
+def guest_memory_mb(guest: guests.RealGuest, view) -> float:
+    """The guest's memory as the flavor counts it: the maximum less the
+    balloon."""
+    return guests.FLAVOR_MEMORY_MB - ballooned_away_kb(guest, view) / 1024
+
+
+def wait_for_guest(guest: guests.RealGuest, *, vcpus: int | None = None,
+                   memory_mb: int | None = None):
+    def reached(view) -> bool:
+        return ((vcpus is None or view.cpus == vcpus)
+                and (memory_mb is None
+                     or guest_memory_mb(guest, view) == memory_mb))
+
+    return guest.console.wait_for(
+        reached, GUEST_TIMEOUT,
+        f'vcpus={vcpus} memory_mb={memory_mb} (in its own view)')
+
+
+def libvirt_reports(guest: guests.RealGuest, expected: live.LiveSize,
+                    timeout: float = 5) -> live.LiveSize:
+    """``read_size`` once it equals ``expected``; libvirt learns of the
+    balloon's progress by QEMU events, a moment after the guest moved."""
+    deadline = time.monotonic() + timeout
+    while True:
+        size = live.read_size(guest.domain)
+        if size == expected or time.monotonic() > deadline:
+            return size
+        time.sleep(0.1)
+
+
+def record_confirmed(guest: guests.RealGuest, *, vcpus: int | None = None,
+                     memory_mb: int | None = None, persist: bool) -> None:
+    """Record what libvirt confirmed, as the compute driver does."""
+    recorded = guest.recorded
+    sizing.record_size(
+        guest.instance,
+        vcpus=recorded.live_vcpus if vcpus is None else vcpus,
+        memory_mb=recorded.live_memory_mb if memory_mb is None else memory_mb,
+        boot=persist)
+
+
+def persistent_size(guest: guests.RealGuest) -> tuple[int, int]:
+    """``<vcpu current>`` and ``<currentMemory>`` (MiB) of the definition
+    the guest would be started from next."""
+    xml = guest.persistent_xml()
+    vcpus = re.search(r"<vcpu[^>]*current='(\d+)'", xml)
+    memory = re.search(r"<currentMemory unit='KiB'>(\d+)<", xml)
+    return (int(vcpus.group(1)) if vcpus else guests.FLAVOR_VCPUS,
+            int(memory.group(1)) // 1024)
+
+
+def test_balloon_guest_boots_at_minimum_grows_and_shrinks(booted_guests,
+                                                          progress):
+    guest = booted_guests['balloon']
+    assert guest.console.errors() == []
+
+    # Boot: the flavor's minimum, in the guest and in libvirt.
+    with step(progress, 'balloon guest settled at its minimum'):
+        view = wait_for_guest(guest, vcpus=guests.MINIMUM_CPU,
+                              memory_mb=guests.MINIMUM_MEMORY_MB)
+    assert view.cpus == guests.MINIMUM_CPU
+    minimum = live.LiveSize(guests.MINIMUM_CPU, guests.MINIMUM_MEMORY_MB)
+    assert libvirt_reports(guest, minimum) == minimum
+    assert persistent_size(guest) == (guests.MINIMUM_CPU,
+                                      guests.MINIMUM_MEMORY_MB)
+
+    # Grow, persistently: the guest sees it, the record and the definition
+    # carry it.
+    with step(progress, 'vCPUs 1 -> 3 confirmed and seen by the guest'):
+        assert live.apply_vcpus(guest.domain, 3, persist=True) == 3
+        wait_for_guest(guest, vcpus=3)
+    record_confirmed(guest, vcpus=3, persist=True)
+    with step(progress, 'memory 512 -> 896 MiB confirmed and seen'):
+        assert live.apply_memory(guest.domain, 896, persist=True) == 896
+        view = wait_for_guest(guest, vcpus=3, memory_mb=896)
+    record_confirmed(guest, memory_mb=896, persist=True)
+    assert ballooned_away_kb(guest, view) == (
+        guests.FLAVOR_MEMORY_MB - 896) * 1024
+    recorded = guest.recorded
+    assert (recorded.live_vcpus, recorded.live_memory_mb) == (3, 896)
+    assert (recorded.boot_vcpus, recorded.boot_memory_mb) == (3, 896)
+    assert persistent_size(guest) == (3, 896)
+
+    # Shrink memory live only: the balloon takes exactly the difference;
+    # the boot size and the definition keep the persisted size.
+    with step(progress, 'memory 896 -> 640 MiB confirmed and seen'):
+        assert live.apply_memory(guest.domain, 640, persist=False) == 640
+        view = wait_for_guest(guest, vcpus=3, memory_mb=640)
+    record_confirmed(guest, memory_mb=640, persist=False)
+    assert ballooned_away_kb(guest, view) == (
+        guests.FLAVOR_MEMORY_MB - 640) * 1024
+    recorded = guest.recorded
+    assert (recorded.live_vcpus, recorded.live_memory_mb) == (3, 640)
+    assert recorded.boot_memory_mb == 896
+    assert persistent_size(guest) == (3, 896)
+    assert live.read_size(guest.domain) == live.LiveSize(3, 640)
+
+    # Unplug a vCPU: QEMU 7.2 under TCG lets the guest offline it but
+    # libvirt times out waiting for the device removal and keeps counting
+    # it. The change must come back unconfirmed, with libvirt's own count
+    # (what the adjust path then records), and the size asked for must not
+    # be persisted.
+    with step(progress, 'vCPUs 3 -> 2 reported unconfirmed'), \
+            pytest.raises(live.NotConfirmed) as unplug:
+        live.apply_vcpus(guest.domain, 2, persist=True)
+    assert unplug.value.requested == 2
+    assert unplug.value.observed == 3, (
+        'libvirt now confirms the unplug; this QEMU completes vCPU '
+        'removal and the test should expect success')
+    assert 'timed out' in str(unplug.value)
+    assert live.read_size(guest.domain).vcpus == 3
+    assert persistent_size(guest) == (3, 896)
+    # What libvirt calls unconfirmed is real: the guest did take the CPU
+    # offline, which is why only an operator's inspection can settle it.
+    wait_for_guest(guest, vcpus=2)
+
+    # Memory still moves after the failed unplug: deflate back to the
+    # persisted size.
+    with step(progress, 'memory 640 -> 896 MiB confirmed and seen'):
+        assert live.apply_memory(guest.domain, 896, persist=False) == 896
+        wait_for_guest(guest, memory_mb=896)
+
+
+def test_guest_without_balloon_driver_reports_memory_not_applied(
+        booted_guests, progress):
+    guest = booted_guests['plain']
+    assert guest.console.errors() == []
+
+    # Without a balloon driver nothing in the guest honours
+    # <currentMemory>: it runs with the flavor's maximum, and libvirt says
+    # so, whatever the definition asked for.
+    view = wait_for_guest(guest, vcpus=guests.MINIMUM_CPU)
+    assert view.balloon_kb == 0
+    assert guest_memory_mb(guest, view) == guests.FLAVOR_MEMORY_MB
+    assert live.read_size(guest.domain) == live.LiveSize(
+        guests.MINIMUM_CPU, guests.FLAVOR_MEMORY_MB)
+    assert persistent_size(guest) == (guests.MINIMUM_CPU,
+                                      guests.MINIMUM_MEMORY_MB)
+
+    # libvirt accepts the balloon target; the guest never reaches it, so
+    # the change is reported as not applied and nothing is persisted.
+    with step(progress, 'memory change without a driver reported'), \
+            pytest.raises(live.NotConfirmed) as change:
+        live.apply_memory(guest.domain, 768, persist=True)
+    assert change.value.requested == 768
+    assert change.value.observed == guests.FLAVOR_MEMORY_MB
+    assert live.read_size(guest.domain).memory_mb == (
+        guests.FLAVOR_MEMORY_MB)
+    assert persistent_size(guest) == (guests.MINIMUM_CPU,
+                                      guests.MINIMUM_MEMORY_MB)
+    view = guest.console.latest()
+    assert view.balloon_kb == 0
+    assert guest_memory_mb(guest, view) == guests.FLAVOR_MEMORY_MB
+
+    # vCPU hotplug needs no driver: it still works on this guest.
+    with step(progress, 'vCPUs 1 -> 2 without a balloon driver, seen'):
+        assert live.apply_vcpus(guest.domain, 2, persist=False) == 2
+        wait_for_guest(guest, vcpus=2)

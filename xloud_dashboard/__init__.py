@@ -1,0 +1,1 @@
+"""Horizon plugin: the Elastic Sizing admin panel."""

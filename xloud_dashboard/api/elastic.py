@@ -1,0 +1,460 @@
+"""Nova calls of the Elastic Sizing panel, through openstacksdk.
+
+The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
+flavor minimums as Nova extra specs, and the adjustment history as Nova
+instance actions with the change records of the extension's single GET.
+All calls go through one compute proxy per request, built from the user's
+token and the catalog's compute endpoint, as Horizon's own
+``openstack_dashboard.api._nova.computeclient`` does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import datetime
+import importlib.metadata
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import openstack.connection
+import openstack.exceptions
+from django.conf import settings
+from horizon import exceptions as horizon_exceptions
+from horizon.utils import functions as horizon_utils
+from horizon.utils import memoized
+from keystoneauth1 import exceptions as ksa_exceptions
+from keystoneauth1 import session as ksa_session
+from keystoneauth1 import token_endpoint
+from openstack_auth import utils as auth_utils
+from openstack_dashboard.api import base
+
+from xloud_dashboard.exceptions import ApiError, NotFound, Unauthorized
+
+EXTENSION_PATH = '/os-xloud-adjust'
+ADJUST_ACTION = 'xloud-adjust'
+ADJUST_EVENT = 'compute_xloud_adjust'
+MINIMUM_CPU = 'minimum_cpu'
+MINIMUM_MEMORY = 'minimum_memory'
+
+STATUS_ADJUSTING = 'adjusting'
+STATUS_SUCCESS = 'success'
+STATUS_ERROR = 'error'
+
+# The extension is served by a paste filter in front of Nova's API and
+# takes no microversion; 2.61 lists flavors with their extra specs and
+# 2.84 adds the ``details`` of instance action events.
+EXTENSION_MICROVERSION = '2.1'
+FLAVOR_MICROVERSION = '2.61'
+ACTION_MICROVERSION = '2.84'
+
+# How many of the newest adjustments the history shows; each costs one
+# call, so the page stays bounded however old the instance is.
+HISTORY_LIMIT = 20
+# Concurrent calls for bulk operations: enough to hide latency without
+# flooding nova-api with one request per selected row at once.
+MAX_WORKERS = 8
+# How long the panel trusts its answer to "does this cloud offer the
+# extension" before asking again (every page renders the navigation).
+EXTENSION_CHECK_TTL = 300
+_EXTENSION_SESSION_KEY = 'xloud_elastic_sizing_offered'
+
+_DETAILS_RE = re.compile(
+    r'(?P<key>vcpus|memory_mb)\s+(?P<old>\d+)\s*->\s*(?P<new>\d+)')
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """A flavor's size (the maximum) and its elastic minimums."""
+
+    id: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    minimum_cpu: int | None = None
+    minimum_memory: int | None = None
+    is_public: bool = True
+
+    @classmethod
+    def from_nova(cls, body: dict[str, Any]) -> Flavor:
+        specs = body.get('extra_specs') or {}
+        return cls(id=body['id'], name=body['name'], vcpus=body['vcpus'],
+                   memory_mb=body['ram'],
+                   minimum_cpu=_positive_int(specs.get(MINIMUM_CPU)),
+                   minimum_memory=_positive_int(specs.get(MINIMUM_MEMORY)),
+                   is_public=body.get('os-flavor-access:is_public', True))
+
+    @classmethod
+    def from_extension(cls, body: dict[str, Any]) -> Flavor:
+        return cls(id=body['id'], name=body['name'], vcpus=body['vcpus'],
+                   memory_mb=body['memory_mb'],
+                   minimum_cpu=body.get('minimum_cpu'),
+                   minimum_memory=body.get('minimum_memory'))
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeChange:
+    """What one adjustment changed, as the compute host recorded it."""
+
+    request_id: str
+    changed_at: datetime.datetime | None
+    details: str
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> SizeChange:
+        return cls(request_id=body['request_id'],
+                   changed_at=_parse_time(body.get('changed_at')),
+                   details=body.get('details') or '')
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceSize:
+    """One instance's elastic size as the extension reports it."""
+
+    id: str
+    name: str
+    project_id: str
+    host: str | None
+    status: str
+    flavor: Flavor
+    current_vcpus: int
+    current_memory_mb: int
+    max_vcpus: int
+    max_memory_mb: int
+    min_vcpus: int
+    min_memory_mb: int
+    source: str
+    updated_at: datetime.datetime | None
+    adjustment_status: str | None
+    adjustment_error: str | None
+    # Only the single GET carries them, newest first.
+    changes: tuple[SizeChange, ...] = ()
+
+    @property
+    def is_adjusting(self) -> bool:
+        return self.adjustment_status == STATUS_ADJUSTING
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> InstanceSize:
+        adjustment = body.get('adjustment') or {}
+        return cls(
+            id=body['id'], name=body.get('name') or body['id'],
+            project_id=body.get('project_id'), host=body.get('host'),
+            status=body.get('status'),
+            flavor=Flavor.from_extension(body['flavor']),
+            current_vcpus=body['current_vcpus'],
+            current_memory_mb=body['current_memory_mb'],
+            max_vcpus=body['max_vcpus'],
+            max_memory_mb=body['max_memory_mb'],
+            min_vcpus=body['min_vcpus'],
+            min_memory_mb=body['min_memory_mb'],
+            source=body.get('source'),
+            updated_at=_parse_time(body.get('updated_at')),
+            adjustment_status=adjustment.get('status'),
+            adjustment_error=adjustment.get('error'),
+            changes=tuple(SizeChange.from_api(change)
+                          for change in body.get('changes') or ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjustRequest:
+    """A size asked for one instance; None leaves that dimension alone."""
+
+    server_id: str
+    vcpus: int | None = None
+    memory_mb: int | None = None
+    persist: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjustOutcome:
+    """What became of one request of a bulk adjustment."""
+
+    request: AdjustRequest
+    accepted: bool
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryEntry:
+    """One ``xloud-adjust`` instance action and how its compute event ended.
+
+    ``result`` is None while the compute has not finished. ``details`` and
+    ``changes`` come from the compute's change record of the request when
+    there is one, else from the event (Nova keeps event details only for
+    failures).
+    """
+
+    request_id: str
+    user_id: str | None
+    start_time: datetime.datetime | None
+    finish_time: datetime.datetime | None
+    result: str | None
+    details: str | None
+    changes: dict[str, tuple[int, int]]
+
+
+def _positive_int(raw: Any) -> int | None:
+    try:
+        value = int(str(raw).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 1 else None
+
+
+def _parse_time(raw: str | None) -> datetime.datetime | None:
+    if not raw:
+        return None
+    value = datetime.datetime.fromisoformat(raw.replace('Z', '+00:00'))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return value
+
+
+def parse_details(details: str | None) -> dict[str, tuple[int, int]]:
+    """``'vcpus 2 -> 4, memory_mb 2048 -> 3072'`` as ``{key: (old, new)}``."""
+    return {match['key']: (int(match['old']), int(match['new']))
+            for match in _DETAILS_RE.finditer(details or '')}
+
+
+def compute_endpoint(request) -> str:
+    """Nova's endpoint from the user's catalog, in the user's region."""
+    return base.url_for(request, 'compute')
+
+
+@memoized.memoized
+def compute_proxy(request) -> openstack.proxy.Proxy:
+    """The openstacksdk compute proxy of this request's user."""
+    verify = (False if settings.OPENSTACK_SSL_NO_VERIFY
+              else settings.OPENSTACK_SSL_CACERT or True)
+    auth = token_endpoint.Token(endpoint=compute_endpoint(request),
+                                token=request.user.token.id)
+    session = ksa_session.Session(
+        auth=auth, verify=verify,
+        original_ip=auth_utils.get_client_ip(request))
+    connection = openstack.connection.Connection(
+        session=session, region_name=request.user.services_region,
+        app_name='xloud-dashboard',
+        app_version=importlib.metadata.version('horizon'))
+    return connection.compute
+
+
+def _call(request, method: str, path: str, *, microversion: str,
+          **kwargs: Any) -> dict[str, Any]:
+    proxy = compute_proxy(request)
+    try:
+        response = proxy.request(path, method, microversion=microversion,
+                                 raise_exc=False, **kwargs)
+        openstack.exceptions.raise_from_response(response)
+    except openstack.exceptions.HttpException as exc:
+        status = exc.status_code
+        message = exc.details or exc.message or str(exc)
+        error_class = {401: Unauthorized, 404: NotFound}.get(status, ApiError)
+        raise error_class(message, status) from exc
+    except ksa_exceptions.ClientException as exc:
+        raise ApiError(str(exc)) from exc
+    if not response.content:
+        return {}
+    return response.json()
+
+
+def _get(request, path: str, microversion: str, **kwargs: Any):
+    return _call(request, 'GET', path, microversion=microversion, **kwargs)
+
+
+T = TypeVar('T')
+R = TypeVar('R')
+
+
+def _concurrently(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    items = list(items)
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    workers = min(MAX_WORKERS, len(items))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
+
+
+def is_extension_offered(request) -> bool:
+    """Whether the cloud answers the extension's list call.
+
+    The answer is kept in the session for ``EXTENSION_CHECK_TTL`` seconds,
+    per compute endpoint, because the navigation asks on every page.
+    """
+    try:
+        endpoint = compute_endpoint(request)
+    except horizon_exceptions.ServiceCatalogException:
+        return False
+    cached = request.session.get(_EXTENSION_SESSION_KEY)
+    now = time.time()
+    if (cached and cached.get('endpoint') == endpoint
+            and now - cached.get('checked_at', 0) < EXTENSION_CHECK_TTL):
+        return cached['offered']
+    try:
+        _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
+             params={'limit': 1})
+        offered = True
+    except ApiError:
+        offered = False
+    request.session[_EXTENSION_SESSION_KEY] = {
+        'endpoint': endpoint, 'checked_at': now, 'offered': offered}
+    return offered
+
+
+def instance_size_list(request, *, marker: str | None = None,
+                       filters: dict[str, str] | None = None,
+                       paginate: bool = True
+                       ) -> tuple[list[InstanceSize], bool]:
+    """One page of every project's instances, in one call.
+
+    Returns the instances and whether a further page exists.
+    """
+    params: dict[str, Any] = {'all_tenants': 1}
+    params.update({key: value for key, value in (filters or {}).items()
+                   if value})
+    page_size = horizon_utils.get_page_size(request)
+    if paginate:
+        # One extra row tells whether there is a next page.
+        params['limit'] = page_size + 1
+    if marker:
+        params['marker'] = marker
+    body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
+                params=params)
+    sizes = [InstanceSize.from_api(server) for server in body['servers']]
+    if paginate and len(sizes) > page_size:
+        return sizes[:page_size], True
+    return sizes, False
+
+
+def instance_size_get(request, server_id: str) -> InstanceSize:
+    """One instance's size, live from its compute host when it answers."""
+    body = _get(request, f'{EXTENSION_PATH}/{server_id}',
+                EXTENSION_MICROVERSION)
+    return InstanceSize.from_api(body['server'])
+
+
+def instance_sizes_get(request, server_ids: Iterable[str]
+                       ) -> dict[str, InstanceSize | ApiError]:
+    """Several instances' sizes, fetched concurrently; errors per id."""
+    compute_proxy(request)
+
+    def fetch(server_id: str) -> InstanceSize | ApiError:
+        try:
+            return instance_size_get(request, server_id)
+        except ApiError as exc:
+            return exc
+
+    server_ids = list(server_ids)
+    return dict(zip(server_ids, _concurrently(fetch, server_ids),
+                    strict=True))
+
+
+def adjust(request, server_id: str, *, vcpus: int | None = None,
+           memory_mb: int | None = None,
+           persist: bool = True) -> dict[str, Any]:
+    """Ask for a new size; Nova answers 202 and the compute applies it."""
+    body: dict[str, Any] = {'persist': persist}
+    if vcpus is not None:
+        body['current_vcpus'] = vcpus
+    if memory_mb is not None:
+        body['current_memory_mb'] = memory_mb
+    answer = _call(request, 'POST', f'{EXTENSION_PATH}/{server_id}',
+                   microversion=EXTENSION_MICROVERSION, json=body)
+    return answer.get('adjustment', {})
+
+
+def adjust_many(request, requests: Iterable[AdjustRequest]
+                ) -> list[AdjustOutcome]:
+    """Send several adjustments concurrently; one outcome per request."""
+    compute_proxy(request)
+
+    def send(item: AdjustRequest) -> AdjustOutcome:
+        try:
+            adjust(request, item.server_id, vcpus=item.vcpus,
+                   memory_mb=item.memory_mb, persist=item.persist)
+        except ApiError as exc:
+            return AdjustOutcome(item, accepted=False, error=exc.message)
+        return AdjustOutcome(item, accepted=True)
+
+    return _concurrently(send, requests)
+
+
+def flavor_list(request) -> list[Flavor]:
+    """Every flavor, public and private, with its extra specs."""
+    body = _get(request, '/flavors/detail', FLAVOR_MICROVERSION,
+                params={'is_public': 'None'})
+    return [Flavor.from_nova(flavor) for flavor in body['flavors']]
+
+
+def flavor_get(request, flavor_id: str) -> Flavor:
+    body = _get(request, f'/flavors/{flavor_id}', FLAVOR_MICROVERSION)
+    return Flavor.from_nova(body['flavor'])
+
+
+def flavor_set_minimums(request, flavor_id: str, *,
+                        minimum_cpu: int | None,
+                        minimum_memory: int | None) -> None:
+    """Write the minimums as extra specs; None removes one."""
+    values = {MINIMUM_CPU: minimum_cpu, MINIMUM_MEMORY: minimum_memory}
+    to_set = {key: str(value) for key, value in values.items()
+              if value is not None}
+    path = f'/flavors/{flavor_id}/os-extra_specs'
+    if to_set:
+        _call(request, 'POST', path, microversion=FLAVOR_MICROVERSION,
+              json={'extra_specs': to_set})
+    for key, value in values.items():
+        if value is not None:
+            continue
+        # A minimum that is not set has nothing to clear.
+        with contextlib.suppress(NotFound):
+            _call(request, 'DELETE', f'{path}/{key}',
+                  microversion=FLAVOR_MICROVERSION)
+
+
+def adjustment_history(request, server_id: str,
+                       changes: Iterable[SizeChange] | None = None
+                       ) -> list[HistoryEntry]:
+    """The newest adjustments of one instance, newest first.
+
+    ``changes`` are the instance's change records when the caller has
+    them already (``instance_size_get(...).changes``); otherwise the
+    single GET is one more call.
+    """
+    if changes is None:
+        changes = instance_size_get(request, server_id).changes
+    recorded = {change.request_id: change for change in changes}
+    path = f'/servers/{server_id}/os-instance-actions'
+    body = _get(request, path, ACTION_MICROVERSION)
+    actions = [action for action in body['instanceActions']
+               if action['action'] == ADJUST_ACTION][:HISTORY_LIMIT]
+
+    def detail(action: dict[str, Any]) -> HistoryEntry:
+        shown = _get(request, f"{path}/{action['request_id']}",
+                     ACTION_MICROVERSION)['instanceAction']
+        event = next((event for event in shown.get('events') or []
+                      if event['event'] == ADJUST_EVENT), {})
+        change = recorded.get(action['request_id'])
+        if change is not None:
+            details = change.details
+            # 'failed, applied vcpus 2 -> 3, not persisted: <why>': only
+            # what precedes the reason was applied.
+            changed = parse_details(details.partition(':')[0])
+        else:
+            # Older than the records, pruned, or not finished: a failed
+            # event's details still say what was applied, if anything.
+            details = event.get('details') or shown.get('message')
+            changed = parse_details(details)
+        return HistoryEntry(
+            request_id=action['request_id'],
+            user_id=action.get('user_id'),
+            start_time=_parse_time(action.get('start_time')),
+            finish_time=_parse_time(event.get('finish_time')),
+            result=event.get('result'),
+            details=details,
+            changes=changed)
+
+    compute_proxy(request)
+    return _concurrently(detail, actions)

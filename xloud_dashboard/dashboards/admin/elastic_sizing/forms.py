@@ -1,0 +1,269 @@
+import dataclasses
+
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from horizon import forms, messages
+
+from xloud_dashboard.api import elastic
+from xloud_dashboard.dashboards.admin.elastic_sizing.tables import memory
+
+MODE_ABSOLUTE = 'absolute'
+MODE_RELATIVE = 'relative'
+OUT_OF_LIMITS_CLAMP = 'clamp'
+OUT_OF_LIMITS_REFUSE = 'refuse'
+
+
+def limit_field(field: forms.IntegerField, minimum: int, maximum: int):
+    """Bound an integer field once the limits are known (per instance)."""
+    field.min_value, field.max_value = minimum, maximum
+    field.validators.extend(forms.IntegerField(
+        min_value=minimum, max_value=maximum).validators)
+    field.widget.attrs.update({'min': minimum, 'max': maximum})
+    field.help_text = _("From %(minimum)s to %(maximum)s.") % {
+        'minimum': minimum, 'maximum': maximum}
+
+
+class AdjustForm(forms.SelfHandlingForm):
+    instance_id = forms.CharField(widget=forms.HiddenInput())
+    vcpus = forms.IntegerField(label=_("vCPUs"))
+    memory_mb = forms.IntegerField(label=_("Memory (MB)"))
+    persist = forms.BooleanField(
+        label=_("Keep after reboot"), required=False, initial=True,
+        help_text=_("Also make this the size the instance boots with; "
+                    "otherwise a reboot returns it to its boot size."))
+
+    def __init__(self, request, *args, size: elastic.InstanceSize,
+                 **kwargs):
+        super().__init__(request, *args, **kwargs)
+        self.size = size
+        limit_field(self.fields['vcpus'], size.min_vcpus, size.max_vcpus)
+        limit_field(self.fields['memory_mb'], size.min_memory_mb,
+                    size.max_memory_mb)
+
+    def handle(self, request, data):
+        size = self.size
+        try:
+            elastic.adjust(request, size.id, vcpus=data['vcpus'],
+                           memory_mb=data['memory_mb'],
+                           persist=data['persist'])
+        except elastic.ApiError as exc:
+            self.api_error(
+                _('Unable to adjust instance "%(name)s": %(reason)s')
+                % {'name': size.name, 'reason': exc.message})
+            return False
+        messages.success(
+            request,
+            _('Adjusting instance "%(name)s" to %(vcpus)s vCPUs and '
+              '%(memory)s.') % {'name': size.name, 'vcpus': data['vcpus'],
+                                'memory': memory(data['memory_mb'])})
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a bulk adjustment does to one instance."""
+
+    size: elastic.InstanceSize
+    vcpus: int
+    memory_mb: int
+    clamped: bool = False
+    refused: str | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return (self.vcpus == self.size.current_vcpus
+                and self.memory_mb == self.size.current_memory_mb)
+
+    def describe(self) -> str:
+        size = self.size
+        text = _("%(name)s: %(old_vcpus)s → %(vcpus)s vCPUs, "
+                 "%(old_memory)s → %(memory)s") % {
+            'name': size.name, 'old_vcpus': size.current_vcpus,
+            'vcpus': self.vcpus, 'old_memory': memory(size.current_memory_mb),
+            'memory': memory(self.memory_mb)}
+        if self.clamped:
+            text = _("%(change)s (held to the flavor's limits)") % {
+                'change': text}
+        return str(text)
+
+
+def plan_adjustment(size: elastic.InstanceSize, *, mode: str,
+                    vcpus: int | None, memory_mb: int | None,
+                    out_of_limits: str) -> Plan:
+    """The size one instance gets, held within its own limits.
+
+    In relative mode ``vcpus``/``memory_mb`` are steps added to the
+    current size. A value outside ``[min, max]`` is clamped to the nearest
+    limit or refuses the whole instance, as ``out_of_limits`` says.
+    """
+    def target(current: int, value: int | None) -> int:
+        if value is None:
+            return current
+        return current + value if mode == MODE_RELATIVE else value
+
+    wanted = {'vcpus': target(size.current_vcpus, vcpus),
+              'memory_mb': target(size.current_memory_mb, memory_mb)}
+    limits = {'vcpus': (size.min_vcpus, size.max_vcpus),
+              'memory_mb': (size.min_memory_mb, size.max_memory_mb)}
+    labels = {'vcpus': _("vCPUs"), 'memory_mb': _("memory (MB)")}
+    held = {}
+    clamped = False
+    for key, value in wanted.items():
+        low, high = limits[key]
+        inside = min(max(value, low), high)
+        if inside != value:
+            if out_of_limits == OUT_OF_LIMITS_REFUSE:
+                reason = _("%(name)s: %(value)s %(what)s is outside its "
+                           "limits %(low)s to %(high)s") % {
+                    'name': size.name, 'value': value, 'what': labels[key],
+                    'low': low, 'high': high}
+                return Plan(size, size.current_vcpus,
+                            size.current_memory_mb, refused=str(reason))
+            clamped = True
+        held[key] = inside
+    return Plan(size, held['vcpus'], held['memory_mb'], clamped=clamped)
+
+
+class BulkAdjustForm(forms.SelfHandlingForm):
+    instance_ids = forms.CharField(widget=forms.HiddenInput())
+    mode = forms.ChoiceField(
+        label=_("Change"),
+        choices=((MODE_ABSOLUTE, _("Set the size")),
+                 (MODE_RELATIVE, _("Add or remove a step"))),
+        initial=MODE_ABSOLUTE,
+        widget=forms.ThemableSelectWidget(attrs={
+            'class': 'switchable', 'data-slug': 'mode'}))
+    vcpus = forms.IntegerField(
+        label=_("vCPUs"), required=False, min_value=1,
+        widget=forms.NumberInput(attrs={
+            'class': 'switched', 'data-switch-on': 'mode',
+            'data-mode-absolute': _("vCPUs")}))
+    memory_mb = forms.IntegerField(
+        label=_("Memory (MB)"), required=False, min_value=1,
+        widget=forms.NumberInput(attrs={
+            'class': 'switched', 'data-switch-on': 'mode',
+            'data-mode-absolute': _("Memory (MB)")}))
+    vcpus_step = forms.IntegerField(
+        label=_("vCPU step"), required=False,
+        help_text=_("For example 1 or -1."),
+        widget=forms.NumberInput(attrs={
+            'class': 'switched', 'data-switch-on': 'mode',
+            'data-mode-relative': _("vCPU step")}))
+    memory_step = forms.IntegerField(
+        label=_("Memory step (MB)"), required=False,
+        help_text=_("For example 1024 or -1024."),
+        widget=forms.NumberInput(attrs={
+            'class': 'switched', 'data-switch-on': 'mode',
+            'data-mode-relative': _("Memory step (MB)")}))
+    out_of_limits = forms.ChoiceField(
+        label=_("Outside an instance's limits"),
+        choices=((OUT_OF_LIMITS_CLAMP,
+                  _("Hold it to the nearest limit")),
+                 (OUT_OF_LIMITS_REFUSE, _("Leave that instance alone"))),
+        initial=OUT_OF_LIMITS_CLAMP, widget=forms.ThemableSelectWidget())
+    persist = forms.BooleanField(label=_("Keep after reboot"),
+                                 required=False, initial=True)
+
+    def clean(self):
+        data = super().clean()
+        if data.get('mode') == MODE_RELATIVE:
+            vcpus, memory_mb = data.get('vcpus_step'), data.get('memory_step')
+            if not vcpus and not memory_mb:
+                raise forms.ValidationError(
+                    _("Give a non-zero vCPU or memory step."))
+        else:
+            vcpus, memory_mb = data.get('vcpus'), data.get('memory_mb')
+            if vcpus is None and memory_mb is None:
+                raise forms.ValidationError(
+                    _("Give a number of vCPUs, an amount of memory or "
+                      "both."))
+        data['change'] = (vcpus or None, memory_mb or None)
+        data['ids'] = [value for value in data.get('instance_ids', '')
+                       .split(',') if value]
+        if not data['ids']:
+            raise forms.ValidationError(_("Select at least one instance."))
+        return data
+
+    def handle(self, request, data):
+        vcpus, memory_mb = data['change']
+        sizes = elastic.instance_sizes_get(request, data['ids'])
+        problems = []
+        plans = []
+        for server_id, size in sizes.items():
+            if isinstance(size, elastic.ApiError):
+                problems.append(_("%(id)s: %(reason)s") % {
+                    'id': server_id, 'reason': size.message})
+                continue
+            plan = plan_adjustment(size, mode=data['mode'], vcpus=vcpus,
+                                   memory_mb=memory_mb,
+                                   out_of_limits=data['out_of_limits'])
+            if plan.refused:
+                problems.append(plan.refused)
+            elif plan.unchanged:
+                problems.append(_("%(name)s: already at that size") % {
+                    'name': size.name})
+            else:
+                plans.append(plan)
+        outcomes = elastic.adjust_many(request, [
+            elastic.AdjustRequest(plan.size.id, plan.vcpus, plan.memory_mb,
+                                  data['persist']) for plan in plans]
+        ) if plans else []
+        accepted = []
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if outcome.accepted:
+                accepted.append(plan.describe())
+            else:
+                problems.append(_("%(name)s: %(reason)s") % {
+                    'name': plan.size.name, 'reason': outcome.error})
+        problem_text = '; '.join(str(problem) for problem in problems)
+        if not accepted:
+            self.api_error(_("No instance was adjusted: %(problems)s")
+                           % {'problems': problem_text})
+            return False
+        messages.success(request, ngettext(
+            "Adjusting %(count)d instance: %(changes)s",
+            "Adjusting %(count)d instances: %(changes)s",
+            len(accepted)) % {'count': len(accepted),
+                              'changes': '; '.join(accepted)})
+        if problems:
+            messages.warning(request, ngettext(
+                "%(count)d instance was not adjusted: %(problems)s",
+                "%(count)d instances were not adjusted: %(problems)s",
+                len(problems)) % {'count': len(problems),
+                                  'problems': problem_text})
+        return True
+
+
+class EditMinimumsForm(forms.SelfHandlingForm):
+    flavor_id = forms.CharField(widget=forms.HiddenInput())
+    minimum_cpu = forms.IntegerField(
+        label=_("Minimum vCPUs"), required=False, min_value=1)
+    minimum_memory = forms.IntegerField(
+        label=_("Minimum memory (MB)"), required=False, min_value=1)
+
+    def __init__(self, request, *args, flavor: elastic.Flavor, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        self.flavor = flavor
+        limit_field(self.fields['minimum_cpu'], 1, flavor.vcpus)
+        limit_field(self.fields['minimum_memory'], 1,
+                          flavor.memory_mb)
+        for name in ('minimum_cpu', 'minimum_memory'):
+            self.fields[name].help_text = _(
+                "%(range)s Leave empty to remove the minimum.") % {
+                'range': self.fields[name].help_text}
+
+    def handle(self, request, data):
+        flavor = self.flavor
+        try:
+            elastic.flavor_set_minimums(
+                request, flavor.id, minimum_cpu=data['minimum_cpu'],
+                minimum_memory=data['minimum_memory'])
+        except elastic.ApiError as exc:
+            self.api_error(
+                _('Unable to update the minimums of flavor "%(name)s": '
+                  '%(reason)s') % {'name': flavor.name,
+                                   'reason': exc.message})
+            return False
+        messages.success(request, _('Updated the minimums of flavor '
+                                    '"%(name)s".') % {'name': flavor.name})
+        return True

@@ -1,0 +1,16 @@
+import horizon
+from django.utils.translation import gettext_lazy as _
+
+from xloud_dashboard.api import elastic
+
+
+class ElasticSizing(horizon.Panel):
+    name = _("Elastic Sizing")
+    slug = 'elastic_sizing'
+    permissions = ('openstack.services.compute',)
+    policy_rules = (('compute', 'os_compute_api:xloud:index:all_tenants'),)
+
+    def allowed(self, context) -> bool:
+        # Policy first: it costs no call to the cloud.
+        return (super().allowed(context)
+                and elastic.is_extension_offered(context['request']))

@@ -1,0 +1,242 @@
+from urllib import parse
+
+from django import shortcuts
+from django.template.defaultfilters import timesince
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy, pgettext_lazy
+from horizon import tables
+from horizon.templatetags import sizeformat
+
+from xloud_dashboard.api import elastic
+
+ADJUST_POLICY = (('compute', 'os_compute_api:xloud:adjust'),)
+EXTRA_SPECS_POLICY = (
+    ('compute', 'os_compute_api:os-flavor-extra-specs:create'),
+    ('compute', 'os_compute_api:os-flavor-extra-specs:delete'),
+)
+
+# An adjustment in flight keeps the row refreshing (status None); a failed
+# one marks the row as failed.
+ADJUSTMENT_STATUS_CHOICES = (
+    (elastic.STATUS_ADJUSTING, None),
+    (elastic.STATUS_SUCCESS, True),
+    (elastic.STATUS_ERROR, False),
+    ('', True),
+)
+ADJUSTMENT_DISPLAY_CHOICES = (
+    (elastic.STATUS_ADJUSTING, pgettext_lazy("Adjustment status",
+                                             "Adjusting")),
+    (elastic.STATUS_SUCCESS, pgettext_lazy("Adjustment status", "Done")),
+    (elastic.STATUS_ERROR, pgettext_lazy("Adjustment status", "Failed")),
+)
+RESULT_STATUS_CHOICES = (
+    ('success', True),
+    ('error', False),
+    ('', None),
+)
+RESULT_DISPLAY_CHOICES = (
+    ('success', pgettext_lazy("Adjustment result", "Success")),
+    ('error', pgettext_lazy("Adjustment result", "Error")),
+    ('', pgettext_lazy("Adjustment result", "In progress")),
+)
+
+
+def memory(megabytes: int | None) -> str:
+    if megabytes is None:
+        return '-'
+    return sizeformat.mb_float_format(megabytes)
+
+
+def flavor_minimums(size: elastic.InstanceSize) -> str:
+    flavor = size.flavor
+    if flavor.minimum_cpu is None and flavor.minimum_memory is None:
+        return _("None")
+    return _("%(vcpus)s vCPU, %(memory)s") % {
+        'vcpus': flavor.minimum_cpu or 1,
+        'memory': memory(flavor.minimum_memory or flavor.memory_mb)}
+
+
+def size_changed(size: elastic.InstanceSize) -> str:
+    if size.updated_at is None:
+        return _("Never")
+    return _("%(time)s ago") % {'time': timesince(size.updated_at)}
+
+
+def adjustment_status(size: elastic.InstanceSize) -> str:
+    return size.adjustment_status or ''
+
+
+class AdjustInstance(tables.LinkAction):
+    name = 'adjust'
+    verbose_name = _("Adjust Size")
+    url = 'horizon:admin:elastic_sizing:adjust'
+    classes = ('ajax-modal',)
+    icon = 'arrows-v'
+    policy_rules = ADJUST_POLICY
+
+    def allowed(self, request, size=None) -> bool:
+        return size is None or not size.is_adjusting
+
+
+class ViewHistory(tables.LinkAction):
+    name = 'history'
+    verbose_name = _("Adjustment History")
+    url = 'horizon:admin:elastic_sizing:history'
+    icon = 'history'
+    policy_rules = (('compute', 'os_compute_api:os-instance-actions:list'),)
+
+
+class BulkAdjust(tables.BatchAction):
+    """Opens one adjustment form for every selected instance.
+
+    A batch action so Horizon shows the row checkboxes; instead of acting
+    on each row it hands the selected ids to the form.
+    """
+
+    name = 'bulk_adjust'
+    icon = 'arrows-v'
+    policy_rules = ADJUST_POLICY
+
+    @staticmethod
+    def action_present(count):
+        return ngettext_lazy("Adjust Instance", "Adjust Instances", count)
+
+    @staticmethod
+    def action_past(count):
+        return ngettext_lazy("Opened the adjustment of instance",
+                             "Opened the adjustment of instances", count)
+
+    def handle(self, table, request, obj_ids):
+        query = parse.urlencode([('id', object_id) for object_id in obj_ids])
+        return shortcuts.redirect(
+            reverse('horizon:admin:elastic_sizing:bulk_adjust') + '?' + query)
+
+
+class InstanceFilterAction(tables.FilterAction):
+    name = 'filter_elastic_instances'
+    filter_type = 'server'
+    filter_choices = (
+        ('name', _("Instance Name ="), True),
+        ('project_id', _("Project ID ="), True),
+        ('host', _("Host ="), True),
+        ('flavor', _("Flavor ID ="), True),
+    )
+
+
+class UpdateRow(tables.Row):
+    ajax = True
+
+    def get_data(self, request, instance_id):
+        return elastic.instance_size_get(request, instance_id)
+
+
+class InstancesTable(tables.DataTable):
+    name = tables.WrappingColumn(
+        'name', verbose_name=_("Instance"),
+        link='horizon:admin:elastic_sizing:history')
+    project = tables.Column('project_id', verbose_name=_("Project ID"))
+    host = tables.Column('host', verbose_name=_("Host"))
+    status = tables.Column('status', verbose_name=_("Status"))
+    flavor = tables.Column(lambda size: size.flavor.name,
+                           verbose_name=_("Flavor"))
+    minimums = tables.Column(flavor_minimums,
+                             verbose_name=_("Flavor Minimum"))
+    vcpus = tables.Column('current_vcpus', verbose_name=_("vCPUs"),
+                          classes=('xloud-current',))
+    max_vcpus = tables.Column('max_vcpus', verbose_name=_("Max vCPUs"))
+    memory = tables.Column(lambda size: memory(size.current_memory_mb),
+                           verbose_name=_("Memory"),
+                           classes=('xloud-current',))
+    max_memory = tables.Column(lambda size: memory(size.max_memory_mb),
+                               verbose_name=_("Max Memory"))
+    changed = tables.Column(size_changed, verbose_name=_("Size Changed"))
+    adjustment = tables.Column(
+        adjustment_status, verbose_name=_("Adjustment"), status=True,
+        status_choices=ADJUSTMENT_STATUS_CHOICES,
+        display_choices=ADJUSTMENT_DISPLAY_CHOICES)
+    error = tables.WrappingColumn('adjustment_error',
+                                  verbose_name=_("Adjustment Error"),
+                                  classes=('xloud-error',))
+
+    class Meta:
+        name = 'instances'
+        pagination_param = 'instances_marker'
+        verbose_name = _("Instances")
+        status_columns = ['adjustment']
+        row_class = UpdateRow
+        table_actions = (InstanceFilterAction, BulkAdjust)
+        row_actions = (AdjustInstance, ViewHistory)
+
+
+class EditMinimums(tables.LinkAction):
+    name = 'edit_minimums'
+    verbose_name = _("Edit Minimums")
+    url = 'horizon:admin:elastic_sizing:edit_minimums'
+    classes = ('ajax-modal',)
+    icon = 'pencil'
+    policy_rules = EXTRA_SPECS_POLICY
+
+
+class FlavorFilterAction(tables.FilterAction):
+    name = 'filter_elastic_flavors'
+
+
+class FlavorsTable(tables.DataTable):
+    name = tables.WrappingColumn('name', verbose_name=_("Flavor"))
+    flavor_id = tables.Column('id', verbose_name=_("ID"))
+    vcpus = tables.Column('vcpus', verbose_name=_("vCPUs"))
+    memory = tables.Column(lambda flavor: memory(flavor.memory_mb),
+                           verbose_name=_("RAM"))
+    minimum_cpu = tables.Column('minimum_cpu',
+                                verbose_name=_("Minimum vCPUs"))
+    minimum_memory = tables.Column(
+        lambda flavor: (memory(flavor.minimum_memory)
+                        if flavor.minimum_memory else None),
+        verbose_name=_("Minimum RAM"))
+    public = tables.Column('is_public', verbose_name=_("Public"),
+                           filters=(lambda public: _("Yes") if public
+                                    else _("No"),))
+
+    class Meta:
+        name = 'flavors'
+        verbose_name = _("Flavors")
+        table_actions = (FlavorFilterAction,)
+        row_actions = (EditMinimums,)
+
+
+def history_result(entry: elastic.HistoryEntry) -> str:
+    return (entry.result or '').lower()
+
+
+def history_change(entry: elastic.HistoryEntry) -> str:
+    parts = []
+    if 'vcpus' in entry.changes:
+        old, new = entry.changes['vcpus']
+        parts.append(_("vCPUs %(old)s → %(new)s") % {'old': old, 'new': new})
+    if 'memory_mb' in entry.changes:
+        old, new = entry.changes['memory_mb']
+        parts.append(_("memory %(old)s → %(new)s") % {
+            'old': memory(old), 'new': memory(new)})
+    return ', '.join(str(part) for part in parts) or '-'
+
+
+class HistoryTable(tables.DataTable):
+    start_time = tables.Column('start_time', verbose_name=_("Requested"),
+                               filters=(lambda value: value and
+                                        value.strftime('%Y-%m-%d %H:%M:%S'),))
+    user = tables.Column('user_id', verbose_name=_("User ID"))
+    change = tables.Column(history_change, verbose_name=_("Change"))
+    result = tables.Column(history_result, verbose_name=_("Result"),
+                           status=True, status_choices=RESULT_STATUS_CHOICES,
+                           display_choices=RESULT_DISPLAY_CHOICES)
+    details = tables.WrappingColumn('details', verbose_name=_("Details"))
+    request_id = tables.Column('request_id', verbose_name=_("Request ID"))
+
+    class Meta:
+        name = 'history'
+        verbose_name = _("Adjustment History")
+        status_columns = ['result']
+
+    def get_object_id(self, entry: elastic.HistoryEntry) -> str:
+        return entry.request_id

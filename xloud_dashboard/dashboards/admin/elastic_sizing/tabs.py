@@ -1,0 +1,60 @@
+from django.utils.translation import gettext_lazy as _
+from horizon import exceptions, tabs
+
+from xloud_dashboard.api import elastic
+from xloud_dashboard.dashboards.admin.elastic_sizing import tables
+
+
+class InstancesTab(tabs.TableTab):
+    name = _("Instances")
+    slug = 'instances'
+    table_classes = (tables.InstancesTable,)
+    template_name = 'horizon/common/_detail_table.html'
+    preload = False
+
+    def __init__(self, tab_group, request):
+        super().__init__(tab_group, request)
+        self._has_more = False
+
+    def get_instances_data(self) -> list[elastic.InstanceSize]:
+        table = self._tables['instances']
+        marker = self.request.GET.get(table._meta.pagination_param)
+        filters = {}
+        field = table.get_filter_field()
+        value = table.get_filter_string().strip()
+        if field and value:
+            filters[field] = value
+        try:
+            sizes, self._has_more = elastic.instance_size_list(
+                self.request, marker=marker, filters=filters)
+        except elastic.ApiError:
+            self._has_more = False
+            exceptions.handle(self.request,
+                              _("Unable to retrieve instance sizes."))
+            return []
+        return sizes
+
+    def has_more_data(self, table) -> bool:
+        return self._has_more
+
+
+class FlavorsTab(tabs.TableTab):
+    name = _("Flavors")
+    slug = 'flavors'
+    table_classes = (tables.FlavorsTable,)
+    template_name = 'horizon/common/_detail_table.html'
+    preload = False
+
+    def get_flavors_data(self) -> list[elastic.Flavor]:
+        try:
+            flavors = elastic.flavor_list(self.request)
+        except elastic.ApiError:
+            exceptions.handle(self.request, _("Unable to retrieve flavors."))
+            return []
+        return sorted(flavors, key=lambda flavor: flavor.name)
+
+
+class ElasticSizingTabs(tabs.TabGroup):
+    slug = 'elastic_sizing'
+    tabs = (InstancesTab, FlavorsTab)
+    sticky = True
