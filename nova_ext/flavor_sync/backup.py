@@ -5,17 +5,21 @@ matters for memory::
 
     {"format": "xloud-flavor-sync-backup", "version": 1, "timestamp": ...}
     {"id": 7, "instance_uuid": "...", "spec": "<original>",
-     "synced": "<the spec the sync writes>"}
+     "patch": [START, END, "<replacement of spec[START:END]>"]}
     ...
     {"records": 2, "sha256": "<sha256 of every byte above this line>"}
 
 It holds only the rows the sync changes: the originals, and what replaced
 them, which is both the sync's work list (it writes from the sealed file,
 never from memory) and how a restore tells a row still as the sync left it
-from one Nova rewrote since. It is written to a temporary file in the backup
-directory, fsynced, then linked to its final name, so a backup either exists
-complete or not at all; files are created 0600 in a 0700 directory because
-specs carry project and user ids.
+from one Nova rewrote since. What replaced a spec is kept as the one span
+of it that changed (its embedded flavor; the whole spec when the sync had
+to re-serialise it), which halves what is written, hashed and read back.
+
+A backup is written to a temporary file in the backup directory, fsynced,
+then linked to its final name, so it either exists complete or not at all;
+files are created 0600 in a 0700 directory because specs carry project and
+user ids.
 """
 
 import contextlib
@@ -26,7 +30,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from nova_ext.flavor_sync.spec import loads, orjson
 
@@ -41,12 +45,28 @@ class BackupError(Exception):
     """A backup file cannot be used."""
 
 
+class Patch(NamedTuple):
+    """``spec[start:end]`` is replaced by ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+    def applied_to(self, spec: str) -> str:
+        return spec[:self.start] + self.text + spec[self.end:]
+
+
 @dataclasses.dataclass(frozen=True)
 class BackupRecord:
     id: int
     instance_uuid: str
     spec: str
-    synced: str
+    patch: Patch
+
+    @property
+    def synced(self) -> str:
+        """The spec the sync writes."""
+        return self.patch.applied_to(self.spec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,13 +115,14 @@ class BackupWriter:
         self._write(_line({'id': record.id,
                            'instance_uuid': record.instance_uuid,
                            'spec': record.spec,
-                           'synced': record.synced}))
+                           'patch': list(record.patch)}))
         self.records += 1
 
     def close(self) -> str:
         """Seal the file and make it durable; returns its temporary path."""
+        self.sha256 = self._digest.hexdigest()
         self._file.write(_line({'records': self.records,
-                                'sha256': self._digest.hexdigest()}))
+                                'sha256': self.sha256}))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -166,26 +187,60 @@ class BackupReader:
                               f'object; the file is damaged')
         return document
 
-    def verify(self) -> None:
-        """Check the trailer's count and checksum against the content."""
+    def _record(self, line: bytes, number: int) -> BackupRecord:
+        document = self._parse(line, number)
+        try:
+            spec = document['spec']
+            start, end, text = document['patch']
+            valid = (type(spec) is str and type(text) is str and
+                     type(start) is int and type(end) is int and
+                     0 <= start <= end <= len(spec))
+            record = BackupRecord(
+                id=int(document['id']),
+                instance_uuid=str(document['instance_uuid']),
+                spec=spec, patch=Patch(start, end, text))
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise BackupError(f'{self.path}: line {number} is not a backup '
+                              f'record')
+        return record
+
+    def verify(self, written_sha256: str | None = None) -> None:
+        """Check every record, and the trailer's count and checksum.
+
+        ``written_sha256`` is the checksum this process computed while it
+        wrote the file: when the content still has it, the records are the
+        ones it wrote and need no checking one by one.
+        """
         self._file.seek(0)
         digest = hashlib.sha256()
         previous = None
         lines = 0
+        # A damaged file is told as such before any of its records is.
+        bad_record = None
         for line in self._file:
             if previous is not None:
                 digest.update(previous)
+                if lines > 1 and not written_sha256 and bad_record is None:
+                    try:
+                        self._record(previous, lines)
+                    except BackupError as exc:
+                        bad_record = exc
             previous = line
             lines += 1
         trailer = self._parse(previous or b'', lines)
         records = lines - 2
-        if ('sha256' not in trailer or
-                trailer['sha256'] != digest.hexdigest()):
+        expected = written_sha256 or trailer.get('sha256')
+        if (expected != digest.hexdigest() or
+                trailer.get('sha256') != expected):
             raise BackupError(f'{self.path}: checksum mismatch; the backup '
                               f'was altered or truncated, refusing to use it')
         if trailer.get('records') != records:
             raise BackupError(f'{self.path}: holds {records} records, its '
                               f'trailer says {trailer.get("records")}')
+        if bad_record is not None:
+            raise bad_record
         self.records = records
 
     def __iter__(self) -> Iterator[BackupRecord]:
@@ -193,16 +248,7 @@ class BackupReader:
         self._file.seek(0)
         self._file.readline()
         for number in range(2, self.records + 2):
-            document = self._parse(self._file.readline(), number)
-            try:
-                yield BackupRecord(
-                    id=int(document['id']),
-                    instance_uuid=str(document['instance_uuid']),
-                    spec=str(document['spec']),
-                    synced=str(document['synced']))
-            except (KeyError, TypeError, ValueError):
-                raise BackupError(f'{self.path}: line {number} is not a '
-                                  f'backup record') from None
+            yield self._record(self._file.readline(), number)
 
     def close(self) -> None:
         self._file.close()

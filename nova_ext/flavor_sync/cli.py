@@ -249,6 +249,7 @@ def _sync(engine: sa.engine.Engine, args: argparse.Namespace,
 
 def _restore(engine: sa.engine.Engine, args: argparse.Namespace,
              argv: list[str], parser: argparse.ArgumentParser) -> int:
+    started = time.monotonic()
     LOG.info('=== Starting Restore from Backup ===')
     LOG.info('Mode: %s', _mode(args))
     LOG.info('Connecting to database: %s', database.describe(engine))
@@ -256,7 +257,7 @@ def _restore(engine: sa.engine.Engine, args: argparse.Namespace,
     summary = sync.restore(engine, args.restore, apply=args.run,
                            verbose=args.verbose,
                            batch_size=args.batch_size)
-    LOG.info('=== Restore Complete ===')
+    LOG.info('=== Restore Complete (%.2f s) ===', time.monotonic() - started)
     LOG.info('%s', summary.line('Restored'), extra={'console': True})
     if not args.run and summary.changed:
         LOG.info('>>> To apply restore, run: %s', _rerun_hint(argv, parser))

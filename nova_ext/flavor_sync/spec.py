@@ -133,9 +133,9 @@ def _explain(document: Any) -> None:
     raise MalformedSpec('spec is not a RequestSpec with a Flavor')
 
 
-# Raw encodings of extra specs found equal to a flavor's, kept per flavor:
-# specs written for one flavor mostly share a handful of encodings.
-_KNOWN_ENCODINGS_PER_FLAVOR = 8
+# Embedded flavor texts already classified: specs booted from one version
+# of a flavor embed the same text, so a cloud has a handful of them.
+_KNOWN_FLAVOR_TEXTS = 256
 
 
 class _FlavorFields(msgspec.Struct):
@@ -146,8 +146,7 @@ class _FlavorFields(msgspec.Struct):
     root_gb: Any = msgspec.UNSET
     ephemeral_gb: Any = msgspec.UNSET
     swap: Any = msgspec.UNSET
-    # Left encoded: compared as text first, decoded only when that fails.
-    extra_specs: msgspec.Raw = msgspec.UNSET
+    extra_specs: Any = msgspec.UNSET
 
 
 class _FlavorEnvelope(msgspec.Struct, rename={'name': 'nova_object.name',
@@ -156,18 +155,7 @@ class _FlavorEnvelope(msgspec.Struct, rename={'name': 'nova_object.name',
     data: _FlavorFields
 
 
-class _RequestSpecFields(msgspec.Struct):
-    flavor: _FlavorEnvelope
-
-
-class _RequestSpecEnvelope(msgspec.Struct,
-                           rename={'name': 'nova_object.name',
-                                   'data': 'nova_object.data'}):
-    name: Literal['RequestSpec']
-    data: _RequestSpecFields
-
-
-_embedded_flavor_decoder = msgspec.json.Decoder(_RequestSpecEnvelope)
+_flavor_envelope_decoder = msgspec.json.Decoder(_FlavorEnvelope)
 
 
 class _FlavorText(msgspec.Struct):
@@ -175,57 +163,77 @@ class _FlavorText(msgspec.Struct):
 
 
 class _RequestSpecFlavorText(msgspec.Struct,
-                             rename={'data': 'nova_object.data'}):
+                             rename={'name': 'nova_object.name',
+                                     'data': 'nova_object.data'}):
+    name: Literal['RequestSpec']
     data: _FlavorText
 
 
 _flavor_text_decoder = msgspec.json.Decoder(_RequestSpecFlavorText)
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddedFlavor:
+    """What the quick check learnt about a spec's embedded flavor."""
+
+    flavorid: str
+    name: Any
+    # The flavor's definition now, None when it no longer exists.
+    flavor: 'Flavor | None'
+    # Whether the embedded copy matches it; None when it no longer exists.
+    in_sync: bool | None
+    # The embedded flavor envelope's exact text within the spec.
+    text: str
+
+
 class EmbeddedFlavorCheck:
     """Tells, without decoding whole specs, which ones are in sync.
 
     Every spec is still checked to be valid JSON (msgspec validates what
-    it skips), but only the embedded flavor's sizes and identity are
-    decoded, and its extra specs are compared as text with encodings
-    already found equal before being decoded. Whatever this check cannot
-    settle (a spec that is stale, malformed, or written unlike Nova writes
-    it) is left to ``RequestSpecDocument``, which gives the verdict and
-    the reasons.
+    it skips), but only the embedded flavor's text is taken out, and each
+    distinct text is decoded and compared with its flavor once. Whatever
+    this check cannot settle (a spec that is malformed, or written unlike
+    Nova writes it) is left to ``RequestSpecDocument``, which gives the
+    verdict and the reasons.
     """
 
     def __init__(self, flavors: Mapping[str, 'Flavor']) -> None:
         self._flavors = flavors
-        self._known: dict[str, set[bytes]] = {
-            flavorid: set() for flavorid in flavors}
+        self._known: dict[bytes, EmbeddedFlavor | None] = {}
 
-    @staticmethod
-    def embedded(text: str) -> _FlavorFields | None:
-        """The embedded flavor's fields; None when that needs a full parse."""
+    def embedded(self, text: str) -> EmbeddedFlavor | None:
+        """The embedded flavor; None when that needs a full parse."""
         try:
-            fields = _embedded_flavor_decoder.decode(text).data.flavor.data
+            raw = bytes(_flavor_text_decoder.decode(text).data.flavor)
+        except msgspec.DecodeError:
+            return None
+        try:
+            return self._known[raw]
+        except KeyError:
+            pass
+        found = self._classify(raw)
+        if len(self._known) < _KNOWN_FLAVOR_TEXTS:
+            self._known[raw] = found
+        return found
+
+    def _classify(self, raw: bytes) -> EmbeddedFlavor | None:
+        try:
+            fields = _flavor_envelope_decoder.decode(raw).data
         except msgspec.DecodeError:
             return None
         if (fields.extra_specs is not msgspec.UNSET and
-                memoryview(fields.extra_specs)[:1] != b'{'):
+                type(fields.extra_specs) is not dict):
             return None
-        return fields
-
-    def in_sync(self, fields: _FlavorFields, flavor: 'Flavor') -> bool:
-        if (fields.vcpus, fields.memory_mb, fields.root_gb,
-                fields.ephemeral_gb, fields.swap) != flavor.sizes:
-            return False
-        if fields.extra_specs is msgspec.UNSET:
-            return not flavor.extra_specs
-        encoded = bytes(fields.extra_specs)
-        known = self._known[flavor.flavorid]
-        if encoded in known:
-            return True
-        if msgspec.json.decode(encoded) != flavor.extra_specs:
-            return False
-        if len(known) < _KNOWN_ENCODINGS_PER_FLAVOR:
-            known.add(encoded)
-        return True
+        flavor = self._flavors.get(fields.flavorid)
+        in_sync = None
+        if flavor is not None:
+            extra_specs = ({} if fields.extra_specs is msgspec.UNSET
+                           else fields.extra_specs)
+            in_sync = ((fields.vcpus, fields.memory_mb, fields.root_gb,
+                        fields.ephemeral_gb, fields.swap) == flavor.sizes and
+                       extra_specs == flavor.extra_specs)
+        return EmbeddedFlavor(fields.flavorid, fields.name, flavor, in_sync,
+                              raw.decode())
 
 
 class RequestSpecDocument:
@@ -308,15 +316,20 @@ def _bring_up_to_date(embedded: dict, flavor: Flavor) -> None:
     embedded['extra_specs'] = dict(flavor.extra_specs)
 
 
-def _embedded_flavor_span(text: str) -> tuple[int, int] | None:
-    """Where the embedded flavor's text is, if found once as Nova writes it."""
-    # The decoder gives the embedded flavor's exact text, whatever the
-    # strings around or inside it hold.
-    try:
-        embedded = bytes(
-            _flavor_text_decoder.decode(text).data.flavor).decode()
-    except msgspec.DecodeError:
-        return None
+def _embedded_flavor_span(
+        text: str, embedded: str | None = None) -> tuple[int, int] | None:
+    """Where the embedded flavor's text is, if found once as Nova writes it.
+
+    ``embedded`` is that text when the caller already took it out.
+    """
+    if embedded is None:
+        # The decoder gives the embedded flavor's exact text, whatever the
+        # strings around or inside it hold.
+        try:
+            embedded = bytes(
+                _flavor_text_decoder.decode(text).data.flavor).decode()
+        except msgspec.DecodeError:
+            return None
     start = text.find(_FLAVOR_KEY + embedded)
     if start < 0 or text.find(_FLAVOR_KEY + embedded, start + 1) >= 0:
         return None
@@ -341,10 +354,20 @@ class SpecRewriter:
     def __init__(self) -> None:
         self._rewritten: dict[tuple[str, str], str] = {}
 
-    def synchronised(self, text: str, flavor: Flavor) -> str:
-        span = _embedded_flavor_span(text)
+    def synchronised(self, text: str, flavor: Flavor,
+                     embedded: str | None = None) -> str:
+        """``text`` brought up to date; ``embedded`` as in EmbeddedFlavor."""
+        start, end, replacement = self.replacement(text, flavor, embedded)
+        return text[:start] + replacement + text[end:]
+
+    def replacement(self, text: str, flavor: Flavor,
+                    embedded: str | None = None) -> tuple[int, int, str]:
+        """(start, end, new text): what ``synchronised`` puts in
+        ``text[start:end]``, the whole of ``text`` when it is not written
+        the way Nova writes specs."""
+        span = _embedded_flavor_span(text, embedded)
         if span is None:
-            return RequestSpecDocument(text).synchronised(flavor)
+            return 0, len(text), RequestSpecDocument(text).synchronised(flavor)
         start, end = span
         embedded = text[start:end]
         rewritten = self._rewritten.get((flavor.flavorid, embedded))
@@ -353,9 +376,10 @@ class SpecRewriter:
             data = (envelope.get('nova_object.data')
                     if isinstance(envelope, dict) else None)
             if not isinstance(data, dict):
-                return RequestSpecDocument(text).synchronised(flavor)
+                return (0, len(text),
+                        RequestSpecDocument(text).synchronised(flavor))
             _bring_up_to_date(data, flavor)
             rewritten = dumps(envelope)
             if len(self._rewritten) < _REWRITTEN_FLAVORS_KEPT:
                 self._rewritten[flavor.flavorid, embedded] = rewritten
-        return text[:start] + rewritten + text[end:]
+        return start, end, rewritten

@@ -24,13 +24,16 @@ import logging
 import os
 import signal
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from nova_ext.flavor_sync import backup, database
 from nova_ext.flavor_sync.spec import (
+    EmbeddedFlavor,
     EmbeddedFlavorCheck,
     Flavor,
+    FlavorDiff,
     MalformedSpec,
     RequestSpecDocument,
     SpecRewriter,
@@ -122,11 +125,27 @@ def synchronise(engine: sa.engine.Engine, options: SyncOptions) -> Summary:
             writer.discard()
         raise
     try:
-        _write(engine, options, plan, summary)
+        _write(engine, options, plan, writer.sha256, summary)
     finally:
         if not options.keep_backup:
             os.unlink(plan)
     return summary
+
+
+class _Stale(NamedTuple):
+    row: sa.Row
+    flavor: Flavor
+    # How the embedded copy differs; computed only to be described.
+    diff: FlavorDiff | None
+    # The embedded flavor's text, when the quick check took it out.
+    embedded: str | None
+
+
+# Stale rows waiting for their instance mapping check, checked together.
+_MAPPING_CHECK_EVERY = 500
+
+# _Scan._check's default: the quick check has not looked at the row yet.
+_NOT_CHECKED = object()
 
 
 class _Scan:
@@ -146,38 +165,61 @@ class _Scan:
         self._rewriter = SpecRewriter()
 
     def run(self, engine: sa.engine.Engine) -> None:
+        pending: list[_Stale] = []
         with engine.connect() as connection:
             for page in database.iter_spec_pages(connection,
                                                  self.options.instances):
-                stale = [item for item in map(self._check, page) if item]
-                if stale:
-                    self._record_stale(connection, stale)
+                pending.extend(self._check_page(page))
+                if len(pending) >= _MAPPING_CHECK_EVERY:
+                    self._record_stale(connection, pending)
+                    pending = []
+            self._record_stale(connection, pending)
 
-    def _check(self, row: sa.Row) -> tuple | None:
-        """(row, flavor, diff) when the row is stale."""
+    def _check_page(self, page: list[sa.Row]) -> list[_Stale]:
+        """The page's stale rows; the rows in sync are only counted."""
+        if self.options.verbose or self.options.flavors:
+            return [item for item in map(self._check, page) if item]
+        # Most specs are in sync: settle those from their flavor part, in
+        # as few steps as possible since that is done for every row.
+        embedded = self._quick.embedded
+        stale = []
+        in_sync = 0
+        for row in page:
+            found = embedded(row[2])
+            if found is not None and found.in_sync:
+                in_sync += 1
+            elif item := self._check(row, found):
+                stale.append(item)
+        self.checked += in_sync
+        self.summary.skipped += in_sync
+        return stale
+
+    def _check(self, row: sa.Row,
+               found: EmbeddedFlavor | None | object = _NOT_CHECKED,
+               ) -> _Stale | None:
+        """Whether ``row`` is stale, and how; ``found`` is what the quick
+        check found, when it already ran."""
         spec_id, instance_uuid, text = row
         self.checked += 1
         if self.options.verbose and self.checked % PROGRESS_EVERY == 0:
             LOG.info('Progress: %d/%d request specs checked', self.checked,
                      self.total)
-        # Most specs are in sync: settle those from their flavor part, and
-        # parse in full only the rest, which may need a diff, a rewrite or
-        # an explanation of what is wrong with them.
-        fields = self._quick.embedded(text)
-        if fields is not None:
-            if not _matches_flavor(fields.flavorid, fields.name,
+        # Settle what can be settled from the flavor part, and parse in full
+        # only the rest, which may need a diff, a rewrite or an explanation
+        # of what is wrong with them.
+        if found is _NOT_CHECKED:
+            found = self._quick.embedded(text)
+        if found is not None:
+            if not _matches_flavor(found.flavorid, found.name,
                                    self.options.flavors):
                 self.filtered += 1
                 return None
-            flavor = self.flavors.get(fields.flavorid)
-            if flavor is not None:
-                if self._quick.in_sync(fields, flavor):
-                    self.summary.skipped += 1
-                    return None
-                if not self.options.verbose:
-                    # Stale: the differences are needed only to describe
-                    # them.
-                    return row, flavor, None
+            if found.in_sync:
+                self.summary.skipped += 1
+                return None
+            if found.in_sync is False and not self.options.verbose:
+                # The differences are needed only to describe them.
+                return _Stale(row, found.flavor, None, found.text)
         try:
             document = RequestSpecDocument(text)
         except MalformedSpec as exc:
@@ -200,15 +242,17 @@ class _Scan:
         if not diff:
             self.summary.skipped += 1
             return None
-        return row, flavor, diff
+        return _Stale(row, flavor, diff, found and found.text)
 
     def _record_stale(self, connection: sa.engine.Connection,
-                      stale: list[tuple]) -> None:
+                      stale: list[_Stale]) -> None:
+        if not stale:
+            return
         # Only stale rows need the mapping check: it decides the write.
         mapped = database.mapped_instances(
-            connection, [row[1] for row, *_ in stale])
+            connection, [item.row[1] for item in stale])
         connection.rollback()
-        for (spec_id, instance_uuid, text), flavor, diff in stale:
+        for (spec_id, instance_uuid, text), flavor, diff, embedded in stale:
             if instance_uuid not in mapped:
                 self.summary.skipped += 1
                 if self.options.verbose:
@@ -224,16 +268,21 @@ class _Scan:
             if self.writer is not None:
                 self.writer.add(backup.BackupRecord(
                     id=spec_id, instance_uuid=instance_uuid, spec=text,
-                    synced=self._rewriter.synchronised(text, flavor)))
+                    patch=backup.Patch(*self._rewriter.replacement(
+                        text, flavor, embedded))))
 
 
 def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,
-           summary: Summary) -> None:
-    """Rewrite the rows recorded in ``plan``, one transaction per batch."""
+           plan_sha256: str, summary: Summary) -> None:
+    """Rewrite the rows recorded in ``plan``, one transaction per batch.
+
+    ``plan_sha256`` is the checksum computed while the plan was written:
+    the rows are rewritten only from the very bytes the scan sealed.
+    """
     planned, written = summary.changed, 0
     summary.changed = 0
     with backup.BackupReader(plan) as reader:
-        reader.verify()
+        reader.verify(written_sha256=plan_sha256)
         for number, batch in enumerate(
                 _batches(reader, options.batch_size), start=1):
             try:
@@ -256,18 +305,19 @@ def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,
 def _write_batch(connection: sa.engine.Connection,
                  batch: list[backup.BackupRecord], summary: Summary) -> int:
     current = database.current_specs(
-        connection, [record.instance_uuid for record in batch])
+        connection, [record.id for record in batch])
     updates = []
     for record in batch:
-        row = current.get(record.instance_uuid)
-        if row is None or row.id != record.id or row.spec != record.spec:
+        row = current.get(record.id)
+        if (row is None or row.instance_uuid != record.instance_uuid or
+                row.spec != record.spec):
             # Nova moved, resized or deleted the instance since the scan;
             # what it wrote is newer than anything we could write.
             summary.skipped += 1
             LOG.warning('RequestSpec %s changed during the sync; left as '
                         'Nova wrote it', record.instance_uuid)
             continue
-        updates.append((row.id, record.synced))
+        updates.append((record.id, record.synced))
     database.write_specs(connection, updates)
     return len(updates)
 
@@ -314,11 +364,14 @@ def _restore_batch(connection: sa.engine.Connection,
                    batch: list[backup.BackupRecord], apply: bool,
                    verbose: bool, summary: Summary) -> None:
     current = database.current_specs(
-        connection, [record.instance_uuid for record in batch], lock=apply)
+        connection, [record.id for record in batch], lock=apply)
+    mapped = database.mapped_instances(
+        connection, [record.instance_uuid for record in batch])
     updates = []
     for record in batch:
-        row = current.get(record.instance_uuid)
-        if row is None or row.id != record.id or not row.mapped:
+        row = current.get(record.id)
+        if (row is None or row.instance_uuid != record.instance_uuid or
+                record.instance_uuid not in mapped):
             summary.skipped += 1
             if verbose:
                 LOG.info('Skipping %s: instance no longer exists',
@@ -337,6 +390,6 @@ def _restore_batch(connection: sa.engine.Connection,
             summary.changed += 1
             if verbose:
                 LOG.info('Restore: %s', record.instance_uuid)
-            updates.append((row.id, record.spec))
+            updates.append((record.id, record.spec))
     if apply:
         database.write_specs(connection, updates)

@@ -1,6 +1,10 @@
 """Restoring RequestSpecs from a backup, on SQLite and MariaDB."""
 
+import hashlib
+import json
 import re
+
+import pytest
 
 from tests.flavor_sync import scenario as scenarios
 from tests.flavor_sync.test_sync import backups
@@ -120,4 +124,36 @@ def test_truncated_or_foreign_backup_is_refused(nova_api, run_tool,
     status, output = run_tool('--restore', str(tmp_path / 'none'), '--run')
     assert status == 2
     assert 'cannot open backup' in output
+    assert nova_api.specs() == after_sync
+
+
+def _rewrite_last_record(path: str, change) -> None:
+    """Change the last record and seal the file again, as a forger would."""
+    with open(path, 'rb') as backup:
+        lines = backup.readlines()
+    record = json.loads(lines[-2])
+    change(record)
+    lines[-2] = (json.dumps(record) + '\n').encode()
+    body = b''.join(lines[:-1])
+    trailer = {'records': len(lines) - 2,
+               'sha256': hashlib.sha256(body).hexdigest()}
+    with open(path, 'wb') as backup:
+        backup.write(body + (json.dumps(trailer) + '\n').encode())
+
+
+@pytest.mark.parametrize('patch', [
+    [10, 5, 'x'], [0, 10 ** 9, 'x'], [-1, 0, 'x'], ['0', 1, 'x'],
+    [0, 1], [0, 1, None]])
+def test_sealed_backup_with_a_bad_record_is_refused_whole(
+        nova_api, run_tool, state_dir, patch):
+    _, _, path = synced(nova_api, run_tool, state_dir)
+    after_sync = nova_api.specs()
+    _rewrite_last_record(path, lambda record: record.update(patch=patch))
+
+    # One record per batch: checked only batch by batch, the first records
+    # would be restored before the bad one is read.
+    status, output = run_tool('--restore', path, '--run', '--batch-size', '1')
+
+    assert status == 2
+    assert re.search(r'line \d+ is not a backup record', output)
     assert nova_api.specs() == after_sync

@@ -65,12 +65,16 @@ def test_rewriter_writes_what_the_document_writes(nova_written):
     rewriter = SpecRewriter()
     texts = [specs[instance_uuid] for instance_uuid in scenario.stale]
     compact = json.dumps(json.loads(texts[0]), separators=(',', ':'))
+    check = EmbeddedFlavorCheck(flavors)
     # Twice over: the second time from what the rewriter remembered.
     for text in texts + [compact] + texts:
         document = RequestSpecDocument(text)
         flavor = flavors[document.flavorid]
-        assert (rewriter.synchronised(text, flavor) ==
-                RequestSpecDocument(text).synchronised(flavor))
+        expected = RequestSpecDocument(text).synchronised(flavor)
+        assert rewriter.synchronised(text, flavor) == expected
+        embedded = check.embedded(text).text
+        assert embedded in text
+        assert rewriter.synchronised(text, flavor, embedded) == expected
 
 
 def test_other_formatting_falls_back_to_whole_document(nova_written):
@@ -126,12 +130,11 @@ def _full_verdict(text, flavors):
 
 def _quick_verdict(check, text, flavors):
     """What the quick check concludes: None when it defers."""
-    fields = check.embedded(text)
-    if fields is None:
+    found = check.embedded(text)
+    if found is None:
         return None
-    flavor = flavors.get(fields.flavorid)
-    in_sync = None if flavor is None else check.in_sync(fields, flavor)
-    return fields.flavorid, fields.name, in_sync
+    assert found.flavor is flavors.get(found.flavorid)
+    return found.flavorid, found.name, found.in_sync
 
 
 def _mutations(text):
