@@ -152,12 +152,8 @@ def run_tool(url: str, state_dir: str, *args: str) -> dict:
             'summary': summary.group(0)}
 
 
-MODES = (('dry-run', ('',)), ('run', ('--run',)), ('verify', ('--verify',)),
+MODES = (('dry-run', ()), ('run', ('--run',)), ('verify', ('--verify',)),
          ('restore', ('--restore', '{backup}', '--run')))
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def bench(backend: str, sizes: list[int], workdir: str, repeat: int) -> None:
@@ -192,14 +188,14 @@ def bench(backend: str, sizes: list[int], workdir: str, repeat: int) -> None:
                     backup = _newest_backup(state_dir)
                     results[mode].append(run_tool(
                         url, state_dir,
-                        *[arg.format(backup=backup) for arg in args if arg]))
+                        *[arg.format(backup=backup) for arg in args]))
             for mode, _ in MODES:
                 runs = results[mode]
-                work = _median([run['work'] for run in runs])
+                work, wall, cpu = (
+                    statistics.median(run[key] for run in runs)
+                    for key in ('work', 'wall', 'cpu'))
                 print(f'{size:>8} {spec_bytes:>10} {mode:>8} {work:>7.2f} '
-                      f'{work / size * 1e6:>7.1f} '
-                      f'{_median([run["wall"] for run in runs]):>7.2f} '
-                      f'{_median([run["cpu"] for run in runs]):>6.2f} '
+                      f'{work / size * 1e6:>7.1f} {wall:>7.2f} {cpu:>6.2f} '
                       f'{max(run["rss_mib"] for run in runs):>12.1f}  '
                       f'{runs[-1]["summary"]}', flush=True)
         finally:

@@ -30,9 +30,9 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
-from nova_ext.flavor_sync.spec import loads, orjson
+from nova_ext.flavor_sync.spec import Patch, loads, orjson
 
 FORMAT = 'xloud-flavor-sync-backup'
 VERSION = 1
@@ -43,17 +43,6 @@ TIMESTAMP_FORMAT = '%Y%m%d_%H%M%S'
 
 class BackupError(Exception):
     """A backup file cannot be used."""
-
-
-class Patch(NamedTuple):
-    """``spec[start:end]`` is replaced by ``text``."""
-
-    start: int
-    end: int
-    text: str
-
-    def applied_to(self, spec: str) -> str:
-        return spec[:self.start] + self.text + spec[self.end:]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import operator
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -30,6 +30,17 @@ SIZE_FIELDS = ('vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb', 'swap')
 # How jsonutils.dumps writes the key of the embedded flavor.
 _FLAVOR_KEY = '"flavor": '
 _embedded_sizes = operator.itemgetter(*SIZE_FIELDS)
+
+
+class Patch(NamedTuple):
+    """``spec[start:end]`` is replaced by ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+    def applied_to(self, spec: str) -> str:
+        return spec[:self.start] + self.text + spec[self.end:]
 
 
 class MalformedSpec(ValueError):
@@ -354,20 +365,15 @@ class SpecRewriter:
     def __init__(self) -> None:
         self._rewritten: dict[tuple[str, str], str] = {}
 
-    def synchronised(self, text: str, flavor: Flavor,
-                     embedded: str | None = None) -> str:
-        """``text`` brought up to date; ``embedded`` as in EmbeddedFlavor."""
-        start, end, replacement = self.replacement(text, flavor, embedded)
-        return text[:start] + replacement + text[end:]
-
-    def replacement(self, text: str, flavor: Flavor,
-                    embedded: str | None = None) -> tuple[int, int, str]:
-        """(start, end, new text): what ``synchronised`` puts in
-        ``text[start:end]``, the whole of ``text`` when it is not written
-        the way Nova writes specs."""
+    def patch(self, text: str, flavor: Flavor,
+              embedded: str | None = None) -> Patch:
+        """What brings ``text`` up to date: its embedded flavor replaced,
+        or the whole of it when it is not written the way Nova writes
+        specs. ``embedded`` is as in EmbeddedFlavor, when known."""
         span = _embedded_flavor_span(text, embedded)
         if span is None:
-            return 0, len(text), RequestSpecDocument(text).synchronised(flavor)
+            return Patch(0, len(text),
+                         RequestSpecDocument(text).synchronised(flavor))
         start, end = span
         embedded = text[start:end]
         rewritten = self._rewritten.get((flavor.flavorid, embedded))
@@ -376,10 +382,10 @@ class SpecRewriter:
             data = (envelope.get('nova_object.data')
                     if isinstance(envelope, dict) else None)
             if not isinstance(data, dict):
-                return (0, len(text),
-                        RequestSpecDocument(text).synchronised(flavor))
+                return Patch(0, len(text),
+                             RequestSpecDocument(text).synchronised(flavor))
             _bring_up_to_date(data, flavor)
             rewritten = dumps(envelope)
             if len(self._rewritten) < _REWRITTEN_FLAVORS_KEPT:
                 self._rewritten[flavor.flavorid, embedded] = rewritten
-        return start, end, rewritten
+        return Patch(start, end, rewritten)

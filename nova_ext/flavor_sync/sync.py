@@ -30,7 +30,6 @@ import sqlalchemy as sa
 
 from nova_ext.flavor_sync import backup, database
 from nova_ext.flavor_sync.spec import (
-    EmbeddedFlavor,
     EmbeddedFlavorCheck,
     Flavor,
     FlavorDiff,
@@ -144,9 +143,6 @@ class _Stale(NamedTuple):
 # Stale rows waiting for their instance mapping check, checked together.
 _MAPPING_CHECK_EVERY = 500
 
-# _Scan._check's default: the quick check has not looked at the row yet.
-_NOT_CHECKED = object()
-
 
 class _Scan:
     """The first pass: find stale RequestSpecs, back them up if writing."""
@@ -169,46 +165,23 @@ class _Scan:
         with engine.connect() as connection:
             for page in database.iter_spec_pages(connection,
                                                  self.options.instances):
-                pending.extend(self._check_page(page))
+                pending.extend(filter(None, map(self._check, page)))
                 if len(pending) >= _MAPPING_CHECK_EVERY:
                     self._record_stale(connection, pending)
                     pending = []
             self._record_stale(connection, pending)
 
-    def _check_page(self, page: list[sa.Row]) -> list[_Stale]:
-        """The page's stale rows; the rows in sync are only counted."""
-        if self.options.verbose or self.options.flavors:
-            return [item for item in map(self._check, page) if item]
-        # Most specs are in sync: settle those from their flavor part, in
-        # as few steps as possible since that is done for every row.
-        embedded = self._quick.embedded
-        stale = []
-        in_sync = 0
-        for row in page:
-            found = embedded(row[2])
-            if found is not None and found.in_sync:
-                in_sync += 1
-            elif item := self._check(row, found):
-                stale.append(item)
-        self.checked += in_sync
-        self.summary.skipped += in_sync
-        return stale
-
-    def _check(self, row: sa.Row,
-               found: EmbeddedFlavor | None | object = _NOT_CHECKED,
-               ) -> _Stale | None:
-        """Whether ``row`` is stale, and how; ``found`` is what the quick
-        check found, when it already ran."""
+    def _check(self, row: sa.Row) -> _Stale | None:
+        """Whether ``row`` is stale, and how."""
         spec_id, instance_uuid, text = row
         self.checked += 1
         if self.options.verbose and self.checked % PROGRESS_EVERY == 0:
             LOG.info('Progress: %d/%d request specs checked', self.checked,
                      self.total)
-        # Settle what can be settled from the flavor part, and parse in full
-        # only the rest, which may need a diff, a rewrite or an explanation
-        # of what is wrong with them.
-        if found is _NOT_CHECKED:
-            found = self._quick.embedded(text)
+        # Most specs are in sync: settle those from their flavor part, and
+        # parse in full only the rest, which may need a diff, a rewrite or
+        # an explanation of what is wrong with them.
+        found = self._quick.embedded(text)
         if found is not None:
             if not _matches_flavor(found.flavorid, found.name,
                                    self.options.flavors):
@@ -268,8 +241,7 @@ class _Scan:
             if self.writer is not None:
                 self.writer.add(backup.BackupRecord(
                     id=spec_id, instance_uuid=instance_uuid, spec=text,
-                    patch=backup.Patch(*self._rewriter.replacement(
-                        text, flavor, embedded))))
+                    patch=self._rewriter.patch(text, flavor, embedded)))
 
 
 def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,

@@ -71,10 +71,11 @@ def test_rewriter_writes_what_the_document_writes(nova_written):
         document = RequestSpecDocument(text)
         flavor = flavors[document.flavorid]
         expected = RequestSpecDocument(text).synchronised(flavor)
-        assert rewriter.synchronised(text, flavor) == expected
+        assert rewriter.patch(text, flavor).applied_to(text) == expected
         embedded = check.embedded(text).text
         assert embedded in text
-        assert rewriter.synchronised(text, flavor, embedded) == expected
+        assert (rewriter.patch(text, flavor, embedded).applied_to(text) ==
+                expected)
 
 
 def test_other_formatting_falls_back_to_whole_document(nova_written):
