@@ -52,6 +52,49 @@ def set_allocation(context: nova_context.RequestContext,
     room, AllocationUpdateFailed for anything else that leaves the
     allocation unchanged.
     """
+    _update(context, instance, provider_uuid,
+            lambda current: (vcpus, memory_mb))
+
+
+def claim_at_least(context: nova_context.RequestContext,
+                   instance: objects.Instance, vcpus: int, memory_mb: int,
+                   provider_uuid: str | None = None) -> tuple[int, int]:
+    """Grow VCPU/MEMORY_MB to at least these amounts, never shrink them.
+
+    What a guest is about to use is claimed this way before it uses it
+    (a grow, a domain about to start), so that placement never holds less
+    than the guest can use, whatever it held before. Returns the
+    allocation (VCPU, MEMORY_MB) as it was before the claim. Raises as
+    set_allocation.
+    """
+    return _update(context, instance, provider_uuid,
+                   lambda current: (max(current[0], vcpus),
+                                    max(current[1], memory_mb)))
+
+
+def allocated(context: nova_context.RequestContext,
+              instance: objects.Instance,
+              provider_uuid: str | None = None) -> tuple[int, int] | None:
+    """VCPU and MEMORY_MB the instance holds on its compute node, or None
+    when it holds nothing there."""
+    client = report.report_client_singleton()
+    provider = provider_uuid or _compute_node_provider(context, instance)
+    current = client.get_allocs_for_consumer(context, instance.uuid)
+    allocation = (current.get('allocations') or {}).get(provider)
+    if allocation is None:
+        return None
+    resources = allocation['resources']
+    return resources.get(VCPU, 0), resources.get(MEMORY_MB, 0)
+
+
+def _update(context: nova_context.RequestContext,
+            instance: objects.Instance, provider_uuid: str | None,
+            new_amounts) -> tuple[int, int]:
+    """Change VCPU/MEMORY_MB to ``new_amounts((vcpus, memory_mb))``.
+
+    Read, change and write with the consumer generation, again on a
+    concurrent update; returns the amounts before the change.
+    """
     client = report.report_client_singleton()
     provider = provider_uuid or _compute_node_provider(context, instance)
     for attempt in range(1, _ATTEMPTS + 1):
@@ -62,9 +105,10 @@ def set_allocation(context: nova_context.RequestContext,
                 instance_uuid=instance.uuid,
                 reason=f'no allocation on compute node provider {provider}')
         resources = allocations[provider]['resources']
-        if (resources.get(VCPU), resources.get(MEMORY_MB)) == (
-                vcpus, memory_mb):
-            return
+        before = (resources.get(VCPU, 0), resources.get(MEMORY_MB, 0))
+        vcpus, memory_mb = new_amounts(before)
+        if before == (vcpus, memory_mb):
+            return before
         payload = {
             'allocations': {
                 rp: {'resources': dict(alloc['resources'])}
@@ -84,7 +128,7 @@ def set_allocation(context: nova_context.RequestContext,
                      '%(mem)d MEMORY_MB on %(rp)s',
                      {'vcpus': vcpus, 'mem': memory_mb, 'rp': provider},
                      instance=instance)
-            return
+            return before
         error = _placement_error(resp)
         if resp.status_code == 409 and (
                 error.get('code') == 'placement.concurrent_update'):

@@ -3,9 +3,22 @@
 The endpoint (nova_ext.compute.endpoint) is served on Nova's existing
 ``compute`` topic under its own namespace, so no new queue is created and
 Nova's own compute RPC API is left untouched.
+
+Version history:
+
+* 1.0 - ``adjust`` (cast), ``get_live_size`` (call).
+* 2.0 - ``adjust`` replaced by ``start_adjust``, a call the compute host
+  answers as soon as it has taken the request (so a host that is down,
+  stuck or without the endpoint ends the request within
+  ``[xloud] accept_timeout`` instead of leaving it pending);
+  ``describe_domains`` and ``heal`` for the audit. nova-api and the
+  compute hosts are upgraded together: a 1.x host refuses 2.0 messages
+  and the API reports it, changing nothing.
 """
 
 from __future__ import annotations
+
+import datetime
 
 import oslo_messaging as messaging
 from nova import context as nova_context
@@ -14,8 +27,7 @@ from nova.compute import rpcapi as compute_rpcapi
 from nova.objects import base as objects_base
 
 NAMESPACE = 'xloud'
-# 1.0: adjust (cast), get_live_size (call)
-VERSION = '1.0'
+VERSION = '2.0'
 
 
 class ElasticSizingAPI:
@@ -30,18 +42,22 @@ class ElasticSizingAPI:
         # as Nova's own compute RPC API does.
         self.router = rpc.ClientRouter(default_client)
 
-    def adjust(self, ctxt: nova_context.RequestContext,
-               instance: objects.Instance, vcpus: int | None,
-               memory_mb: int | None, persist: bool) -> None:
-        """Ask the instance's host to apply a new current size.
+    def start_adjust(self, ctxt: nova_context.RequestContext,
+                     instance: objects.Instance, vcpus: int | None,
+                     memory_mb: int | None, persist: bool,
+                     not_after: datetime.datetime, timeout: int) -> None:
+        """Hand an adjustment to the instance's host; returns once taken.
 
-        A cast: the API has already started the instance action, and the
-        compute records the outcome as that action's event.
+        The host records the request as in progress and runs it in the
+        background; the outcome is the instance action's event. A request
+        that reaches the host after ``not_after`` (UTC) is dropped there:
+        nova-api has given up on it by then.
         """
         cctxt = self.router.client(ctxt).prepare(
-            server=instance.host, version=VERSION)
-        cctxt.cast(ctxt, 'adjust', instance=instance, vcpus=vcpus,
-                   memory_mb=memory_mb, persist=persist)
+            server=instance.host, version=VERSION, timeout=timeout)
+        cctxt.call(ctxt, 'start_adjust', instance=instance, vcpus=vcpus,
+                   memory_mb=memory_mb, persist=persist,
+                   not_after=not_after.isoformat())
 
     def get_live_size(self, ctxt: nova_context.RequestContext,
                       instance: objects.Instance, timeout: int) -> dict:
@@ -52,3 +68,23 @@ class ElasticSizingAPI:
         cctxt = self.router.client(ctxt).prepare(
             server=instance.host, version=VERSION, timeout=timeout)
         return cctxt.call(ctxt, 'get_live_size', instance=instance)
+
+    def describe_domains(self, ctxt: nova_context.RequestContext, host: str,
+                         instance_uuids: list[str], timeout: int) -> dict:
+        """What the hypervisor of ``host`` holds for these instances.
+
+        Returns ``{uuid: DOMAIN}`` (``nova_ext.compute.endpoint.
+        describe_domain`` documents DOMAIN) for every uuid asked for.
+        """
+        cctxt = self.router.client(ctxt).prepare(
+            server=host, version=VERSION, timeout=timeout)
+        return cctxt.call(ctxt, 'describe_domains',
+                          instance_uuids=list(instance_uuids))
+
+    def heal(self, ctxt: nova_context.RequestContext,
+             instance: objects.Instance, timeout: int) -> dict:
+        """Settle the record and placement from the domain, the domain
+        winning; returns ``{'changes': [str], 'errors': [str]}``."""
+        cctxt = self.router.client(ctxt).prepare(
+            server=instance.host, version=VERSION, timeout=timeout)
+        return cctxt.call(ctxt, 'heal', instance=instance)

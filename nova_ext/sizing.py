@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
-from nova import objects
+from nova import exception, objects
+from nova.compute import task_states
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
@@ -51,6 +52,21 @@ CHANGE_HISTORY_LIMIT = 20
 STATUS_ADJUSTING = 'adjusting'
 STATUS_SUCCESS = 'success'
 STATUS_ERROR = 'error'
+
+# The instance action of an adjustment, its event on the compute host, and
+# the event nova-api records when it could not hand the adjustment over.
+ACTION = 'xloud-adjust'
+EVENT = 'compute_xloud_adjust'
+API_EVENT = 'api_xloud_adjust'
+
+# The task state of an instance while it is adjusted. Nova's task states
+# are a closed enum (versioned notifications carry them as an
+# InstanceTaskStateField), so this is Nova's own state of a resize being
+# prepared: an adjustment is a live resize. While it is set Nova's API
+# refuses its other operations on the instance (409), as during its own
+# tasks; the instance's newest action (ACTION) tells it from a cold
+# resize's.
+ADJUSTING_TASK_STATE = task_states.RESIZE_PREP
 
 # Nova's system_metadata values are limited to 255 characters.
 _SYSMETA_VALUE_MAX = 255
@@ -177,59 +193,103 @@ def changes(instance: objects.Instance) -> list[Change]:
     return sorted(found, key=lambda change: change.changed_at, reverse=True)
 
 
-def record_change(instance: objects.Instance, request_id: str,
-                  details: str) -> None:
-    """Record what request ``request_id`` changed; the caller saves.
+class RecordUpdate:
+    """Changes to the elastic record in an instance's system metadata.
 
-    The value is ``<UTC ISO time>|<details>``, cut to Nova's 255
-    characters; only the newest CHANGE_HISTORY_LIMIT records are kept.
+    Collected first and applied to an instance just read from the
+    database (:func:`save_record`): Nova saves system metadata as a whole
+    dict and deletes the keys missing from it, so a save from an older
+    copy would erase what others wrote since.
     """
-    stamp = timeutils.utcnow().replace(tzinfo=None).isoformat()
-    _record(instance, {
-        SYSMETA_CHANGE_PREFIX + request_id:
-            f'{stamp}|{details}'[:_SYSMETA_VALUE_MAX],
-    })
-    sysmeta = dict(instance.system_metadata)
-    for stale in changes(instance)[CHANGE_HISTORY_LIMIT:]:
-        del sysmeta[SYSMETA_CHANGE_PREFIX + stale.request_id]
-    instance.system_metadata = sysmeta
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self._change: tuple[str, str] | None = None
+
+    def size(self, instance: objects.Instance, *, vcpus: int,
+             memory_mb: int, boot_vcpus: int | None = None,
+             boot_memory_mb: int | None = None) -> RecordUpdate:
+        """Record the size libvirt reports: live, and boot when given.
+
+        The first record for a flavor pins the boot size it had so far.
+        """
+        self.values.update({
+            SYSMETA_FLAVOR: instance.flavor.flavorid,
+            SYSMETA_LIVE_VCPUS: str(vcpus),
+            SYSMETA_LIVE_MEMORY: str(memory_mb),
+            SYSMETA_UPDATED_AT: timeutils.utcnow().isoformat(),
+        })
+        first_record = (instance.system_metadata or {}).get(
+            SYSMETA_FLAVOR) != instance.flavor.flavorid
+        if first_record and (boot_vcpus is None or boot_memory_mb is None):
+            current = ElasticSize.from_instance(instance)
+            boot_vcpus = boot_vcpus or current.boot_vcpus
+            boot_memory_mb = boot_memory_mb or current.boot_memory_mb
+        if boot_vcpus is not None:
+            self.values[SYSMETA_BOOT_VCPUS] = str(boot_vcpus)
+        if boot_memory_mb is not None:
+            self.values[SYSMETA_BOOT_MEMORY] = str(boot_memory_mb)
+        return self
+
+    def status(self, status: str, request_id: str | None,
+               error: str | None = None) -> RecordUpdate:
+        """Record the state of the latest adjustment."""
+        self.values.update({
+            SYSMETA_STATUS: status,
+            SYSMETA_REQUEST_ID: request_id or '',
+            SYSMETA_ERROR: (error or '')[:_SYSMETA_VALUE_MAX],
+        })
+        return self
+
+    def change(self, request_id: str, details: str) -> RecordUpdate:
+        """Record what request ``request_id`` changed.
+
+        The value is ``<UTC ISO time>|<details>``, cut to Nova's 255
+        characters; only the newest CHANGE_HISTORY_LIMIT records are kept.
+        """
+        stamp = timeutils.utcnow().replace(tzinfo=None).isoformat()
+        self._change = (SYSMETA_CHANGE_PREFIX + request_id,
+                        f'{stamp}|{details}'[:_SYSMETA_VALUE_MAX])
+        return self
+
+    def apply_to(self, instance: objects.Instance) -> None:
+        sysmeta = dict(instance.system_metadata or {})
+        sysmeta.update(self.values)
+        if self._change is not None:
+            key, value = self._change
+            sysmeta[key] = value
+            instance.system_metadata = sysmeta
+            for stale in changes(instance)[CHANGE_HISTORY_LIMIT:]:
+                del sysmeta[SYSMETA_CHANGE_PREFIX + stale.request_id]
+        instance.system_metadata = sysmeta
+
+    def __bool__(self) -> bool:
+        return bool(self.values) or self._change is not None
 
 
-def _record(instance: objects.Instance, values: dict[str, str]) -> None:
-    sysmeta = dict(instance.system_metadata or {})
-    sysmeta.update(values)
-    instance.system_metadata = sysmeta
+def save_record(instance: objects.Instance, update: RecordUpdate, *,
+                expected_task_state: list | None = None,
+                end_task: bool = False) -> None:
+    """Read the instance again, apply ``update`` and save it.
 
-
-def record_size(instance: objects.Instance, *, vcpus: int, memory_mb: int,
-                boot: bool) -> None:
-    """Record a size libvirt confirmed; the caller saves the instance.
-
-    ``boot`` also makes it the size the domain is regenerated with.
+    ``expected_task_state`` makes the save conditional (Nova's
+    ``UnexpectedTaskStateError`` otherwise). ``end_task`` also clears the
+    adjustment's task state; should another operation own the task state
+    by then, the record is saved all the same, without touching it: the
+    record must say what libvirt did.
     """
-    values = {
-        SYSMETA_FLAVOR: instance.flavor.flavorid,
-        SYSMETA_LIVE_VCPUS: str(vcpus),
-        SYSMETA_LIVE_MEMORY: str(memory_mb),
-        SYSMETA_UPDATED_AT: timeutils.utcnow().isoformat(),
-    }
-    if boot:
-        values[SYSMETA_BOOT_VCPUS] = str(vcpus)
-        values[SYSMETA_BOOT_MEMORY] = str(memory_mb)
-    elif instance.system_metadata.get(SYSMETA_FLAVOR) != (
-            instance.flavor.flavorid):
-        # First record for this flavor: pin the boot size it had so far.
-        size = ElasticSize.from_instance(instance)
-        values[SYSMETA_BOOT_VCPUS] = str(size.boot_vcpus)
-        values[SYSMETA_BOOT_MEMORY] = str(size.boot_memory_mb)
-    _record(instance, values)
-
-
-def record_status(instance: objects.Instance, status: str,
-                  request_id: str | None, error: str | None = None) -> None:
-    """Record the state of the latest adjustment; the caller saves."""
-    _record(instance, {
-        SYSMETA_STATUS: status,
-        SYSMETA_REQUEST_ID: request_id or '',
-        SYSMETA_ERROR: (error or '')[:_SYSMETA_VALUE_MAX],
-    })
+    instance.refresh()
+    update.apply_to(instance)
+    if not end_task:
+        instance.save(expected_task_state=expected_task_state)
+        return
+    instance.task_state = None
+    try:
+        instance.save(expected_task_state=[ADJUSTING_TASK_STATE])
+    except exception.UnexpectedTaskStateError:
+        LOG.warning('The instance left the adjustment\'s task state before '
+                    'it ended; recording its outcome only',
+                    instance=instance)
+        instance.refresh()
+        update.apply_to(instance)
+        instance.save()

@@ -4,6 +4,7 @@ Served by Nova's own ``wsgi.Resource`` (see ``nova_ext.api.filter``), so
 faults, JSON, request ids and microversion headers are Nova's.
 """
 
+import datetime
 from http import HTTPStatus
 
 import oslo_messaging as messaging
@@ -17,16 +18,19 @@ from nova.i18n import _
 from nova.policies import extended_server_attributes as esa_policies
 from nova.policies import servers as server_policies
 from oslo_log import log as logging
+from oslo_utils import timeutils
 
-from nova_ext import placement, policies, rpcapi, sizing
+from nova_ext import conf, placement, policies, rpcapi, sizing
+from nova_ext import exception as xloud_exception
 from nova_ext.api import schemas, views
 
 LOG = logging.getLogger(__name__)
+CONF = conf.CONF
 
-ACTION = 'xloud-adjust'
+ACTION = sizing.ACTION
 # The instance action event the API records when it cannot hand the
 # adjustment to the compute host.
-API_EVENT = 'api_xloud_adjust'
+API_EVENT = sizing.API_EVENT
 # Seconds the single GET waits for the compute host before it answers with
 # the recorded size.
 LIVE_SIZE_TIMEOUT = 3
@@ -215,36 +219,29 @@ class ElasticSizeController(wsgi.Controller):
         self._check_bounds('current_memory_mb', memory_mb,
                            size.floor_memory_mb, size.max_memory_mb,
                            sizing.MINIMUM_MEMORY, 'memory_mb')
-        self._check_adjustable(context, instance, persist)
+        self._check_adjustable(context, instance, persist, memory_mb)
 
-        grown = self._claim_grow(context, instance, size, vcpus, memory_mb)
+        self._check_compute_up(context, instance)
+
+        claimed_from = self._claim_grow(context, instance, vcpus, memory_mb)
         try:
-            # Saved on the condition that no other operation started
-            # meanwhile.
-            sizing.record_status(instance, sizing.STATUS_ADJUSTING,
-                                 context.request_id)
+            # Nova's own operations are refused from here on, and this
+            # one is refused if one of them started meanwhile.
+            instance.task_state = sizing.ADJUSTING_TASK_STATE
             try:
                 instance.save(expected_task_state=[None],
                               expected_vm_state=[instance.vm_state])
-            except exception.InstanceUpdateConflict as e:
+            except (exception.UnexpectedTaskStateError,
+                    exception.InstanceUpdateConflict) as e:
                 raise webob.exc.HTTPConflict(
                     explanation=e.format_message())
-            objects.InstanceAction.action_start(
-                context, instance.uuid, ACTION, want_result=False)
-            try:
-                self.sizing_rpcapi.adjust(context, instance, vcpus,
-                                          memory_mb, persist)
-            except Exception as e:
-                LOG.exception('Could not send the adjustment to host %s',
-                              instance.host, instance=instance)
-                self._record_send_failure(context, instance, e)
-                raise webob.exc.HTTPServiceUnavailable(explanation=_(
-                    'The adjustment could not be sent to the compute host '
-                    'of server %s; nothing was changed.') % instance.uuid)
         except Exception:
-            if grown:
-                self._release_grow(context, instance, size)
+            self._release_grow(context, instance, claimed_from)
             raise
+        objects.InstanceAction.action_start(
+            context, instance.uuid, ACTION, want_result=False)
+        self._hand_over(context, instance, vcpus, memory_mb, persist,
+                        claimed_from)
 
         return {'adjustment': {
             'server_id': instance.uuid,
@@ -255,44 +252,112 @@ class ElasticSizeController(wsgi.Controller):
             'action': ACTION,
         }}
 
+    def _hand_over(self, context, instance: objects.Instance,
+                   vcpus: int | None, memory_mb: int | None, persist: bool,
+                   claimed_from: tuple[int, int] | None) -> None:
+        """Have the compute host take the adjustment, or undo everything.
+
+        The host answers once it has recorded the request as in progress;
+        one that does not answer within ``[xloud] accept_timeout`` drops
+        the request should it reach it later (``not_after``).
+        """
+        timeout = CONF.xloud.accept_timeout
+        not_after = timeutils.utcnow() + datetime.timedelta(seconds=timeout)
+        try:
+            self.sizing_rpcapi.start_adjust(
+                context, instance, vcpus, memory_mb, persist, not_after,
+                timeout=timeout)
+            return
+        except messaging.MessagingTimeout:
+            reason = _('The compute host %(host)s did not accept the '
+                       'adjustment within %(timeout)d seconds; nothing was '
+                       'changed.') % {'host': instance.host,
+                                      'timeout': timeout}
+        except (messaging.UnsupportedVersion, messaging.NoSuchMethod):
+            # Raised as such by an in-process transport.
+            reason = self._no_endpoint_reason(instance)
+        except (messaging.RemoteError, xloud_exception.AdjustmentRefused) as e:
+            refusal = xloud_exception.refusal_message(e)
+            if refusal is not None:
+                reason = _('The compute host %(host)s refused the '
+                           'adjustment: %(error)s') % {
+                    'host': instance.host, 'error': refusal}
+            elif e.exc_type in ('UnsupportedVersion', 'NoSuchMethod'):
+                reason = self._no_endpoint_reason(instance)
+            else:
+                reason = _('The compute host %(host)s failed to take the '
+                           'adjustment: %(error)s; nothing was changed.') % {
+                    'host': instance.host, 'error': e.value}
+        except Exception as e:
+            LOG.exception('Could not send the adjustment to host %s',
+                          instance.host, instance=instance)
+            reason = _('The adjustment could not be sent to the compute '
+                       'host %(host)s: %(error)s; nothing was changed.') % {
+                'host': instance.host, 'error': e}
+        LOG.warning('Adjustment not taken: %s', reason, instance=instance)
+        self._abandon(context, instance, reason)
+        self._release_grow(context, instance, claimed_from)
+        raise webob.exc.HTTPServiceUnavailable(explanation=reason)
+
     @staticmethod
-    def _claim_grow(context, instance: objects.Instance,
-                    size: sizing.ElasticSize, vcpus: int | None,
-                    memory_mb: int | None) -> bool:
+    def _no_endpoint_reason(instance: objects.Instance) -> str:
+        return _('The compute host %(host)s does not serve elastic sizing '
+                 '%(version)s (is its compute_driver '
+                 'xloud.XloudLibvirtDriver, and upgraded?); nothing was '
+                 'changed.') % {'host': instance.host,
+                                'version': rpcapi.VERSION}
+
+    @staticmethod
+    def _claim_grow(context, instance: objects.Instance, vcpus: int | None,
+                    memory_mb: int | None) -> tuple[int, int] | None:
         """Claim a grow in placement before anything else happens.
 
-        The allocation follows the live size; a grow is claimed at
-        ``max(live, requested)`` per resource so that a host without room
-        refuses it here (409) instead of after the guest was touched. The
-        compute host settles the allocation to the size libvirt confirms.
-        Returns whether an allocation was changed.
+        Each requested size is claimed as a floor of the allocation (never
+        lowering it), so that a host without room refuses the grow here
+        (409) instead of after the guest was touched. The compute host
+        settles the allocation to the size libvirt confirms. Returns the
+        allocation before the claim when it changed, else None.
         """
-        target_vcpus = max(size.live_vcpus, vcpus or 0)
-        target_memory = max(size.live_memory_mb, memory_mb or 0)
-        if (target_vcpus, target_memory) == (size.live_vcpus,
-                                             size.live_memory_mb):
-            return False
         try:
-            placement.set_allocation(context, instance, target_vcpus,
-                                     target_memory)
+            current = placement.allocated(context, instance)
+            if current is None or (
+                    (vcpus or 0) <= current[0] and
+                    (memory_mb or 0) <= current[1]):
+                return None
+            return placement.claim_at_least(context, instance, vcpus or 0,
+                                            memory_mb or 0)
         except placement.InsufficientCapacity as e:
             raise webob.exc.HTTPConflict(explanation=e.format_message())
         except placement.AllocationUpdateFailed as e:
             raise webob.exc.HTTPServiceUnavailable(
                 explanation=e.format_message())
-        return True
 
     @staticmethod
     def _release_grow(context, instance: objects.Instance,
-                      size: sizing.ElasticSize) -> None:
+                      claimed_from: tuple[int, int] | None) -> None:
+        if claimed_from is None:
+            return
         try:
-            placement.set_allocation(context, instance, size.live_vcpus,
-                                     size.live_memory_mb)
+            placement.set_allocation(context, instance, *claimed_from)
         except Exception:
-            # The original error is the answer; the compute host's next
-            # adjustment settles the allocation again.
+            # The original error is the answer; the audit, or the compute
+            # host's next adjustment, settles the allocation again.
             LOG.exception('Could not release the placement claim of a grow '
-                          'that was not sent', instance=instance)
+                          'that was not taken', instance=instance)
+
+    def _check_compute_up(self, context, instance: objects.Instance) -> None:
+        # As Nova does before operations that need the host: a service
+        # known to be down would only leave the request waiting. (The
+        # instance lookup left ``context`` targeted at its cell.)
+        try:
+            service = objects.Service.get_by_compute_host(context,
+                                                          instance.host)
+        except exception.ComputeHostNotFound as e:
+            raise webob.exc.HTTPConflict(explanation=e.format_message())
+        if not self.compute_api.servicegroup_api.service_is_up(service):
+            raise webob.exc.HTTPConflict(explanation=_(
+                'The compute service of host %s is down: the adjustment '
+                'cannot be applied.') % instance.host)
 
     @staticmethod
     def _check_bounds(field: str, value: int | None, floor: int,
@@ -316,7 +381,7 @@ class ElasticSizeController(wsgi.Controller):
 
     @staticmethod
     def _check_adjustable(context, instance: objects.Instance,
-                          persist: bool) -> None:
+                          persist: bool, memory_mb: int | None) -> None:
         # Unlike Nova's check_instance_lock, an admin is refused too: the
         # lock is an explicit "do not touch" and this is no rescue action.
         if instance.locked:
@@ -332,18 +397,26 @@ class ElasticSizeController(wsgi.Controller):
                 'Server %s is stopped: only a persistent adjustment '
                 '(persist=true) applies to it, at its next start.') %
                 instance.uuid)
+        if instance.vm_state == vm_states.PAUSED and memory_mb is not None:
+            raise webob.exc.HTTPConflict(explanation=_(
+                'Server %s is paused: its balloon cannot move until it runs '
+                'again, so its memory cannot be changed now.') %
+                instance.uuid)
 
     @staticmethod
-    def _record_send_failure(context, instance: objects.Instance,
-                             error: Exception) -> None:
-        """End the action as failed, the way a failed compute event does."""
+    def _abandon(context, instance: objects.Instance, reason: str) -> None:
+        """End the action as failed, the way a failed compute event does,
+        and give the instance back to Nova."""
         objects.InstanceActionEvent.event_start(
             context, instance.uuid, API_EVENT, want_result=False)
         objects.InstanceActionEvent.event_finish_with_failure(
-            context, instance.uuid, API_EVENT, exc_val=error,
-            exc_tb=error.__traceback__, want_result=False)
+            context, instance.uuid, API_EVENT, exc_val=reason,
+            exc_tb=reason, want_result=False)
         objects.InstanceAction.action_finish(context, instance.uuid,
                                              want_result=False)
-        sizing.record_status(instance, sizing.STATUS_ERROR,
-                             context.request_id, str(error))
-        instance.save()
+        instance.task_state = None
+        try:
+            instance.save(expected_task_state=[sizing.ADJUSTING_TASK_STATE])
+        except exception.UnexpectedTaskStateError:
+            LOG.warning('The instance left the adjustment\'s task state '
+                        'before it was abandoned', instance=instance)

@@ -4,30 +4,38 @@
 ``additional_endpoints``, so it answers on Nova's ``compute`` topic under
 the ``xloud`` namespace (``nova_ext.rpcapi`` is its client).
 
-An adjustment runs under the instance's lock (the lock Nova's own instance
-operations take on the compute), is reported as the ``compute_xloud_adjust``
-event of the instance action the API started, and records only what
-libvirt confirmed. Placement follows the size: it grows before the guest
-does, so a host without room refuses the change before libvirt sees it,
-and settles on the confirmed size afterwards.
+An adjustment arrives as ``start_adjust`` with the instance already in
+``sizing.ADJUSTING_TASK_STATE`` (set by nova-api, so Nova refuses its own
+operations meanwhile). It is taken at once and run in the background under
+the instance's lock (the lock Nova's own instance operations take on the
+compute), reported as the ``compute_xloud_adjust`` event of the instance
+action the API started. It starts from what libvirt reports for the
+domain, and records only what libvirt reports afterwards. Placement grows
+before the guest does, so a host without room refuses the change before
+libvirt sees it, and settles on the confirmed size afterwards.
 """
 
 from __future__ import annotations
 
+import threading
+
 import oslo_messaging as messaging
 from nova import context as nova_context
-from nova import exception, objects, utils
+from nova import exception, objects, thread_pool_factory, utils
 from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 from nova.i18n import _
 from oslo_log import log as logging
+from oslo_utils import timeutils
 
-from nova_ext import placement, rpcapi, sizing
+from nova_ext import conf, placement, rpcapi, sizing
+from nova_ext.exception import AdjustmentRefused
 from nova_ext.virt import live
 
 LOG = logging.getLogger(__name__)
+CONF = conf.CONF
 
-EVENT = 'compute_xloud_adjust'
+EVENT = sizing.EVENT
 
 
 class AdjustmentFailed(exception.NovaException):
@@ -35,22 +43,35 @@ class AdjustmentFailed(exception.NovaException):
 
     ``applied`` says what libvirt confirmed before the failure (as
     ``_describe_change`` does, '' for nothing), ``persisted`` whether that
-    was recorded as the boot size, and ``cause`` the failure itself, for
-    the instance's change record.
+    was recorded as the boot size, ``cause`` the failure itself, for the
+    instance's change record, and ``record`` the size to record.
     """
 
     msg_fmt = _('%(reason)s')
 
     def __init__(self, *, reason: str, applied: str = '',
-                 persisted: bool = False, cause: str | None = None) -> None:
+                 persisted: bool = False, cause: str | None = None,
+                 record: sizing.RecordUpdate | None = None) -> None:
         super().__init__(reason=reason)
         self.applied = applied
         self.persisted = persisted
         self.cause = cause or reason
+        self.record = record
+
+
+class AdjustmentInterrupted(exception.NovaException):
+    """An adjustment no nova-compute is running any more."""
+
+    msg_fmt = _('%(reason)s')
 
 
 _EXPECTED_FAILURES = (AdjustmentFailed, placement.InsufficientCapacity,
                       placement.AllocationUpdateFailed)
+
+
+def restart_message(host: str) -> str:
+    return _('nova-compute on %s restarted while the adjustment was in '
+             'progress; the size was re-read from the hypervisor') % host
 
 
 class ElasticSizingEndpoint:
@@ -62,40 +83,50 @@ class ElasticSizingEndpoint:
         # ``driver`` is the XloudLibvirtDriver that serves this endpoint.
         self.driver = driver
         self.host = host
+        # Instances with an adjustment taken by this process and not yet
+        # ended: anything else found adjusting was interrupted.
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
 
-    def adjust(self, context: nova_context.RequestContext,
-               instance: objects.Instance, vcpus: int | None,
-               memory_mb: int | None, persist: bool) -> None:
-        """Apply a new current size; the outcome is the action's event."""
+    @messaging.expected_exceptions(AdjustmentRefused)
+    def start_adjust(self, context: nova_context.RequestContext,
+                     instance: objects.Instance, vcpus: int | None,
+                     memory_mb: int | None, persist: bool,
+                     not_after: str) -> None:
+        """Take an adjustment and run it; the outcome is the action's event.
 
-        @utils.synchronized(instance.uuid)
-        def locked_adjust() -> None:
-            # Another adjustment or Nova operation may have run while this
-            # one waited for the lock: work from what is recorded now.
-            instance.refresh()
-            try:
-                with compute_utils.EventReporter(
-                        context, EVENT, self.host, instance.uuid):
-                    self._adjust(context, instance, vcpus, memory_mb,
-                                 persist)
-            except Exception as e:
-                # The event holds the error; the instance's record says
-                # the last adjustment failed, keeping any size libvirt
-                # did confirm before the failure.
-                expected = isinstance(e, _EXPECTED_FAILURES)
-                message = (e.format_message() if expected
-                           else f'{type(e).__name__}: {e}')
-                sizing.record_status(instance, sizing.STATUS_ERROR,
-                                     context.request_id, message)
-                sizing.record_change(instance, context.request_id,
-                                     _describe_failure(e, message))
-                instance.save()
-                if not expected:
-                    raise
-                LOG.error('Elastic size adjustment failed: %s', message,
-                          instance=instance)
-
-        locked_adjust()
+        Answers as soon as the request is recorded as in progress. A
+        request nova-api has given up on (past ``not_after``, or the
+        instance no longer waiting for it) is refused and changes nothing.
+        """
+        if timeutils.utcnow() > timeutils.normalize_time(
+                timeutils.parse_isotime(not_after)):
+            LOG.warning('Dropping adjustment %s: it arrived after nova-api '
+                        'gave up waiting for it (%s)', context.request_id,
+                        not_after, instance=instance)
+            raise AdjustmentRefused(reason=_(
+                'The request reached the compute host after nova-api gave '
+                'up on it'))
+        instance.refresh()
+        if instance.host != self.host:
+            raise AdjustmentRefused(reason=_(
+                'The instance is on host %(actual)s, not %(host)s') % {
+                'actual': instance.host, 'host': self.host})
+        if not self._waits_for(context, instance, context.request_id):
+            raise AdjustmentRefused(reason=_(
+                'The instance is not waiting for this adjustment '
+                '(task_state %s)') % instance.task_state)
+        try:
+            sizing.save_record(
+                instance, sizing.RecordUpdate().status(
+                    sizing.STATUS_ADJUSTING, context.request_id),
+                expected_task_state=[sizing.ADJUSTING_TASK_STATE])
+        except exception.UnexpectedTaskStateError as e:
+            raise AdjustmentRefused(reason=e.format_message())
+        with self._running_lock:
+            self._running.add(instance.uuid)
+        thread_pool_factory.spawn(self._run_adjustment, context, instance,
+                                  vcpus, memory_mb, persist)
 
     @messaging.expected_exceptions(exception.InstanceNotRunning,
                                    exception.InstanceNotFound)
@@ -107,134 +138,413 @@ class ElasticSizingEndpoint:
         size = live.read_size(domain)
         return {'vcpus': size.vcpus, 'memory_mb': size.memory_mb}
 
+    def describe_domains(self, context: nova_context.RequestContext,
+                         instance_uuids: list[str]) -> dict:
+        """What this hypervisor holds for each instance, for the audit."""
+        return {uuid: self.describe_domain(uuid) for uuid in instance_uuids}
+
+    def describe_domain(self, instance_uuid: str) -> dict:
+        """``{'state', 'live', 'config', 'maximum', 'adjusting'}``.
+
+        ``state`` is running, paused, stopped or missing; ``live`` the size
+        the guest runs at (running or paused), ``config`` and ``maximum``
+        its persistent definition's boot and maximum size, each
+        ``{'vcpus', 'memory_mb'}`` or None; ``adjusting`` whether an
+        adjustment runs in this nova-compute now.
+        """
+        with self._running_lock:
+            adjusting = instance_uuid in self._running
+        found = {'state': 'missing', 'live': None, 'config': None,
+                 'maximum': None, 'adjusting': adjusting}
+        domain = self.driver.elastic_domain_by_uuid(instance_uuid)
+        if domain is None:
+            return found
+        definition = live.read_definition(domain)
+        found['config'] = _as_dict(definition.current)
+        found['maximum'] = _as_dict(definition.maximum)
+        if domain.isActive():
+            found['state'] = 'paused' if live.is_paused(domain) else (
+                'running')
+            found['live'] = _as_dict(live.read_size(domain))
+        else:
+            found['state'] = 'stopped'
+        return found
+
+    def heal(self, context: nova_context.RequestContext,
+             instance: objects.Instance) -> dict:
+        """Settle record and placement from the domain; the domain wins.
+
+        Returns ``{'changes': [...], 'errors': [...]}``, each an operator's
+        sentence.
+        """
+        report: dict[str, list[str]] = {'changes': [], 'errors': []}
+
+        @utils.synchronized(instance.uuid)
+        def locked_heal() -> None:
+            instance.refresh()
+            with self._running_lock:
+                if instance.uuid in self._running:
+                    report['errors'].append(_(
+                        'An adjustment is running; audit again once it '
+                        'has ended.'))
+                    return
+            if self.interrupted_request(context, instance):
+                report['changes'].append(self.end_interrupted(
+                    context, instance, _(
+                        'No nova-compute on %s is running the adjustment '
+                        'any more; the size was re-read from the '
+                        'hypervisor') % self.host))
+            self.settle_from_domain(context, instance, report)
+
+        locked_heal()
+        return report
+
+    def settle_from_domain(self, context: nova_context.RequestContext,
+                           instance: objects.Instance,
+                           report: dict[str, list[str]]) -> None:
+        """Record what the domain reports and set placement to it.
+
+        The caller holds the instance's lock and has just read it.
+        """
+        if instance.task_state is not None:
+            report['errors'].append(_(
+                'The instance is busy (task_state %s); audit again once it '
+                'has ended.') % instance.task_state)
+            return
+        domain = self.driver.elastic_domain_by_uuid(instance.uuid)
+        if domain is None:
+            report['errors'].append(_(
+                'The hypervisor of %s has no domain for the instance.') %
+                self.host)
+            return
+        size = sizing.ElasticSize.from_instance(instance)
+        boot = live.read_definition(domain).current
+        running = live.read_size(domain) if domain.isActive() else None
+        observed = running or boot
+        recorded = ((size.live_vcpus, size.live_memory_mb),
+                    (size.boot_vcpus, size.boot_memory_mb))
+        found = ((observed.vcpus, observed.memory_mb),
+                 (boot.vcpus, boot.memory_mb))
+        if recorded != found or not _has_record(instance):
+            sizing.save_record(
+                instance, sizing.RecordUpdate().size(
+                    instance, vcpus=observed.vcpus,
+                    memory_mb=observed.memory_mb, boot_vcpus=boot.vcpus,
+                    boot_memory_mb=boot.memory_mb),
+                expected_task_state=[None])
+            report['changes'].append(_(
+                'Recorded the size the domain reports: live %(lv)d vCPUs / '
+                '%(lm)d MiB, boot %(bv)d vCPUs / %(bm)d MiB (the record said '
+                'live %(rlv)d / %(rlm)d, boot %(rbv)d / %(rbm)d).') % {
+                'lv': observed.vcpus, 'lm': observed.memory_mb,
+                'bv': boot.vcpus, 'bm': boot.memory_mb,
+                'rlv': recorded[0][0], 'rlm': recorded[0][1],
+                'rbv': recorded[1][0], 'rbm': recorded[1][1]})
+        if running is None:
+            # A stopped guest uses nothing; its next start claims what it
+            # starts with before it starts.
+            return
+        try:
+            before = placement.allocated(
+                context, instance, self.driver.node_provider())
+            placement.set_allocation(context, instance, running.vcpus,
+                                     running.memory_mb,
+                                     self.driver.node_provider())
+        except (placement.InsufficientCapacity,
+                placement.AllocationUpdateFailed) as e:
+            report['errors'].append(e.format_message())
+            return
+        if before != (running.vcpus, running.memory_mb):
+            report['changes'].append(_(
+                'Set the placement allocation to %(vcpus)d VCPU / %(mem)d '
+                'MEMORY_MB (it was %(before)s).') % {
+                'vcpus': running.vcpus, 'mem': running.memory_mb,
+                'before': before})
+
+    def interrupted_request(self, context: nova_context.RequestContext,
+                            instance: objects.Instance) -> str | None:
+        """The request id of an adjustment found in progress that this
+        process does not run, or None."""
+        sysmeta = instance.system_metadata or {}
+        with self._running_lock:
+            if instance.uuid in self._running:
+                return None
+        if sysmeta.get(sizing.SYSMETA_STATUS) == sizing.STATUS_ADJUSTING:
+            return sysmeta.get(sizing.SYSMETA_REQUEST_ID) or None
+        if instance.task_state == sizing.ADJUSTING_TASK_STATE:
+            action = _newest_action(context, instance)
+            if action is not None and action.action == sizing.ACTION:
+                return action.request_id
+        return None
+
+    def end_interrupted(self, context: nova_context.RequestContext,
+                        instance: objects.Instance, reason: str) -> str:
+        """End an adjustment nobody runs: its event, status, task state."""
+        request_id = self.interrupted_request(context, instance)
+        request_context = context.elevated()
+        request_context.request_id = request_id
+        if request_id is None:
+            LOG.warning('An adjustment without a request id was found in '
+                        'progress', instance=instance)
+        else:
+            _finish_event_with_failure(request_context, instance, self.host,
+                                       reason)
+        update = sizing.RecordUpdate().status(
+            sizing.STATUS_ERROR, request_id, reason)
+        if request_id is not None:
+            update.change(request_id, _('failed: %s') % reason)
+        if instance.task_state == sizing.ADJUSTING_TASK_STATE:
+            sizing.save_record(instance, update, end_task=True)
+        else:
+            sizing.save_record(instance, update)
+        LOG.warning('Ended interrupted adjustment %s: %s', request_id,
+                    reason, instance=instance)
+        return _('Ended the interrupted adjustment %(request)s: '
+                 '%(reason)s') % {'request': request_id, 'reason': reason}
+
+    def _waits_for(self, context: nova_context.RequestContext,
+                   instance: objects.Instance, request_id: str) -> bool:
+        if instance.task_state != sizing.ADJUSTING_TASK_STATE:
+            return False
+        action = _newest_action(context, instance)
+        return (action is not None and action.action == sizing.ACTION and
+                action.request_id == request_id)
+
+    def _run_adjustment(self, context: nova_context.RequestContext,
+                        instance: objects.Instance, vcpus: int | None,
+                        memory_mb: int | None, persist: bool) -> None:
+        try:
+            self._locked_adjustment(context, instance, vcpus, memory_mb,
+                                    persist)
+        except Exception:
+            # Nothing waits for this task: its failure must be seen here.
+            LOG.exception('Elastic size adjustment %s failed',
+                          context.request_id, instance=instance)
+        finally:
+            with self._running_lock:
+                self._running.discard(instance.uuid)
+
+    def _locked_adjustment(self, context: nova_context.RequestContext,
+                           instance: objects.Instance, vcpus: int | None,
+                           memory_mb: int | None, persist: bool) -> None:
+
+        @utils.synchronized(instance.uuid)
+        def locked_adjust() -> None:
+            instance.refresh()
+            sysmeta = instance.system_metadata or {}
+            if (instance.task_state != sizing.ADJUSTING_TASK_STATE or
+                    sysmeta.get(sizing.SYSMETA_REQUEST_ID) !=
+                    context.request_id):
+                LOG.warning('Adjustment %s was ended before it ran '
+                            '(task_state %s)', context.request_id,
+                            instance.task_state, instance=instance)
+                return
+            try:
+                with compute_utils.EventReporter(
+                        context, EVENT, self.host, instance.uuid):
+                    update = self._adjust(context, instance, vcpus,
+                                          memory_mb, persist)
+            except Exception as e:
+                # The event holds the error; the instance's record says
+                # the last adjustment failed, keeping any size libvirt
+                # did confirm before the failure.
+                expected = isinstance(e, _EXPECTED_FAILURES)
+                message = (e.format_message() if expected
+                           else f'{type(e).__name__}: {e}')
+                update = (e.record if isinstance(e, AdjustmentFailed)
+                          and e.record else sizing.RecordUpdate())
+                update.status(sizing.STATUS_ERROR, context.request_id,
+                              message)
+                update.change(context.request_id,
+                              _describe_failure(e, message))
+                sizing.save_record(instance, update, end_task=True)
+                if not expected:
+                    raise
+                LOG.error('Elastic size adjustment failed: %s', message,
+                          instance=instance)
+                return
+            sizing.save_record(instance, update, end_task=True)
+
+        locked_adjust()
+
     def _adjust(self, context: nova_context.RequestContext,
                 instance: objects.Instance, vcpus: int | None,
-                memory_mb: int | None, persist: bool) -> None:
-        # The API checked this too, but a migration or another operation
-        # may have started since; it would find the guest changed under
-        # it.
-        if instance.task_state is not None:
-            raise AdjustmentFailed(reason=_(
-                'The instance is busy (task_state %s)') % instance.task_state)
+                memory_mb: int | None,
+                persist: bool) -> sizing.RecordUpdate:
+        """Apply the change; the record of its success, or raise with the
+        record of what did change as the exception's ``record``."""
         size = sizing.ElasticSize.from_instance(instance)
-        target_vcpus = size.live_vcpus if vcpus is None else vcpus
-        target_memory = size.live_memory_mb if memory_mb is None else memory_mb
-        # The API refused these already; a request that still gets here
-        # (an older API, a direct RPC) is refused, never clamped.
-        if not size.floor_vcpus <= target_vcpus <= size.max_vcpus:
-            raise AdjustmentFailed(reason=_(
-                '%(value)d vCPUs is outside %(low)d..%(high)d') % {
-                'value': target_vcpus, 'low': size.floor_vcpus,
-                'high': size.max_vcpus})
-        if not size.floor_memory_mb <= target_memory <= size.max_memory_mb:
-            raise AdjustmentFailed(reason=_(
-                '%(value)d MiB is outside %(low)d..%(high)d MiB') % {
-                'value': target_memory, 'low': size.floor_memory_mb,
-                'high': size.max_memory_mb})
-
         domain = self.driver.elastic_domain(instance)
         if not domain.isActive():
-            self._adjust_stopped(context, instance, size, target_vcpus,
-                                 target_memory, persist)
-            return
+            return self._adjust_stopped(context, instance, size, domain,
+                                        vcpus, memory_mb, persist)
+        start = live.read_size(domain)
+        if (start.vcpus, start.memory_mb) != (size.live_vcpus,
+                                              size.live_memory_mb):
+            LOG.warning('The record said %d vCPUs / %d MiB, the domain runs '
+                        'at %d / %d: starting from the domain',
+                        size.live_vcpus, size.live_memory_mb, start.vcpus,
+                        start.memory_mb, instance=instance)
+        target_vcpus = start.vcpus if vcpus is None else vcpus
+        target_memory = start.memory_mb if memory_mb is None else memory_mb
+        _check_bounds(size, target_vcpus, target_memory)
+        if target_memory != start.memory_mb and live.is_paused(domain):
+            raise AdjustmentFailed(reason=_(
+                'The instance is paused: its balloon cannot move until it '
+                'runs again; memory was not changed'))
 
         # Grow first: a host without room refuses before the guest grows.
-        placement.set_allocation(
-            context, instance, max(target_vcpus, size.live_vcpus),
-            max(target_memory, size.live_memory_mb))
-        confirmed_vcpus = size.live_vcpus
-        confirmed_memory = size.live_memory_mb
+        placement.claim_at_least(
+            context, instance, max(target_vcpus, start.vcpus),
+            max(target_memory, start.memory_mb))
         failure = None
         try:
-            # persist makes the whole current size the boot size, so a
-            # dimension not asked for is written to the definition too
-            # when it runs at a size other than its boot size.
-            if vcpus is not None or (
-                    persist and target_vcpus != size.boot_vcpus):
-                confirmed_vcpus = live.apply_vcpus(domain, target_vcpus,
-                                                   persist)
-            if memory_mb is not None or (
-                    persist and target_memory != size.boot_memory_mb):
-                confirmed_memory = live.apply_memory(domain, target_memory,
-                                                     persist)
+            if target_vcpus != start.vcpus:
+                live.apply_vcpus(domain, target_vcpus, persist=False)
+            if target_memory != start.memory_mb:
+                live.apply_memory(domain, target_memory, persist=False,
+                                  confirm_timeout=(
+                                      CONF.xloud.memory_confirm_timeout))
         except live.LiveSizeError as e:
             failure = e
-            # What the domain reports now is what the guest holds, whatever
-            # part of the request went through.
-            observed = live.read_size(domain)
-            confirmed_vcpus, confirmed_memory = (observed.vcpus,
-                                                 observed.memory_mb)
-
-        changed = _describe_change(size, confirmed_vcpus, confirmed_memory)
-        if changed:
-            sizing.record_size(instance, vcpus=confirmed_vcpus,
-                               memory_mb=confirmed_memory,
-                               boot=persist and failure is None)
+        # Whatever part of the request went through, what the domain
+        # reports now is what the guest holds.
+        final = live.read_size(domain)
+        if persist and failure is None:
+            try:
+                live.persist_size(domain, final.vcpus, final.memory_mb)
+            except live.LiveSizeError as e:
+                failure = e
+        boot = live.read_definition(domain).current
+        changed = _describe_change(start, final)
+        update = sizing.RecordUpdate().size(
+            instance, vcpus=final.vcpus, memory_mb=final.memory_mb,
+            boot_vcpus=boot.vcpus, boot_memory_mb=boot.memory_mb)
         placement_error = None
         try:
-            placement.set_allocation(context, instance, confirmed_vcpus,
-                                     confirmed_memory)
+            placement.set_allocation(context, instance, final.vcpus,
+                                     final.memory_mb)
         except (placement.InsufficientCapacity,
                 placement.AllocationUpdateFailed) as e:
             placement_error = e.format_message()
 
+        persisted = persist and failure is None
         if failure is not None:
             reason = str(failure)
             if changed:
                 reason = _('%(reason)s (applied: %(changed)s)') % {
                     'reason': reason, 'changed': changed}
             raise AdjustmentFailed(reason=reason, applied=changed,
-                                   cause=str(failure))
+                                   cause=str(failure), record=update)
         if placement_error:
             raise AdjustmentFailed(
                 reason=_('%(changed)s applied, but placement was not '
                          'updated: %(error)s') % {
                     'changed': changed or _('no change'),
                     'error': placement_error},
-                applied=changed, persisted=persist,
-                cause=_('placement was not updated: %s') % placement_error)
-        sizing.record_status(instance, sizing.STATUS_SUCCESS,
-                             context.request_id)
-        sizing.record_change(instance, context.request_id,
-                             _describe_success(changed, persist))
-        instance.save()
+                applied=changed, persisted=persisted,
+                cause=_('placement was not updated: %s') % placement_error,
+                record=update)
+        update.status(sizing.STATUS_SUCCESS, context.request_id)
+        update.change(context.request_id,
+                      _describe_success(changed, persisted))
         LOG.info('Elastic size adjusted (%s), persist=%s',
                  changed or 'no change', persist, instance=instance)
+        return update
 
     def _adjust_stopped(self, context: nova_context.RequestContext,
                         instance: objects.Instance,
-                        size: sizing.ElasticSize, vcpus: int,
-                        memory_mb: int, persist: bool) -> None:
-        # A stopped guest has no live size: the next start regenerates the
-        # domain from the recorded boot size, so that is all there is to
-        # change.
+                        size: sizing.ElasticSize, domain,
+                        vcpus: int | None, memory_mb: int | None,
+                        persist: bool) -> sizing.RecordUpdate:
+        # A stopped guest has no live size: its next start regenerates the
+        # domain from the boot size, so that is all there is to change.
         if instance.vm_state != vm_states.STOPPED or not persist:
             raise AdjustmentFailed(reason=_(
                 'The instance is not running (vm_state %s); only a '
                 'stopped instance can be adjusted, with persist') %
                 instance.vm_state)
-        placement.set_allocation(context, instance, vcpus, memory_mb)
-        changed = _describe_change(size, vcpus, memory_mb)
-        sizing.record_size(instance, vcpus=vcpus, memory_mb=memory_mb,
-                           boot=True)
-        sizing.record_status(instance, sizing.STATUS_SUCCESS,
-                             context.request_id)
-        sizing.record_change(
-            instance, context.request_id,
-            _('%s, persisted while stopped') % (changed or _('no change')))
-        instance.save()
+        defined = live.read_definition(domain).current
+        target_vcpus = defined.vcpus if vcpus is None else vcpus
+        target_memory = defined.memory_mb if memory_mb is None else memory_mb
+        _check_bounds(size, target_vcpus, target_memory)
+        # Held until its start claims what it starts with.
+        placement.set_allocation(context, instance, target_vcpus,
+                                 target_memory)
+        boot = live.persist_size(domain, target_vcpus, target_memory)
+        changed = _describe_change(defined, boot)
         LOG.info('Elastic boot size of stopped instance set (%s)',
                  changed or 'no change', instance=instance)
+        return sizing.RecordUpdate().size(
+            instance, vcpus=boot.vcpus, memory_mb=boot.memory_mb,
+            boot_vcpus=boot.vcpus, boot_memory_mb=boot.memory_mb).status(
+            sizing.STATUS_SUCCESS, context.request_id).change(
+            context.request_id,
+            _('%s, persisted while stopped') % (changed or _('no change')))
 
 
-def _describe_change(size: sizing.ElasticSize, vcpus: int,
-                     memory_mb: int) -> str:
+def _check_bounds(size: sizing.ElasticSize, vcpus: int,
+                  memory_mb: int) -> None:
+    # The API refused these already; a request that still gets here (a
+    # direct RPC) is refused, never clamped.
+    if not size.floor_vcpus <= vcpus <= size.max_vcpus:
+        raise AdjustmentFailed(reason=_(
+            '%(value)d vCPUs is outside %(low)d..%(high)d') % {
+            'value': vcpus, 'low': size.floor_vcpus,
+            'high': size.max_vcpus})
+    if not size.floor_memory_mb <= memory_mb <= size.max_memory_mb:
+        raise AdjustmentFailed(reason=_(
+            '%(value)d MiB is outside %(low)d..%(high)d MiB') % {
+            'value': memory_mb, 'low': size.floor_memory_mb,
+            'high': size.max_memory_mb})
+
+
+def _finish_event_with_failure(context: nova_context.RequestContext,
+                               instance: objects.Instance, host: str,
+                               reason: str) -> None:
+    """End the adjustment's event (of ``context.request_id``) as Error."""
+    try:
+        objects.InstanceActionEvent.event_finish_with_failure(
+            context, instance.uuid, EVENT, exc_val=reason, exc_tb=reason,
+            want_result=False)
+    except exception.InstanceActionEventNotFound:
+        # Interrupted before the compute started its event.
+        try:
+            objects.InstanceActionEvent.event_start(
+                context, instance.uuid, EVENT, want_result=False, host=host)
+            objects.InstanceActionEvent.event_finish_with_failure(
+                context, instance.uuid, EVENT, exc_val=reason,
+                exc_tb=reason, want_result=False)
+        except exception.InstanceActionNotFound:
+            LOG.warning('The action of interrupted adjustment %s is gone',
+                        context.request_id, instance=instance)
+    except exception.InstanceActionNotFound:
+        LOG.warning('The action of interrupted adjustment %s is gone',
+                    context.request_id, instance=instance)
+
+
+def _newest_action(context: nova_context.RequestContext,
+                   instance: objects.Instance):
+    actions = objects.InstanceActionList.get_by_instance_uuid(
+        context, instance.uuid, limit=1)
+    return actions[0] if actions else None
+
+
+def _has_record(instance: objects.Instance) -> bool:
+    return sizing.SYSMETA_FLAVOR in (instance.system_metadata or {})
+
+
+def _as_dict(size: live.LiveSize) -> dict:
+    return {'vcpus': size.vcpus, 'memory_mb': size.memory_mb}
+
+
+def _describe_change(before: live.LiveSize, after: live.LiveSize) -> str:
     """``vcpus 2 -> 4, memory_mb 2048 -> 3072``: what changed, or ''."""
     parts = []
-    if vcpus != size.live_vcpus:
-        parts.append(f'vcpus {size.live_vcpus} -> {vcpus}')
-    if memory_mb != size.live_memory_mb:
-        parts.append(f'memory_mb {size.live_memory_mb} -> {memory_mb}')
+    if after.vcpus != before.vcpus:
+        parts.append(f'vcpus {before.vcpus} -> {after.vcpus}')
+    if after.memory_mb != before.memory_mb:
+        parts.append(f'memory_mb {before.memory_mb} -> {after.memory_mb}')
     return ', '.join(parts)
 
 

@@ -1,36 +1,46 @@
 """Nova's libvirt driver, booting guests at their elastic size.
 
 Loaded with ``compute_driver = xloud.XloudLibvirtDriver`` (the module
-``nova.virt.xloud`` re-exports this class). It changes three things and
+``nova.virt.xloud`` re-exports this class). It changes these things and
 nothing else:
 
 * the generated guest configuration carries the recorded boot size as
   ``<vcpu current>`` and ``<currentMemory>`` (``guest_config``), the flavor
   staying the maximum;
-* whenever Nova (re)creates the domain from that configuration -- spawn
-  (create, rebuild, evacuate, unshelve), hard reboot and start, resize and
-  cold migration, revert -- the live size is recorded as the new domain
-  reports it and the placement allocation set to it; memory still on its
-  way down to the boot size (the guest's balloon driver not loaded yet) is
-  confirmed in the background; after a live migration, which keeps the
-  running size, the allocation on the destination is set to the live
-  size;
+* before any path (re)starts the domain -- spawn (create, rebuild,
+  evacuate, unshelve), hard reboot and start and host-boot resume, soft
+  reboot, rescue and unrescue, resize and cold migration, revert -- what
+  the new domain will start with is claimed in placement (its vCPUs, and
+  all of ``<memory>``, which QEMU gives a guest until its balloon driver
+  runs); no room fails the operation before the domain starts. Afterwards
+  the live size is recorded as the domain reports it, the allocation set
+  to it, the persistent definition set to the boot size, and memory still
+  on its way down to the boot size is confirmed in the background;
+* after a live migration, which keeps the running size, the destination's
+  persistent definition is set to the boot size and its allocation to the
+  live size;
+* at nova-compute start, adjustments a previous run left unfinished are
+  ended, and record and placement are set from the domains;
 * the elastic sizing RPC endpoint is served by the compute service.
 """
 
 from __future__ import annotations
 
+import os
+
 import libvirt as libvirt_module
 from nova import context as nova_context
 from nova import exception, objects, thread_pool_factory, utils
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
-from nova_ext import placement, sizing
-from nova_ext.compute.endpoint import ElasticSizingEndpoint
+from nova_ext import conf, placement, sizing
+from nova_ext.compute.endpoint import ElasticSizingEndpoint, restart_message
 from nova_ext.virt import guest_config, live
 
 LOG = logging.getLogger(__name__)
+CONF = conf.CONF
 
 
 class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -46,13 +56,37 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         # (nova-manage, unit tests with a bare VirtAPI) have no manager.
         manager = getattr(virtapi, '_compute', None)
         endpoints = getattr(manager, 'additional_endpoints', None)
+        self.elastic_endpoint = None
         if endpoints is not None:
-            endpoints.append(ElasticSizingEndpoint(self, manager.host))
+            self.elastic_endpoint = ElasticSizingEndpoint(self, manager.host)
+            endpoints.append(self.elastic_endpoint)
 
     def elastic_domain(self, instance: objects.Instance
                        ) -> libvirt_module.virDomain:
         """The instance's libvirt domain, for nova_ext.virt.live."""
         return self._host.get_guest(instance)._domain
+
+    def elastic_domain_by_uuid(self, instance_uuid: str
+                               ) -> libvirt_module.virDomain | None:
+        """The domain of that instance on this host, or None."""
+        try:
+            return self._host.get_connection().lookupByUUIDString(
+                instance_uuid)
+        except libvirt_module.libvirtError as e:
+            if e.get_error_code() == libvirt_module.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def node_provider(self) -> str:
+        """This host's compute node, which is its resource provider."""
+        return self._host.get_node_uuid()
+
+    def init_host(self, host):
+        super().init_host(host)
+        # Before Nova's own start-up processing of each instance, which
+        # clears the adjustment's task state without a word.
+        if self.elastic_endpoint is not None:
+            self._reconcile_after_restart(host)
 
     def _get_guest_config(self, instance, network_info, image_meta,
                           disk_info, *args, **kwargs):
@@ -64,80 +98,146 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         return guest
 
     def spawn(self, context, instance, *args, **kwargs):
+        try:
+            self._claim_regeneration(context, instance)
+        except (placement.InsufficientCapacity,
+                placement.AllocationUpdateFailed) as e:
+            # Nova reschedules a build for this.
+            raise exception.ComputeResourcesUnavailable(
+                reason=e.format_message())
         super().spawn(context, instance, *args, **kwargs)
-        self._start_from_boot_size(context, instance)
+        self._record_started_domain(context, instance)
 
     def _hard_reboot(self, context, instance, *args, **kwargs):
         # Hard reboot, power_on and resume_state_on_host_boot all rebuild
         # the domain here; soft reboot falls back to it when it fails.
+        self._claim_regeneration(context, instance)
         result = super()._hard_reboot(context, instance, *args, **kwargs)
-        self._start_from_boot_size(context, instance)
+        self._record_started_domain(context, instance)
         return result
+
+    def _soft_reboot(self, instance):
+        # The guest shuts down and starts again from its persistent
+        # definition (guest.launch()), not from a regenerated one.
+        context = nova_context.get_admin_context()
+        if self._is_elastic(instance):
+            definition = live.read_definition(self.elastic_domain(instance))
+            self._claim_start(context, instance, definition)
+        rebooted = super()._soft_reboot(instance)
+        if rebooted:
+            self._record_started_domain(context, instance)
+        return rebooted
+
+    def rescue(self, context, instance, *args, **kwargs):
+        self._claim_regeneration(context, instance)
+        super().rescue(context, instance, *args, **kwargs)
+        self._record_started_domain(context, instance)
+
+    def unrescue(self, context, instance):
+        # The domain comes back from the XML it had when it was rescued.
+        if self._is_elastic(instance):
+            path = os.path.join(libvirt_utils.get_instance_path(instance),
+                                'unrescue.xml')
+            self._claim_start(context, instance, live.parse_definition(
+                libvirt_utils.load_file(path)))
+        super().unrescue(context, instance)
+        self._record_started_domain(context, instance)
 
     def finish_migration(self, context, migration, instance, *args,
                          **kwargs):
+        self._claim_regeneration(context, instance)
         super().finish_migration(context, migration, instance, *args,
                                  **kwargs)
-        self._start_from_boot_size(context, instance)
+        self._record_started_domain(context, instance)
 
     def finish_revert_migration(self, context, instance, *args, **kwargs):
+        self._claim_regeneration(context, instance)
         super().finish_revert_migration(context, instance, *args, **kwargs)
-        self._start_from_boot_size(context, instance)
+        self._record_started_domain(context, instance)
 
     def post_live_migration_at_destination(self, context, instance, *args,
                                            **kwargs):
         super().post_live_migration_at_destination(context, instance,
                                                    *args, **kwargs)
-        # The guest kept running at its live size; placement claimed the
-        # flavor (or its resources:* override) on this host.
+        # The guest kept running at its live size, but its definition
+        # here is the migrated live XML, and placement claimed the flavor
+        # (or its resources:* override) on this host.
+        if self._is_elastic(instance):
+            self._record_started_domain(context, instance,
+                                        confirm_memory=False)
+
+    def _is_elastic(self, instance: objects.Instance) -> bool:
+        return (guest_config.is_elastic(
+            sizing.ElasticSize.from_instance(instance)) or
+            _has_record(instance))
+
+    def _claim_regeneration(self, context: nova_context.RequestContext,
+                            instance: objects.Instance) -> None:
+        """Claim what a domain generated from the record starts with."""
+        if not self._is_elastic(instance):
+            return
         size = sizing.ElasticSize.from_instance(instance)
-        if guest_config.is_elastic(size) or _has_record(instance):
-            self._settle_allocation(context, instance, size.live_vcpus,
-                                    size.live_memory_mb)
+        self._claim_start(context, instance, live.Definition(
+            current=live.LiveSize(size.boot_vcpus, size.boot_memory_mb),
+            maximum=live.LiveSize(size.max_vcpus, size.max_memory_mb)))
 
-    def _start_from_boot_size(self, context: nova_context.RequestContext,
-                              instance: objects.Instance) -> None:
-        """Record the size the new domain runs at, claim it.
+    def _claim_start(self, context: nova_context.RequestContext,
+                     instance: objects.Instance,
+                     definition: live.Definition) -> None:
+        """Claim, before the domain starts, what it will start with.
 
-        The domain was created at the boot size, but only vCPUs are exact
-        from the start: QEMU gives the guest all of ``<memory>`` and the
-        balloon reaches ``<currentMemory>`` once the guest's driver runs,
-        seconds after boot or never. What libvirt reports is recorded now;
-        memory not yet at the boot size is confirmed in the background.
+        Its vCPUs are exact from the start; its memory is all of
+        ``<memory>`` until the guest's balloon driver takes the balloon to
+        ``<currentMemory>``. Raises InsufficientCapacity (the operation's
+        fault) when the host has no room: the domain is not started.
         """
+        placement.claim_at_least(
+            context, instance, definition.current.vcpus,
+            definition.maximum.memory_mb, provider_uuid=self.node_provider())
+
+    def _record_started_domain(self, context: nova_context.RequestContext,
+                               instance: objects.Instance,
+                               confirm_memory: bool = True) -> None:
+        """Record the size the domain runs at, and settle placement to it.
+
+        The persistent definition is set to the recorded boot size first:
+        a soft reboot, an unrescue or a live migration's destination
+        would otherwise start from another. Memory not yet at the boot
+        size is confirmed in the background.
+        """
+        if not self._is_elastic(instance):
+            return
         size = sizing.ElasticSize.from_instance(instance)
-        if not (guest_config.is_elastic(size) or _has_record(instance)):
-            return
         domain = self.elastic_domain(instance)
-        if not domain.isActive():
-            # Defined, not started (a migration finished with power_on
-            # false): its start goes through _hard_reboot, which records
-            # what it then runs at; until then it holds the boot size.
-            self._record_start_size(context, instance, size.boot_vcpus,
-                                    size.boot_memory_mb)
-            return
-        running = live.read_size(domain)
-        if running.vcpus != size.boot_vcpus:
+        boot = live.persist_size(domain, size.boot_vcpus,
+                                 size.boot_memory_mb)
+        running = (live.read_size(domain) if domain.isActive()
+                   else boot)
+        if domain.isActive() and running.vcpus != size.boot_vcpus and (
+                confirm_memory):
             LOG.warning('The domain started with %d vCPUs, not its boot '
                         'size %d; recording what it runs', running.vcpus,
                         size.boot_vcpus, instance=instance)
-        self._record_start_size(context, instance, running.vcpus,
+        # Nova's own copy of the instance, in the middle of Nova's
+        # operation: changed and saved as Nova does, not read again.
+        sizing.RecordUpdate().size(
+            instance, vcpus=running.vcpus, memory_mb=running.memory_mb,
+            boot_vcpus=boot.vcpus,
+            boot_memory_mb=boot.memory_mb).apply_to(instance)
+        instance.save()
+        if not domain.isActive():
+            # Defined, not started (a migration finished with power_on
+            # false): its start claims what it starts with.
+            return
+        self._settle_allocation(context, instance, running.vcpus,
                                 running.memory_mb)
-        if running.memory_mb != size.boot_memory_mb:
+        if confirm_memory and running.memory_mb != boot.memory_mb:
             LOG.info('The guest holds %d MiB, its balloon target is %d '
                      'MiB; confirming in the background', running.memory_mb,
-                     size.boot_memory_mb, instance=instance)
+                     boot.memory_mb, instance=instance)
             thread_pool_factory.spawn(
                 self._confirm_boot_memory, context, instance.obj_clone(),
-                size.boot_memory_mb)
-
-    def _record_start_size(self, context: nova_context.RequestContext,
-                           instance: objects.Instance, vcpus: int,
-                           memory_mb: int) -> None:
-        sizing.record_size(instance, vcpus=vcpus, memory_mb=memory_mb,
-                           boot=False)
-        instance.save()
-        self._settle_allocation(context, instance, vcpus, memory_mb)
+                boot.memory_mb)
 
     def _confirm_boot_memory(self, context: nova_context.RequestContext,
                              instance: objects.Instance,
@@ -146,12 +246,14 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
 
         Runs on Nova's executor (eventlet or threads alike). The wait
         holds no lock. The record is written under the instance's lock,
-        from what the domain reports then: an adjustment that ran in
-        between has finished, and its own record is older than that.
+        from what the domain reports then, and only while no operation
+        owns the instance: one that started meanwhile records the size
+        itself when it (re)starts the domain.
         """
+        timeout = CONF.xloud.boot_memory_confirm_timeout
         try:
             live.wait_for_memory(self.elastic_domain(instance), memory_mb,
-                                 live.BOOT_CONFIRM_TIMEOUT)
+                                 timeout)
 
             @utils.synchronized(instance.uuid)
             def record() -> None:
@@ -162,7 +264,18 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                              'was confirmed', instance=instance)
                     return
                 running = live.read_size(domain)
-                self._record_start_size(context, instance, running.vcpus,
+                try:
+                    sizing.save_record(
+                        instance, sizing.RecordUpdate().size(
+                            instance, vcpus=running.vcpus,
+                            memory_mb=running.memory_mb),
+                        expected_task_state=[None])
+                except exception.UnexpectedTaskStateError:
+                    LOG.info('An operation started before the boot memory '
+                             'was confirmed; it records the size itself',
+                             instance=instance)
+                    return
+                self._settle_allocation(context, instance, running.vcpus,
                                         running.memory_mb)
                 if running.memory_mb == memory_mb:
                     LOG.info('Boot memory of %d MiB confirmed', memory_mb,
@@ -172,8 +285,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                         'The guest did not reach its boot memory of %d MiB '
                         'within %gs (is its balloon driver loaded?); '
                         'recorded the %d MiB it holds', memory_mb,
-                        live.BOOT_CONFIRM_TIMEOUT, running.memory_mb,
-                        instance=instance)
+                        timeout, running.memory_mb, instance=instance)
 
             record()
         except exception.InstanceNotFound:
@@ -187,20 +299,61 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
     def _settle_allocation(self, context: nova_context.RequestContext,
                            instance: objects.Instance, vcpus: int,
                            memory_mb: int) -> None:
-        # The guest already runs: a failure here must not undo the
-        # operation that started it. The allocation stays what Nova
-        # claimed (never less than the guest uses) until the next
-        # adjustment or regeneration settles it.
+        # The guest already runs, with at least this claimed before it
+        # started: a failure here leaves the allocation above what the
+        # guest uses, never below, and must not undo the operation.
         try:
             # This host's node, which is not yet instance.node while an
             # evacuation spawns the guest here.
             placement.set_allocation(
                 context, instance, vcpus, memory_mb,
-                provider_uuid=self._host.get_node_uuid())
+                provider_uuid=self.node_provider())
         except Exception:
             LOG.exception('Could not set the placement allocation to the '
                           'elastic size %d vCPUs / %d MiB', vcpus,
                           memory_mb, instance=instance)
+
+    def _reconcile_after_restart(self, host: str) -> None:
+        """End adjustments the previous run left, settle from the domains.
+
+        A previous nova-compute that died (kill -9, a host crash) left
+        its adjustments' task state, status and events unfinished and,
+        for a grow, a claim; the domains kept running at whatever libvirt
+        had applied.
+        """
+        context = nova_context.get_admin_context()
+        instances = objects.InstanceList.get_by_host(
+            context, host, expected_attrs=['flavor', 'system_metadata'])
+        for instance in instances:
+            if not self._is_elastic(instance):
+                continue
+            if instance.task_state not in (None,
+                                           sizing.ADJUSTING_TASK_STATE):
+                # Nova's own start-up processing owns it.
+                continue
+            try:
+                self._reconcile_instance(context, instance, host)
+            except Exception:
+                LOG.exception('Could not reconcile the elastic size after '
+                              'the restart', instance=instance)
+
+    def _reconcile_instance(self, context: nova_context.RequestContext,
+                            instance: objects.Instance, host: str) -> None:
+        report: dict[str, list[str]] = {'changes': [], 'errors': []}
+
+        @utils.synchronized(instance.uuid)
+        def locked() -> None:
+            endpoint = self.elastic_endpoint
+            if endpoint.interrupted_request(context, instance):
+                report['changes'].append(endpoint.end_interrupted(
+                    context, instance, restart_message(host)))
+            endpoint.settle_from_domain(context, instance, report)
+
+        locked()
+        for change in report['changes']:
+            LOG.info('After the restart: %s', change, instance=instance)
+        for error in report['errors']:
+            LOG.warning('After the restart: %s', error, instance=instance)
 
 
 def _has_record(instance: objects.Instance) -> bool:

@@ -16,21 +16,21 @@ import dataclasses
 import time
 
 import libvirt
+from lxml import etree
 
 # libvirt counts memory in KiB, Nova and the API in MiB.
 _KIB_PER_MIB = 1024
 
-# How long a balloon change may take to be reached by the guest. A guest
-# with a balloon driver answers in about a second (QEMU under TCG); libvirt
-# itself keeps no deadline, so without one a missing driver goes unnoticed.
+# How long a balloon change may take to be reached by the guest when the
+# caller names no time (nova-compute passes [xloud] memory_confirm_timeout).
+# A guest with a balloon driver answers in about a second (QEMU under TCG);
+# libvirt itself keeps no deadline, so without one a missing driver goes
+# unnoticed.
 DEFAULT_CONFIRM_TIMEOUT = 15.0
-# How long a guest just started may take to reach its first balloon target
-# (<currentMemory>): QEMU gives it all of <memory> and the balloon moves
-# only once the guest's kernel has booted and loaded its driver. Under TCG
-# that took up to 33 s to the first console line plus 3 s for the balloon
-# (doc/realguest.md).
-BOOT_CONFIRM_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.25
+# How long a balloon set back to what the guest holds may take to stop
+# there (a guest still moving towards the abandoned target).
+_RESET_SETTLE_TIMEOUT = 2.0
 
 
 def mib_to_kib(memory_mb: int) -> int:
@@ -66,10 +66,70 @@ class NotConfirmed(LiveSizeError):
     """libvirt took the request but the domain does not report the size."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Definition:
+    """A domain's persistent definition: what its next start runs at."""
+
+    # <vcpu current> and <currentMemory>: the boot size.
+    current: LiveSize
+    # <vcpu> and <memory>: the maximum, and all QEMU gives a guest at start
+    # until its balloon driver runs.
+    maximum: LiveSize
+
+
 def read_size(domain: libvirt.virDomain) -> LiveSize:
     """The vCPUs online and the memory the guest holds now."""
     return LiveSize(vcpus=_live_vcpus(domain),
                     memory_mb=kib_to_mib(_live_memory_kib(domain)))
+
+
+def read_definition(domain: libvirt.virDomain,
+                    xml: str | None = None) -> Definition:
+    """The size a domain's persistent definition (or ``xml``) starts at."""
+    if xml is None:
+        xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return parse_definition(xml)
+
+
+def parse_definition(xml: str) -> Definition:
+    tree = etree.fromstring(xml)
+    vcpu = tree.find('./vcpu')
+    maximum_vcpus = int(vcpu.text)
+    memory = tree.find('./memory')
+    maximum_kib = _to_kib(int(memory.text), memory.get('unit', 'KiB'))
+    current = tree.find('./currentMemory')
+    current_kib = (maximum_kib if current is None else
+                   _to_kib(int(current.text), current.get('unit', 'KiB')))
+    return Definition(
+        current=LiveSize(vcpus=int(vcpu.get('current', maximum_vcpus)),
+                         memory_mb=kib_to_mib(current_kib)),
+        maximum=LiveSize(vcpus=maximum_vcpus,
+                         memory_mb=kib_to_mib(maximum_kib)))
+
+
+def is_paused(domain: libvirt.virDomain) -> bool:
+    return domain.info()[0] == libvirt.VIR_DOMAIN_PAUSED
+
+
+def persist_size(domain: libvirt.virDomain, vcpus: int,
+                 memory_mb: int) -> LiveSize:
+    """Make ``vcpus``/``memory_mb`` the persistent definition's boot size.
+
+    Only what differs is written. Returns the definition's size as libvirt
+    reports it afterwards.
+    """
+    defined = read_definition(domain).current
+    try:
+        if defined.vcpus != vcpus:
+            domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        if defined.memory_mb != memory_mb:
+            domain.setMemoryFlags(mib_to_kib(memory_mb),
+                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except libvirt.libvirtError as e:
+        raise HypervisorRefused(
+            f'libvirt refused to persist {vcpus} vCPUs and {memory_mb} MiB: '
+            f'{e}', requested=vcpus, observed=None)
+    return read_definition(domain).current
 
 
 def apply_vcpus(domain: libvirt.virDomain, vcpus: int,
@@ -131,11 +191,15 @@ def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
             observed=_live_memory_mb_or_none(domain))
     observed = wait_for_memory(domain, memory_mb, confirm_timeout)
     if observed != memory_mb:
+        # A target left set would still be reached later (a balloon
+        # driver loading, a guest unpaused), unrecorded and uncounted: the
+        # target goes back to what the guest holds now.
+        observed = _reset_memory_target(domain)
         raise NotConfirmed(
             f'memory change to {memory_mb} MiB not confirmed, the guest '
             f'holds {observed} MiB after {confirm_timeout:g}s (is its '
-            f'balloon driver loaded?)', requested=memory_mb,
-            observed=observed)
+            f'balloon driver loaded?); its balloon target was set back to '
+            f'{observed} MiB', requested=memory_mb, observed=observed)
     if persist:
         try:
             domain.setMemoryFlags(target_kib,
@@ -160,6 +224,31 @@ def wait_for_memory(domain: libvirt.virDomain, memory_mb: int,
         if observed == memory_mb or time.monotonic() >= deadline:
             return observed
         time.sleep(_POLL_INTERVAL)
+
+
+def _reset_memory_target(domain: libvirt.virDomain) -> int:
+    """Set the balloon target to what the guest holds; what it holds then.
+
+    A guest still moving towards the old target stops within moments; what
+    it holds once it has (or when the short wait ends) is returned.
+    """
+    holds = kib_to_mib(_live_memory_kib(domain))
+    try:
+        domain.setMemoryFlags(mib_to_kib(holds),
+                              libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError:
+        return holds
+    return wait_for_memory(domain, holds, _RESET_SETTLE_TIMEOUT)
+
+
+_UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1,
+             'kb': 1000 / 1024, 'm': 1024, 'mib': 1024,
+             'mb': 1000 ** 2 / 1024, 'g': 1024 ** 2, 'gib': 1024 ** 2,
+             'gb': 1000 ** 3 / 1024}
+
+
+def _to_kib(value: int, unit: str) -> int:
+    return int(value * _UNIT_KIB[unit.lower()])
 
 
 def _live_vcpus(domain: libvirt.virDomain) -> int:

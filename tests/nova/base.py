@@ -19,6 +19,8 @@ from nova import policy as nova_policy
 from nova.tests.functional.libvirt import base
 from oslo_serialization import jsonutils
 
+from nova_ext import exception as xloud_exception
+from nova_ext import sizing
 from nova_ext.deploy import paste_ini
 
 
@@ -111,18 +113,28 @@ class SentRPCMessages(fixtures.Fixture):
 
 class XloudEndpointDouble:
     """Stands in for nova_ext.compute.endpoint on a harness compute's RPC
-    server: records what arrives and answers get_live_size."""
+    server: records what arrives, answers get_live_size, and takes an
+    adjustment as the real endpoint does, ending it at once without
+    touching the guest (``refuse`` refuses it instead)."""
 
-    target = oslo_messaging.Target(namespace='xloud', version='1.0')
+    target = oslo_messaging.Target(namespace='xloud', version='2.0')
 
     def __init__(self, live_size: dict | None = None) -> None:
         self.live_size = live_size
+        self.refuse: str | None = None
         self.received: list[tuple[str, str, dict]] = []
 
-    def adjust(self, context, instance, vcpus, memory_mb, persist):
-        self.received.append(('adjust', instance.uuid, {
+    def start_adjust(self, context, instance, vcpus, memory_mb, persist,
+                     not_after):
+        instance.refresh()
+        self.received.append(('start_adjust', instance.uuid, {
             'vcpus': vcpus, 'memory_mb': memory_mb, 'persist': persist,
-            'request_id': context.request_id}))
+            'request_id': context.request_id,
+            'task_state': instance.task_state}))
+        if self.refuse is not None:
+            raise xloud_exception.AdjustmentRefused(reason=self.refuse)
+        instance.task_state = None
+        instance.save(expected_task_state=[sizing.ADJUSTING_TASK_STATE])
 
     def get_live_size(self, context, instance):
         self.received.append(('get_live_size', instance.uuid, {}))

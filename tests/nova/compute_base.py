@@ -7,12 +7,16 @@ sent the way the API sends them: an ``xloud-adjust`` instance action
 started for the request, then ``nova_ext.rpcapi`` over Nova's RPC.
 """
 
+import datetime
 import time
 
 from lxml import etree
 from nova import context as nova_context
 from nova import objects
+from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import base
+from oslo_serialization import jsonutils
+from oslo_utils import timeutils
 
 from nova_ext import rpcapi, sizing
 from tests.nova import base as api_base
@@ -66,7 +70,11 @@ class ElasticComputeMixin:
     def _send_adjust(self, server: dict, vcpus: int | None = None,
                      memory_mb: int | None = None,
                      persist: bool = True) -> str:
-        """Start the action and cast, as the API does; the request id."""
+        """Hand the adjustment over as the API does; the request id.
+
+        The instance enters the adjustment's task state, the action is
+        started, and the compute host takes the request (start_adjust).
+        """
         ctxt = nova_context.get_admin_context()
         mapping = objects.InstanceMapping.get_by_instance_uuid(
             ctxt, server['id'])
@@ -74,10 +82,14 @@ class ElasticComputeMixin:
             instance = objects.Instance.get_by_uuid(
                 cctxt, server['id'],
                 expected_attrs=['flavor', 'system_metadata'])
+            instance.task_state = sizing.ADJUSTING_TASK_STATE
+            instance.save(expected_task_state=[None])
             objects.InstanceAction.action_start(
                 cctxt, instance.uuid, ACTION, want_result=False)
-            rpcapi.ElasticSizingAPI().adjust(cctxt, instance, vcpus,
-                                             memory_mb, persist)
+            rpcapi.ElasticSizingAPI().start_adjust(
+                cctxt, instance, vcpus, memory_mb, persist,
+                not_after=timeutils.utcnow() + datetime.timedelta(
+                    seconds=60), timeout=60)
         return ctxt.request_id
 
     def _adjust(self, server: dict, vcpus: int | None = None,
@@ -108,6 +120,28 @@ class ElasticComputeMixin:
         return resources['VCPU'], resources['MEMORY_MB']
 
 
+class ElasticMigrationMixin(base.LibvirtMigrationMixin):
+    """Live migration as libvirt's QEMU driver carries it out.
+
+    Nova's own stub creates the destination domain transient; Nova asks
+    for ``VIR_MIGRATE_PERSIST_DEST`` with ``persistent_xml``, so libvirt
+    defines it there from that XML, and the guest arrives as it ran: the
+    vCPUs and the balloon it had on the source.
+    """
+
+    def _migrate_stub(self, domain, destination, params, flags):
+        conn = self.dest.driver._host.get_connection()
+        if flags & fakelibvirt.VIR_MIGRATE_PERSIST_DEST:
+            migrated = conn.defineXML(params['persistent_xml'])
+            migrated.createWithFlags(0)
+        else:
+            migrated = conn.createXML(params['destination_xml'], 0)
+        # What QEMU carries over: the running guest's state.
+        migrated._live = dict(domain._live)
+        domain.complete_job()
+        self.migrate_stub_ran = True
+
+
 class ElasticComputeTestBase(ElasticComputeMixin, base.ServersTestBase):
     """The compute side alone, driven as the API drives it."""
 
@@ -120,3 +154,185 @@ class ElasticComputeTestBase(ElasticComputeMixin, base.ServersTestBase):
         self.flags(api_paste_config=api_base.nova_sample_paste_config(),
                    group='wsgi')
         super().setUp()
+
+
+INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE: the persistent definition
+VCPU_LIVE = 1  # VIR_DOMAIN_VCPU_LIVE
+
+
+class ElasticAPIComputeTestBase(ElasticComputeMixin,
+                                api_base.ElasticServersTestBase):
+    """Compute hosts on XloudLibvirtDriver, adjusted through the API.
+
+    Every adjustment is a ``POST /os-xloud-adjust``, its outcome the
+    ``compute_xloud_adjust`` event of the action that request started, so
+    these tests do not depend on how nova-api hands it to the host. Sizes
+    are compared as libvirt, the instance's record and placement each
+    report them.
+    """
+
+    ADMIN_API = True
+    microversion = '2.84'
+
+    def _create_elastic_flavor(self, vcpus: int = 4, memory_mb: int = 4096,
+                               minimum_cpu: int = 2,
+                               minimum_memory: int = 2048) -> str:
+        return self._create_flavor(
+            vcpu=vcpus, memory_mb=memory_mb,
+            extra_spec={'minimum_cpu': str(minimum_cpu),
+                        'minimum_memory': str(minimum_memory)})
+
+    def _request_adjust(self, server_id: str, vcpus: int | None = None,
+                        memory_mb: int | None = None,
+                        persist: bool = True):
+        """POST /os-xloud-adjust/{server_id}; the raw response."""
+        body = {'persist': persist}
+        if vcpus is not None:
+            body['current_vcpus'] = vcpus
+        if memory_mb is not None:
+            body['current_memory_mb'] = memory_mb
+        return self.api.api_request(
+            f'/os-xloud-adjust/{server_id}', method='POST',
+            body=jsonutils.dumps(body),
+            headers={'Content-Type': 'application/json'})
+
+    def _request_server_action(self, server_id: str, action: dict):
+        """POST /servers/{server_id}/action; the raw response."""
+        return self.api.api_request(
+            f'/servers/{server_id}/action', method='POST',
+            body=jsonutils.dumps(action),
+            headers={'Content-Type': 'application/json'})
+
+    def _adjust_through_api(self, server_id: str, vcpus: int | None = None,
+                            memory_mb: int | None = None,
+                            persist: bool = True,
+                            result: str = 'Success') -> dict:
+        """Adjust, wait until it is over; the event as the API shows it."""
+        resp = self._request_adjust(server_id, vcpus, memory_mb, persist)
+        self.assertEqual(202, resp.status_code, resp.text)
+        return self._wait_for_adjustment(
+            server_id, resp.json()['adjustment']['request_id'], result)
+
+    def _wait_for_adjustment(self, server_id: str, request_id: str,
+                             result: str = 'Success',
+                             timeout: float = 20.0) -> dict:
+        """The adjustment's event, once it finished and the server is free
+        for the next operation (its task_state back to None)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            action = self.api.api_get(
+                f'/servers/{server_id}/os-instance-actions/'
+                f'{request_id}').body['instanceAction']
+            events = [e for e in action['events']
+                      if e['event'] == EVENT and e['finish_time']]
+            task_state = self.api.get_server(server_id)[
+                'OS-EXT-STS:task_state']
+            if events and task_state is None:
+                self.assertEqual(result, events[0]['result'], events[0])
+                return events[0]
+            if time.monotonic() > deadline:
+                self.fail(f'adjustment {request_id} of {server_id} did not '
+                          f'end within {timeout}s: events '
+                          f'{action["events"]}, task_state {task_state}')
+            time.sleep(0.05)
+
+    def _observed_sizes(self, server_id: str) -> dict:
+        """The instance's size as libvirt, its record and placement say."""
+        server = self.api.get_server(server_id)
+        host = server['OS-EXT-SRV-ATTR:host']
+        observed = {'host': host}
+        domain = self._connection(host).lookupByUUIDString(server_id)
+        if domain.isActive():
+            vcpus, memory_mb = self._domain_size(server)
+            observed['domain'] = (vcpus, memory_mb)
+            # libvirt's other reports of the same running guest.
+            observed['domain vcpusFlags/info'] = (
+                domain.vcpusFlags(VCPU_LIVE), domain.info()[2] // MIB)
+        else:
+            observed['domain'] = 'not running'
+        observed['definition'] = self._domain_size(server, INACTIVE)
+        size = self._elastic_size(server_id)
+        observed['record live'] = (size.live_vcpus, size.live_memory_mb)
+        observed['record boot'] = (size.boot_vcpus, size.boot_memory_mb)
+        allocations = self._get_allocations_by_server_uuid(server_id)
+        hosts = {rp: name for name, rp in self.compute_rp_uuids.items()}
+        observed['providers'] = sorted(hosts.get(rp, rp)
+                                       for rp in allocations)
+        resources = allocations.get(self.compute_rp_uuids.get(host), {}).get(
+            'resources', {})
+        observed['placement'] = (resources.get('VCPU'),
+                                 resources.get('MEMORY_MB'))
+        return observed
+
+    @staticmethod
+    def _size_mismatches(observed: dict, live: tuple[int, int] | None,
+                         boot: tuple[int, int],
+                         providers: list[str] | None = None) -> list[str]:
+        """What in ``observed`` differs from the expected sizes.
+
+        ``live`` None: only that domain, record and placement agree.
+        """
+        expected = {'definition': boot, 'record boot': boot,
+                    'providers': sorted(providers or [observed['host']])}
+        running = observed['domain']
+        if running == 'not running':
+            return ['the domain is not running']
+        live = live or running
+        for key in ('domain', 'domain vcpusFlags/info', 'record live',
+                    'placement'):
+            expected[key] = live
+        return [f'{key} {observed[key]} != {value}'
+                for key, value in expected.items() if observed[key] != value]
+
+    def _assert_sizes(self, expectations: dict, timeout: float = 3.0) -> None:
+        """Every instance runs at its expected size, as all of libvirt, its
+        record and placement report.
+
+        ``expectations``: ``{label: (server_id, live, boot, providers)}``
+        (see ``_size_mismatches``). Memory the guest still has to give back
+        is confirmed in the background: the sizes are polled until they
+        agree or ``timeout`` passes, then every mismatch is reported.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            failures = []
+            for label, (server_id, live, boot, providers) in (
+                    expectations.items()):
+                observed = self._observed_sizes(server_id)
+                mismatches = self._size_mismatches(observed, live, boot,
+                                                   providers)
+                if mismatches:
+                    failures.append(f'{label}: {"; ".join(mismatches)} '
+                                    f'(observed {observed})')
+            if not failures:
+                return
+            if time.monotonic() > deadline:
+                self.fail('\n'.join(failures))
+            time.sleep(0.1)
+
+    def _provider_capacity(self, hostname: str) -> dict[str, int]:
+        """What placement lets allocations reach on the host's provider."""
+        rp_uuid = self.compute_rp_uuids[hostname]
+        inventories = self.placement.get(
+            f'/resource_providers/{rp_uuid}/inventories',
+            version='1.26').body['inventories']
+        return {rc: int((inv['total'] - inv['reserved']) *
+                        inv['allocation_ratio'])
+                for rc, inv in inventories.items()}
+
+    def _provider_usage(self, hostname: str) -> dict[str, int]:
+        rp_uuid = self.compute_rp_uuids[hostname]
+        return self.placement.get(
+            f'/resource_providers/{rp_uuid}/usages',
+            version='1.26').body['usages']
+
+    def _set_provider_capacity(self, hostname: str, resource_class: str,
+                               capacity: int) -> None:
+        """Leave room for exactly ``capacity`` of ``resource_class``."""
+        rp_uuid = self.compute_rp_uuids[hostname]
+        url = (f'/resource_providers/{rp_uuid}/inventories/'
+               f'{resource_class}')
+        inventory = self.placement.get(url, version='1.26').body
+        inventory.update(reserved=inventory['total'] - capacity,
+                         allocation_ratio=1.0)
+        self.placement.put(url, inventory, version='1.26')

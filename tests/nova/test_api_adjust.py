@@ -6,7 +6,7 @@ from nova.compute import task_states, vm_states
 from nova.tests.functional.api import client as api_client
 from oslo_serialization import jsonutils
 
-from nova_ext import sizing
+from nova_ext import placement
 from tests.nova import base
 
 SEED_BODY = {'current_vcpus': 3, 'current_memory_mb': 3072, 'persist': True}
@@ -149,7 +149,7 @@ class AdjustTest(base.ElasticAPITestBase):
             self.assertEqual(before, self._snapshot(self.server['id']))
         self.assertEqual([], endpoint.received)
 
-    def test_accepted_adjustments_leave_nova_api_as_rpc_casts(self):
+    def test_accepted_adjustments_leave_nova_api_as_one_rpc_call(self):
         endpoint = base.XloudEndpointDouble()
         base.serve_endpoint(self, self.hostname, endpoint)
 
@@ -170,31 +170,35 @@ class AdjustTest(base.ElasticAPITestBase):
             'persist': True,
             'action': 'xloud-adjust',
         }}, resp.json())
-        # What left nova-api: one cast to the instance's host.
+        # What left nova-api: one call to the instance's host, answered
+        # once the host has taken the request.
         self.assertEqual(1, len(self.rpc.sent))
         sent = self.rpc.sent[0]
-        self.assertEqual(('cast', 'compute', self.hostname, 'xloud', '1.0',
-                          'adjust'),
+        self.assertEqual(('call', 'compute', self.hostname, 'xloud', '2.0',
+                          'start_adjust', 30),
                          (sent.kind, sent.topic, sent.server,
-                          sent.namespace, sent.version, sent.method))
+                          sent.namespace, sent.version, sent.method,
+                          sent.timeout))
         self.assertEqual(self.server['id'], sent.kwargs['instance'].uuid)
         self.assertEqual({'vcpus': 3, 'memory_mb': 3072, 'persist': True},
                          {key: sent.kwargs[key]
                           for key in ('vcpus', 'memory_mb', 'persist')})
-        # ...and what the host's RPC server delivered to the xloud namespace.
-        self.assertEqual([('adjust', self.server['id'], {
+        # ...and what the host's RPC server delivered to the xloud
+        # namespace, the instance already in the adjustment's task state.
+        self.assertEqual([('start_adjust', self.server['id'], {
             'vcpus': 3, 'memory_mb': 3072, 'persist': True,
-            'request_id': request_id})], endpoint.received)
-        # The instance action and the in-flight record.
+            'request_id': request_id, 'task_state': 'resize_prep'})],
+            endpoint.received)
+        # The instance action; the record is the compute host's alone:
+        # nova-api writes no system metadata (a save of its copy would
+        # erase what the compute recorded meanwhile).
         actions = self.admin_api.get_instance_actions(self.server['id'])
         self.assertEqual(['xloud-adjust', 'create'],
                          [action['action'] for action in actions])
         self.assertEqual(request_id, actions[0]['request_id'])
         sysmeta = self._instance(self.server['id']).system_metadata
-        self.assertEqual('adjusting', sysmeta['xloud_status'])
-        self.assertEqual(request_id, sysmeta['xloud_request_id'])
-        # The API does not claim the size changed: that is the compute's.
-        self.assertNotIn('xloud_live_vcpus', sysmeta)
+        self.assertEqual([], [key for key in sysmeta
+                              if key.startswith('xloud_')])
         # The grow is claimed in placement before the cast.
         self.assertEqual((3, 3072), self._allocated(self.server['id'],
                                                          self.hostname))
@@ -248,11 +252,12 @@ class AdjustTest(base.ElasticAPITestBase):
                              for action in actions))
 
     def test_send_failure_then_states(self):
-        # No xloud endpoint on this compute yet: the harness delivers the
-        # cast synchronously and the host's RPC server refuses it.
+        # No xloud endpoint on this compute (the stock driver): its RPC
+        # server refuses the call at once.
         resp = self._post_adjust(self.server['id'], SEED_BODY)
 
         self.assertEqual(503, resp.status_code, resp.text)
+        self.assertIn('does not serve elastic sizing 2.0', resp.text)
         self.assertEqual(1, len(self.rpc.sent))
         actions = self.admin_api.get_instance_actions(self.server['id'])
         self.assertEqual('xloud-adjust', actions[0]['action'])
@@ -262,16 +267,43 @@ class AdjustTest(base.ElasticAPITestBase):
         self.assertEqual([('api_xloud_adjust', 'Error')],
                          [(event['event'], event['result'])
                           for event in details['events']])
-        sysmeta = self._instance(self.server['id']).system_metadata
-        self.assertEqual('error', sysmeta['xloud_status'])
-        self.assertIn('does not support RPC version', sysmeta['xloud_error'])
-        self.assertNotIn('xloud_live_vcpus', sysmeta)
+        instance = self._instance(self.server['id'])
+        self.assertIsNone(instance.task_state)
+        self.assertEqual([], [key for key in instance.system_metadata
+                              if key.startswith('xloud_')])
         # The grow's placement claim is released.
         self.assertEqual((2, 2048), self._allocated(self.server['id'],
                                                          self.hostname))
 
         endpoint = base.XloudEndpointDouble()
         base.serve_endpoint(self, self.hostname, endpoint)
+
+        with self.subTest('the compute host refuses'):
+            endpoint.refuse = 'The instance is on host elsewhere'
+            before = self._snapshot(self.server['id'])
+            resp = self._post_adjust(self.server['id'], SEED_BODY)
+            self.assertEqual(503, resp.status_code, resp.text)
+            self.assertIn('refused the adjustment: The instance is on host '
+                          'elsewhere', resp.text)
+            after = self._snapshot(self.server['id'])
+            self.assertEqual(before['allocations'], after['allocations'])
+            self.assertEqual((None, before['xloud_sysmeta']),
+                             (after['task_state'], after['xloud_sysmeta']))
+            endpoint.refuse = None
+
+        with self.subTest('the compute service is down'):
+            microversion = self.admin_api.microversion
+            self.admin_api.microversion = '2.53'  # forced_down by id
+            service = self.admin_api.get_services(
+                host=self.hostname, binary='nova-compute')[0]
+            self.admin_api.put_service_force_down(service['id'], True)
+            calls = len(self.rpc.sent)
+            resp = self._assert_refused(SEED_BODY, 409)
+            self.assertIn('is down', resp.text)
+            self.assertEqual(calls, len(self.rpc.sent))
+            self.admin_api.put_service_force_down(service['id'], False)
+            self.admin_api.microversion = microversion
+
         server_id = self.server['id']
         body = {'current_vcpus': 3}
         states = [
@@ -296,15 +328,15 @@ class AdjustTest(base.ElasticAPITestBase):
         self._set_states(server_id, vm_states.ACTIVE, None)
 
         with self.subTest('another operation starts during the request'):
-            real_record_status = sizing.record_status
+            real_claim = placement.claim_at_least
 
             def rebooting_meanwhile(*args, **kwargs):
                 self._set_states(server_id, vm_states.ACTIVE,
                                  task_states.REBOOTING)
-                return real_record_status(*args, **kwargs)
+                return real_claim(*args, **kwargs)
 
             before = self._snapshot(server_id)
-            with mock.patch.object(sizing, 'record_status',
+            with mock.patch.object(placement, 'claim_at_least',
                                    side_effect=rebooting_meanwhile):
                 resp = self._post_adjust(server_id, body)
             self.assertEqual(409, resp.status_code, resp.text)
@@ -326,6 +358,9 @@ class AdjustTest(base.ElasticAPITestBase):
             self._wait_for_state_change(self.server, 'PAUSED')
             resp = self._post_adjust(server_id, body)
             self.assertEqual(202, resp.status_code, resp.text)
+            # Its balloon cannot move until it runs again.
+            resp = self._assert_refused({'current_memory_mb': 3072}, 409)
+            self.assertIn('is paused', resp.text)
             self.api.post_server_action(server_id, {'unpause': {}})
             self._wait_for_state_change(self.server, 'ACTIVE')
 
@@ -337,7 +372,7 @@ class AdjustTest(base.ElasticAPITestBase):
             resp = self._post_adjust(server_id,
                                 {'current_vcpus': 3, 'persist': True})
             self.assertEqual(202, resp.status_code, resp.text)
-            self.assertEqual(('adjust', server_id),
+            self.assertEqual(('start_adjust', server_id),
                              endpoint.received[-1][:2])
 
         with self.subTest('shelved offloaded'):

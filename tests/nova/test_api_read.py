@@ -39,10 +39,9 @@ class ReadTest(base.ElasticAPITestBase):
             instance = objects.Instance.get_by_uuid(
                 cctxt, server_id, expected_attrs=['flavor',
                                                   'system_metadata'])
-            sizing.record_size(instance, vcpus=3, memory_mb=3072, boot=False)
-            sizing.record_status(instance, sizing.STATUS_SUCCESS,
-                                 'req-recorded')
-            instance.save()
+            sizing.save_record(instance, sizing.RecordUpdate().size(
+                instance, vcpus=3, memory_mb=3072).status(
+                sizing.STATUS_SUCCESS, 'req-recorded'))
 
     def test_show(self):
         server_id = self.server['id']
@@ -72,7 +71,7 @@ class ReadTest(base.ElasticAPITestBase):
                 'changes': [],
             }, resp.json()['server'])
             sent = self.rpc.sent[-1]
-            self.assertEqual(('call', self.hostname, 'xloud', '1.0',
+            self.assertEqual(('call', self.hostname, 'xloud', '2.0',
                               'get_live_size', 3),
                              (sent.kind, sent.server, sent.namespace,
                               sent.version, sent.method, sent.timeout))

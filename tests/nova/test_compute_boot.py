@@ -163,7 +163,7 @@ class BootMemoryConfirmationTest(compute_base.ElasticComputeTestBase):
 
     def test_guest_without_balloon_driver_is_recorded_at_its_maximum(
             self) -> None:
-        self.stub_out('nova_ext.virt.live.BOOT_CONFIRM_TIMEOUT', 0.3)
+        self.flags(boot_memory_confirm_timeout=0.3, group='xloud')
         server = self._boot()
         self._wait_for_log('did not reach its boot memory of 2048 MiB')
         self._assert_recorded(server, live=(2, 4096))

@@ -24,7 +24,8 @@ class ChangeRecordTest(nova_test.NoDBTestCase):
         timeutils.set_time_override(START + datetime.timedelta(
             minutes=minute))
         self.addCleanup(timeutils.clear_time_override)
-        sizing.record_change(self.instance, request_id, details)
+        sizing.RecordUpdate().change(request_id, details).apply_to(
+            self.instance)
 
     def test_newest_first_and_bounded(self) -> None:
         for minute in range(sizing.CHANGE_HISTORY_LIMIT + 1):
