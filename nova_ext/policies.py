@@ -1,4 +1,4 @@
-"""Policy defaults of the os-xloud-adjust API.
+"""Policy defaults of the os-xloud-adjust and os-xloud-audit APIs.
 
 The rules are registered on Nova's own enforcer, so an operator overrides
 them in Nova's ``policy.yaml`` like any Nova rule, and
@@ -17,6 +17,7 @@ ADJUST = POLICY_ROOT % 'adjust'
 SHOW = POLICY_ROOT % 'show'
 INDEX = POLICY_ROOT % 'index'
 INDEX_ALL_TENANTS = POLICY_ROOT % 'index:all_tenants'
+AUDIT = POLICY_ROOT % 'audit'
 
 rules = [
     policy.DocumentedRuleDefault(
@@ -57,6 +58,19 @@ rules = [
                     '(the all_tenants query parameter).',
         operations=[
             {'method': 'GET', 'path': '/os-xloud-adjust?all_tenants=1'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=AUDIT,
+        check_str=base.ADMIN,
+        description='Audit elastic instances: compare each one\'s libvirt '
+                    'domain, recorded size and placement allocation across '
+                    'every project, and with fix settle them from the '
+                    'domain.',
+        operations=[
+            {'method': 'GET', 'path': '/os-xloud-audit'},
+            {'method': 'POST', 'path': '/os-xloud-audit'},
         ],
         scope_types=['project'],
     ),

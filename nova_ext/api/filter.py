@@ -6,7 +6,8 @@ pipeline, it sees every compute API request with Nova's
 
 * ``/os-xloud-adjust[/{server_id}]`` (with or without the ``/{project_id}``
   prefix Nova still accepts) is routed with Nova's own ``ProjectMapper`` to
-  ``ElasticSizeController`` behind Nova's ``wsgi.Resource``;
+  ``ElasticSizeController`` behind Nova's ``wsgi.Resource``, and
+  ``/os-xloud-audit`` the same way to ``audit.AuditController``;
 * ``POST /flavors/{id}/os-extra_specs`` and
   ``PUT /flavors/{id}/os-extra_specs/{key}`` setting ``minimum_cpu`` /
   ``minimum_memory`` are checked against Nova's validators and against the
@@ -27,7 +28,7 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
 from nova_ext import policies, sizing
-from nova_ext.api import controller
+from nova_ext.api import audit, controller
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ ADJUST_ROUTES = (
     ('/os-xloud-adjust', 'GET', 'index'),
     ('/os-xloud-adjust/{server_id}', 'GET', 'show'),
     ('/os-xloud-adjust/{server_id}', 'POST', 'adjust'),
+)
+AUDIT_ROUTES = (
+    ('/os-xloud-audit', 'GET', 'index'),
+    ('/os-xloud-audit', 'POST', 'create'),
 )
 EXTRA_SPECS_ROUTES = (
     ('/flavors/{flavor_id}/os-extra_specs', 'POST', 'create'),
@@ -56,6 +61,11 @@ class ElasticSizingFilter(base_wsgi.Middleware):
         self.adjust_map = nova_openstack.ProjectMapper()
         for path, method, action in ADJUST_ROUTES:
             self.adjust_map.create_route(path, method, self.resource, action)
+        self.audit_resource = wsgi.Resource(audit.AuditController())
+        self.audit_map = nova_openstack.ProjectMapper()
+        for path, method, action in AUDIT_ROUTES:
+            self.audit_map.create_route(path, method, self.audit_resource,
+                                        action)
         self.extra_specs_map = nova_openstack.ProjectMapper()
         for path, method, action in EXTRA_SPECS_ROUTES:
             self.extra_specs_map.create_route(path, method, None, action)
@@ -67,6 +77,11 @@ class ElasticSizingFilter(base_wsgi.Middleware):
             policies.register_rules()
             req.environ['wsgiorg.routing_args'] = ((), match[0])
             return self.resource
+        match = self.audit_map.routematch(environ=req.environ)
+        if match:
+            policies.register_rules()
+            req.environ['wsgiorg.routing_args'] = ((), match[0])
+            return self.audit_resource
         match = self.extra_specs_map.routematch(environ=req.environ)
         if match:
             fault = self._check_minimum_specs(req, match[0])

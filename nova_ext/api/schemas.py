@@ -178,3 +178,166 @@ adjust_response = {
     'required': ['adjustment'],
     'additionalProperties': False,
 }
+
+
+# The os-xloud-audit API (nova_ext.api.audit, doc/audit.md).
+
+_audit_host = {'type': 'string', 'minLength': 1, 'maxLength': 255}
+# A page of the panel, or a few servers; Nova's [api] max_limit default.
+AUDIT_MAX_SERVERS = 1000
+
+audit_query = {
+    'type': 'object',
+    'properties': {
+        'host': parameter_types.single_param(_audit_host),
+        'server_id': {
+            'type': 'array',
+            'items': {'type': 'string', 'format': 'uuid'},
+            'maxItems': AUDIT_MAX_SERVERS,
+        },
+    },
+    'additionalProperties': False,
+}
+
+audit_fix = {
+    'type': 'object',
+    'properties': {
+        'host': _audit_host,
+        'server_ids': {
+            'type': 'array',
+            'items': {'type': 'string', 'format': 'uuid'},
+            'minItems': 1,
+            'maxItems': AUDIT_MAX_SERVERS,
+            'uniqueItems': True,
+        },
+        'fix': {'type': 'boolean'},
+    },
+    'required': ['fix'],
+    'additionalProperties': False,
+}
+
+_audit_size = {
+    'type': 'object',
+    'properties': {
+        'vcpus': {'type': 'integer'},
+        'memory_mb': {'type': 'integer'},
+    },
+    'required': ['vcpus', 'memory_mb'],
+    'additionalProperties': False,
+}
+_nullable_audit_size = {'oneOf': [_audit_size, {'type': 'null'}]}
+
+audit_finding = {
+    'type': 'object',
+    'properties': {
+        'server_id': {'type': 'string', 'format': 'uuid'},
+        'host': _nullable_str,
+        'kind': {
+            'type': 'string',
+            'enum': ['placement_below_live', 'placement_above_live',
+                     'allocation_missing', 'record_live_differs',
+                     'record_boot_differs', 'domain_missing',
+                     'adjustment_stuck', 'host_unreachable'],
+        },
+        'severity': {'type': 'string', 'enum': ['critical', 'warning']},
+        'message': {'type': 'string'},
+        # The values compared; which ones depends on the kind.
+        'observed': {
+            'type': 'object',
+            'properties': {
+                'domain_live': _audit_size,
+                'domain_config': _audit_size,
+                'record_live': _audit_size,
+                'record_boot': _audit_size,
+                'placement': _nullable_audit_size,
+                'domain_state': {'type': 'string'},
+                'task_state': _nullable_str,
+                'xloud_status': _nullable_str,
+                'request_id': _nullable_str,
+                'error': {'type': 'string'},
+            },
+            'additionalProperties': False,
+        },
+    },
+    'required': ['server_id', 'host', 'kind', 'severity', 'message',
+                 'observed'],
+    'additionalProperties': False,
+}
+
+audit_report = {
+    'type': 'object',
+    'properties': {
+        'status': {'type': 'string', 'enum': ['in_sync', 'drift', 'error']},
+        'host': _nullable_str,
+        'fix': {'type': 'boolean'},
+        'checked': {'type': 'integer', 'minimum': 0},
+        'hosts': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'host': {'type': 'string'},
+                    'instances': {'type': 'integer', 'minimum': 0},
+                    'checked': {'type': 'integer', 'minimum': 0},
+                    'error': _nullable_str,
+                },
+                'required': ['host', 'instances', 'checked', 'error'],
+                'additionalProperties': False,
+            },
+        },
+        'servers': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'server_id': {'type': 'string', 'format': 'uuid'},
+                    'host': _nullable_str,
+                    'status': {'type': 'string',
+                               'enum': ['in_sync', 'drift', 'unknown']},
+                },
+                'required': ['server_id', 'host', 'status'],
+                'additionalProperties': False,
+            },
+        },
+        'findings': {'type': 'array', 'items': audit_finding},
+        'remaining': {'type': 'array', 'items': audit_finding},
+        'healed': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'server_id': {'type': 'string', 'format': 'uuid'},
+                    'host': {'type': 'string'},
+                    'changes': {'type': 'array', 'items': {'type': 'string'}},
+                    'errors': {'type': 'array', 'items': {'type': 'string'}},
+                },
+                'required': ['server_id', 'host', 'changes', 'errors'],
+                'additionalProperties': False,
+            },
+        },
+        'skipped': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'server_id': {'type': 'string', 'format': 'uuid'},
+                    'host': _nullable_str,
+                    'reason': {'type': 'string'},
+                },
+                'required': ['server_id', 'host', 'reason'],
+                'additionalProperties': False,
+            },
+        },
+        'errors': {'type': 'array', 'items': {'type': 'string'}},
+    },
+    'required': ['status', 'host', 'fix', 'checked', 'hosts', 'servers',
+                 'findings', 'remaining', 'healed', 'skipped', 'errors'],
+    'additionalProperties': False,
+}
+
+audit_response = {
+    'type': 'object',
+    'properties': {'audit': audit_report},
+    'required': ['audit'],
+    'additionalProperties': False,
+}

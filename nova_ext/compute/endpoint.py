@@ -255,11 +255,14 @@ class ElasticSizingEndpoint:
             report['errors'].append(e.format_message())
             return
         if before != (running.vcpus, running.memory_mb):
+            was = (_('nothing') if before is None else
+                   _('%(vcpus)d VCPU / %(mem)d MEMORY_MB') % {
+                       'vcpus': before[0], 'mem': before[1]})
             report['changes'].append(_(
                 'Set the placement allocation to %(vcpus)d VCPU / %(mem)d '
-                'MEMORY_MB (it was %(before)s).') % {
+                'MEMORY_MB (it was %(was)s).') % {
                 'vcpus': running.vcpus, 'mem': running.memory_mb,
-                'before': before})
+                'was': was})
 
     def interrupted_request(self, context: nova_context.RequestContext,
                             instance: objects.Instance) -> str | None:

@@ -1,8 +1,17 @@
 """``xloud-nova-ext``: install, verify and uninstall the extension where
-Nova runs (on the host, in a virtualenv, or inside a Nova container).
+Nova runs (on the host, in a virtualenv, or inside a Nova container), and
+audit the elastic instances of the cloud.
 
 Exit status: 0 done (or nothing to do), 1 ``verify`` found something
 missing, 2 refused (nothing was changed).
+
+``audit`` (doc/audit.md), in the manner of ``nova-manage placement
+audit``:
+
+* 0: every elastic instance checked is in sync.
+* 1: drift was found (with ``--fix``: drift remains after healing).
+* 2: an error left something unchecked or unhealed (a cell or a compute
+  host that did not answer, placement unreadable, Nova not reachable).
 """
 
 import argparse
@@ -19,6 +28,11 @@ from nova_ext.deploy.files import Refused
 EXIT_OK = 0
 EXIT_MISSING = 1
 EXIT_REFUSED = 2
+# audit; the same values as nova_ext.audit.EXIT_*, which is imported
+# only when an audit runs.
+EXIT_IN_SYNC = 0
+EXIT_DRIFT = 1
+EXIT_AUDIT_ERROR = 2
 ROLES = ('api', 'compute')
 
 
@@ -88,6 +102,31 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     verify.add_argument('--format', choices=('table', 'json'),
                         default='table')
     _add_auth(verify, argv)
+    audit = commands.add_parser(
+        'audit', help='compare the domain, the record and the placement '
+                      'allocation of every elastic instance; --fix heals '
+                      'them',
+        description='Compare, for every elastic instance, libvirt\'s live '
+                    'and persistent size, the recorded live and boot size '
+                    'and the placement allocation, and print each '
+                    'disagreement with what it means. Run where nova-manage '
+                    'runs: it reads nova.conf and uses Nova\'s databases, '
+                    'message bus and placement. Exit status 0 in sync, 1 '
+                    'drift, 2 errors.')
+    audit.add_argument('--host', help='only the instances of this compute '
+                                      'host')
+    audit.add_argument('--fix', action='store_true',
+                       help='heal what can be healed (the domain wins; '
+                            'placement grows only where there is room) and '
+                            'audit the healed instances again')
+    audit.add_argument('--format', choices=('table', 'json'),
+                       default='table')
+    audit.add_argument('--config-file', type=_path, action='append',
+                       help='a Nova configuration file, as for nova-manage '
+                            '(repeat for several; default: Nova\'s, e.g. '
+                            '/etc/nova/nova.conf)')
+    audit.add_argument('--config-dir', type=_path,
+                       help='a directory of Nova configuration files')
     return parser
 
 
@@ -154,6 +193,129 @@ def _run_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nova_admin_context(args: argparse.Namespace):
+    """Set Nova up as nova-manage does; an admin context.
+
+    Nova's configuration (``config.parse_args``: options, databases, the
+    RPC transport), its objects, and the ``[xloud]`` options.
+    """
+    from nova import monkey_patch
+
+    # A command line needs no green threads; an operator's
+    # concurrency_backend (or OS_NOVA_DISABLE_EVENTLET_PATCHING) decides
+    # as it does for Nova's own services.
+    monkey_patch.patch(backend='threading')
+
+    from nova import config, context, objects
+
+    import nova_ext.conf  # noqa: F401 - registers [xloud]
+
+    nova_argv = ['xloud-nova-ext']
+    for path in args.config_file or ():
+        nova_argv += ['--config-file', str(path)]
+    if args.config_dir:
+        nova_argv += ['--config-dir', str(args.config_dir)]
+    config.parse_args(nova_argv)
+    objects.register_all()
+    return context.get_admin_context()
+
+
+def _audit_rows(findings) -> list[tuple[str, ...]]:
+    return [(finding.instance_uuid, finding.host or '-', finding.severity,
+             finding.kind, finding.message) for finding in findings]
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    # The last column (what it means) is long: it is not padded.
+    widths = [max(len(str(row[index])) for row in [header, *rows])
+              for index in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(width)
+                 for cell, width in zip(row, widths, strict=False)]
+        print('  '.join([*cells, str(row[-1])]))
+
+
+def print_audit(report) -> None:
+    """The audit as operators read it: findings, healing, what remains."""
+    from nova.i18n import _
+
+    header = (_('SERVER'), _('HOST'), _('SEVERITY'), _('KIND'),
+              _('WHAT IT MEANS'))
+    if report.findings:
+        _print_rows(header, _audit_rows(report.findings))
+    if report.healed:
+        print()
+        print(_('Healed:'))
+        for healed in report.healed:
+            for change in healed.changes:
+                print(f'  {healed.instance_uuid} ({healed.host}): {change}')
+            for error in healed.errors:
+                print('  ' + _('%(uuid)s (%(host)s): not healed: '
+                               '%(error)s') % {
+                    'uuid': healed.instance_uuid, 'host': healed.host,
+                    'error': error})
+            if not healed.changes and not healed.errors:
+                print('  ' + _('%(uuid)s (%(host)s): nothing to change') % {
+                    'uuid': healed.instance_uuid, 'host': healed.host})
+        print()
+        if report.remaining:
+            print(_('Remaining after healing:'))
+            _print_rows(header, _audit_rows(report.remaining))
+        else:
+            print(_('Nothing remains after healing.'))
+    if report.skipped:
+        print()
+        print(_('Not checked:'))
+        for skipped in report.skipped:
+            print(f'  {skipped.instance_uuid} ({skipped.host}): '
+                  f'{skipped.reason}')
+    if report.errors:
+        print()
+        print(_('Errors:'))
+        for error in report.errors:
+            print(f'  {error}')
+    print()
+    critical = sum(1 for finding in report.remaining
+                   if finding.severity == 'critical')
+    print(_('%(instances)d elastic instances on %(hosts)d hosts, %(checked)d '
+            'checked: %(findings)d findings (%(critical)d critical), '
+            '%(skipped)d not checked, %(errors)d errors; %(status)s') % {
+        'instances': len(report.instances), 'hosts': len(report.hosts),
+        'checked': report.checked, 'findings': len(report.remaining),
+        'critical': critical, 'skipped': len(report.skipped),
+        'errors': len(report.errors), 'status': report.status})
+
+
+def audit_command(context, args: argparse.Namespace) -> int:
+    """Run the audit with Nova set up; print it; its exit status."""
+    from nova_ext import audit
+
+    try:
+        report = audit.run(context, host=args.host, fix=args.fix,
+                           progress=_progress)
+    except Exception as exc:
+        # Nova's databases or message bus did not answer: nothing was
+        # audited.
+        print(f'xloud-nova-ext audit: {type(exc).__name__}: {exc}',
+              file=sys.stderr)
+        return EXIT_AUDIT_ERROR
+    if args.format == 'json':
+        print(json.dumps({'audit': report.to_dict()}, indent=2))
+    else:
+        print_audit(report)
+    return report.exit_code
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    try:
+        context = _nova_admin_context(args)
+    except Exception as exc:
+        print(f'xloud-nova-ext audit: cannot read Nova\'s configuration: '
+              f'{type(exc).__name__}: {exc}', file=sys.stderr)
+        return EXIT_AUDIT_ERROR
+    return audit_command(context, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Nova's libraries warn about their own dependencies on import; that
@@ -164,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                         format='%(levelname)s %(name)s: %(message)s')
     args = build_parser(argv).parse_args(argv)
     run = {'install': _run_install, 'uninstall': _run_uninstall,
-           'verify': _run_verify}[args.command]
+           'verify': _run_verify, 'audit': _run_audit}[args.command]
     try:
         return run(args)
     except Refused as exc:

@@ -6,7 +6,10 @@ instance actions) and answers HTTP-shaped calls with the contract of
 the real ``xloud_dashboard.api`` code (openstacksdk, keystoneauth) talks to
 it. Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see
 rows refresh themselves; ``fail_next_adjust`` makes the compute side fail.
-The browser tests, the API tests and the benchmark all use it.
+``add_drift`` makes the audit (``GET /os-xloud-audit``, ``doc/audit.md``)
+report a finding; its answers are checked against the extension's own
+response schema (``test_api``). The browser tests, the API tests and the
+benchmark all use it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class HTTPError(Exception):
 
 _FAULT_NAMES = {400: 'badRequest', 401: 'unauthorized', 403: 'forbidden',
                 404: 'itemNotFound', 409: 'conflictingRequest'}
+
+# What the audit says of each kind (nova_ext.audit has the full sentences).
+AUDIT_SEVERITIES = {
+    'placement_below_live': 'critical', 'allocation_missing': 'critical',
+    'placement_above_live': 'warning', 'record_live_differs': 'warning',
+    'record_boot_differs': 'warning', 'domain_missing': 'warning',
+    'adjustment_stuck': 'warning', 'host_unreachable': 'warning',
+}
 
 
 def _now() -> str:
@@ -93,6 +104,14 @@ class FakeCloud:
         self.calls: list[tuple[str, str]] = []
         self.fail_next_adjust: str | None = None
         self.extension_offered = True
+        # False: an extension older than the audit (404); a status: the
+        # audit's policy refuses the caller (403) or nova-api fails.
+        self.audit_offered = True
+        self.audit_error: int | None = None
+        # server id -> the findings the audit reports, and the instances
+        # it skips with why.
+        self.drift: dict[str, list[dict[str, Any]]] = {}
+        self.audit_skipped: dict[str, str] = {}
         # When set, each POST waits for this many concurrent POSTs: a
         # client that sends them one after another never gets through.
         self.adjust_barrier: threading.Barrier | None = None
@@ -138,6 +157,16 @@ class FakeCloud:
                                          else ADMIN_PROJECT),
                              server_id=f'00000000-0000-4000-8000-{index:012d}')
         return cloud
+
+    def add_drift(self, server_id: str, kind: str,
+                  message: str | None = None, **observed: Any) -> None:
+        """Make the audit report a finding of ``kind`` for the server."""
+        server = self.servers[server_id]
+        self.drift.setdefault(server_id, []).append({
+            'server_id': server_id, 'host': server.host, 'kind': kind,
+            'severity': AUDIT_SEVERITIES[kind],
+            'message': message or f'{kind} on {server.host}',
+            'observed': observed})
 
     def settle(self) -> None:
         """Finish every adjustment in flight, as the compute would."""
@@ -226,6 +255,16 @@ class FakeCloud:
                     return 200, {'server': size}
                 if len(parts) == 2 and method == 'POST':
                     return 202, self._adjust(self._server(parts[1]), body)
+            if parts and parts[0] == 'os-xloud-audit':
+                if not (self.extension_offered and self.audit_offered):
+                    raise HTTPError(404, 'The resource could not be found.')
+                if self.audit_error is not None:
+                    raise HTTPError(self.audit_error, {
+                        403: "Policy doesn't allow os_compute_api:xloud:"
+                             "audit to be performed.",
+                    }.get(self.audit_error, 'Unexpected API Error.'))
+                if route == ('GET', 'os-xloud-audit'):
+                    return 200, self._audit(query)
             if route == ('GET', 'flavors', 'detail'):
                 return 200, {'flavors': [flavor.as_nova() for flavor
                                          in self.flavors.values()]}
@@ -293,6 +332,60 @@ class FakeCloud:
         return {'servers': [self.size(server, 'recorded') for server in page],
                 'servers_links': links}
 
+    def _audit(self, query: dict[str, Any]) -> dict[str, Any]:
+        """The report of an audit without fix, as nova_ext.audit builds
+        it: elastic servers only, hosts in order, findings per server."""
+        wanted = query.get('server_id')
+        if isinstance(wanted, str):
+            wanted = [wanted]
+        servers = [server for server in self.servers.values()
+                   if (server.flavor.minimum('minimum_cpu') is not None or
+                       server.flavor.minimum('minimum_memory') is not None)
+                   and (wanted is None or server.id in wanted)
+                   and (not query.get('host') or
+                        server.host == query['host'])]
+        servers.sort(key=lambda server: (server.host, server.id))
+        findings = [finding for server in servers
+                    for finding in self.drift.get(server.id, [])]
+        skipped = [{'server_id': server.id, 'host': server.host,
+                    'reason': self.audit_skipped[server.id]}
+                   for server in servers if server.id in self.audit_skipped]
+        unreachable = {finding['host'] for finding in findings
+                       if finding['kind'] == 'host_unreachable'}
+
+        def status(server: FakeServer) -> str:
+            kinds = {finding['kind']
+                     for finding in self.drift.get(server.id, [])}
+            if kinds - {'host_unreachable'}:
+                return 'drift'
+            if kinds or server.id in self.audit_skipped:
+                return 'unknown'
+            return 'in_sync'
+
+        hosts = []
+        for host in sorted({server.host for server in servers}):
+            on_host = [server for server in servers if server.host == host]
+            hosts.append({
+                'host': host, 'instances': len(on_host),
+                'checked': 0 if host in unreachable else len(
+                    [server for server in on_host
+                     if server.id not in self.audit_skipped]),
+                'error': (f'nova-compute on {host} is down'
+                          if host in unreachable else None)})
+        errors = [entry['error'] for entry in hosts if entry['error']]
+        return {'audit': {
+            'status': ('error' if errors else 'drift' if findings
+                       else 'in_sync'),
+            'host': query.get('host'), 'fix': False,
+            'checked': sum(entry['checked'] for entry in hosts),
+            'hosts': hosts,
+            'servers': [{'server_id': server.id, 'host': server.host,
+                         'status': status(server)} for server in servers],
+            'findings': findings, 'remaining': [dict(finding)
+                                                for finding in findings],
+            'healed': [], 'skipped': skipped, 'errors': errors,
+        }}
+
     def _adjust(self, server: FakeServer, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not (
                 {'current_vcpus', 'current_memory_mb'} & body.keys()):
@@ -351,7 +444,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         url = urllib.parse.urlsplit(self.path)
-        query = dict(urllib.parse.parse_qsl(url.query))
+        # One value per key; a repeated key (server_id=a&server_id=b)
+        # becomes the list of its values.
+        query: dict[str, Any] = {}
+        for key, value in urllib.parse.parse_qsl(url.query):
+            if key in query:
+                previous = query[key]
+                query[key] = [*(previous if isinstance(previous, list)
+                                else [previous]), value]
+            else:
+                query[key] = value
         length = int(self.headers.get('Content-Length') or 0)
         raw = self.rfile.read(length) if length else b''
         if not self.headers.get('X-Auth-Token'):

@@ -5,9 +5,15 @@ Nova (``fakecloud``) answers with the extension's contract and records
 each call, so these tests see paths, query strings, bodies and errors.
 """
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
 import threading
 import types
 
+import jsonschema
 import pytest
 from django.test import RequestFactory
 
@@ -43,6 +49,29 @@ def make_request(endpoint: str):
 @pytest.fixture
 def request_(nova):
     return make_request(nova.url)
+
+
+@pytest.fixture(scope='module')
+def nova_schemas() -> dict:
+    """The extension's own response schemas (nova_ext.api.schemas).
+
+    Read in a process of their own: importing them imports Nova, which
+    has no business in Django's.
+    """
+    root = pathlib.Path(__file__).resolve().parents[2]
+    code = ('import json; from nova_ext.api import schemas; print(json.dumps('
+            '{name: getattr(schemas, name) for name in ("audit_response", '
+            '"index_response", "show_response")}))')
+    result = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True,
+        check=True, timeout=120, cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def assert_matches(schema: dict, body: dict) -> None:
+    jsonschema.validate(body, schema,
+                        format_checker=jsonschema.FormatChecker())
 
 
 def test_list_is_one_call_with_filters_and_page(request_, cloud, settings):
@@ -237,3 +266,89 @@ def test_parse_details():
         'vcpus': (2, 4), 'memory_mb': (2048, 3072)}
     assert elastic.parse_details('libvirt error') == {}
     assert elastic.parse_details(None) == {}
+
+
+def test_fake_answers_match_the_extensions_schemas(cloud, nova_schemas):
+    """What the fake says is what the extension may say."""
+    ids = list(cloud.servers)
+    cloud.add_drift(ids[0], 'placement_below_live',
+                    placement={'vcpus': 2, 'memory_mb': 4096},
+                    domain_live={'vcpus': 4, 'memory_mb': 4096})
+    cloud.add_drift(ids[1], 'host_unreachable',
+                    error='nova-compute on compute-2 is down')
+    cloud.audit_skipped[ids[2]] = 'busy (task_state migrating)'
+    for query in ({}, {'server_id': ids[:2]}, {'server_id': ids[3]},
+                  {'host': 'compute-1'}):
+        status, body = cloud.handle('GET', '/v2.1/os-xloud-audit', query,
+                                    None)
+        assert status == 200
+        assert_matches(nova_schemas['audit_response'], body)
+    elastic_id = ids[0]
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{elastic_id}', {},
+                 {'current_vcpus': 3})
+    cloud.settle()
+    for path, schema in (('/v2.1/os-xloud-adjust', 'index_response'),
+                         (f'/v2.1/os-xloud-adjust/{elastic_id}',
+                          'show_response')):
+        status, body = cloud.handle('GET', path, {}, None)
+        assert_matches(nova_schemas[schema], body)
+
+
+def test_sync_states_of_a_page_are_one_call(request_, cloud):
+    ids = list(cloud.servers)
+    cloud.add_drift(ids[0], 'record_live_differs', 'The record is old.')
+    cloud.add_drift(ids[0], 'placement_below_live', 'Placement is short.')
+    cloud.add_drift(ids[1], 'host_unreachable',
+                    'The instance was not checked: compute-2 is down.')
+    cloud.audit_skipped[ids[2]] = 'an adjustment is running on compute-1'
+    seen = []
+    original = cloud.handle
+
+    def spy(method, path, query, body):
+        seen.append(query)
+        return original(method, path, query, body)
+
+    cloud.handle = spy
+    states = elastic.instance_sync_states(request_, ids[:4])
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-audit')]
+    assert seen == [{'server_id': ids[:4]}]
+    drift = states[ids[0]]
+    assert (drift.status, drift.is_critical) == ('drift', True)
+    assert [f.message for f in drift.findings] == [
+        'The record is old.', 'Placement is short.']
+    assert (states[ids[1]].status, states[ids[1]].reason) == (
+        'unknown', 'The instance was not checked: compute-2 is down.')
+    assert states[ids[2]].reason == 'an adjustment is running on compute-1'
+    assert (states[ids[3]].status, states[ids[3]].findings) == (
+        'in_sync', ())
+    assert ids[4] not in states
+    assert elastic.instance_sync_states(request_, []) == {}
+
+
+@pytest.mark.parametrize('refusal', ['policy', 'older extension'])
+def test_refused_audit_is_remembered(request_, cloud, refusal):
+    if refusal == 'policy':
+        cloud.audit_error = 403
+    else:
+        cloud.audit_offered = False
+    ids = list(cloud.servers)[:2]
+    assert elastic.instance_sync_states(request_, ids) is None
+    assert elastic.audit_offered(request_) is False
+    calls = len(cloud.calls)
+    assert elastic.instance_sync_states(request_, ids) is None
+    sizes, _more = elastic.instance_size_list(request_)
+    assert elastic.with_sync_states(request_, sizes) is None
+    # One list call, no second audit call.
+    assert len(cloud.calls) == calls + 1
+
+
+def test_failed_audit_leaves_rows_unknown(request_, cloud):
+    cloud.audit_error = 500
+    sizes, _more = elastic.instance_size_list(request_)
+    with pytest.raises(exceptions.ApiError):
+        elastic.instance_sync_states(request_, [sizes[0].id])
+    audited = elastic.with_sync_states(request_, sizes)
+    assert {size.sync.status for size in audited} == {'unknown'}
+    assert audited[0].sync.reason == 'Unexpected API Error.'
+    # Not a refusal: asked again next time.
+    assert elastic.audit_offered(request_) is True

@@ -21,6 +21,7 @@ from keystoneclient.v3 import client as keystone_client
 from keystoneclient.v3 import projects
 from openstack_auth import policy
 from openstack_dashboard.test import helpers
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from tests.dashboard import browser, conftest, fakecloud
@@ -263,3 +264,37 @@ def test_failure_and_history(panel, cloud):
     assert 'Success' in rows[1].text
     assert 'vCPUs 1 → 2' in rows[1].text
     panel.screenshot('12-history')
+
+
+def test_sync_column_says_what_drifts(panel, cloud):
+    drifted = server_id(cloud, 'vm-0003')
+    sentence = ('Placement holds 2 vCPUs / 4096 MiB for the instance but '
+                'its guest runs at 4 vCPUs / 4096 MiB on compute-2: the '
+                'host can run more than placement allows.')
+    cloud.add_drift(drifted, 'placement_below_live', sentence)
+    busy = server_id(cloud, 'vm-0005')
+    cloud.audit_skipped[busy] = 'busy (task_state migrating)'
+    cloud.calls.clear()
+    panel.open()
+    assert cloud.calls.count(('GET', '/v2.1/os-xloud-audit')) == 1
+    row = panel.row_text('instances', drifted)
+    assert 'Drift (critical)' in row and 'placement_below_live' in row
+    state = panel.row('instances', drifted).find_element(
+        By.CSS_SELECTOR, '.xloud-sync-drift')
+    # Bootstrap moves the title into data-original-title once it has
+    # set the tooltip up.
+    assert sentence in (state.get_attribute('data-original-title') or
+                        state.get_attribute('title'))
+    assert 'In sync' in panel.row_text('instances',
+                                       server_id(cloud, 'vm-0000'))
+    assert 'Unknown' in panel.row_text('instances', busy)
+    ActionChains(panel.driver).move_to_element(state).perform()
+    panel.screenshot('13-sync-drift')
+
+    cloud.audit_error = 403
+    panel.open()
+    panel.open()
+    header = panel.find('table#instances thead').text
+    assert 'Sync' not in header and 'Adjustment' in header
+    # Refused once, then remembered: no audit call for the second page.
+    assert cloud.calls.count(('GET', '/v2.1/os-xloud-audit')) == 2

@@ -49,6 +49,12 @@ def flavors_of(cloud):
 class ElasticSizingTestCase(helpers.BaseAdminViewTests):
     def setUp(self):
         super().setUp()
+        # The Instances tab audits its page; tests of the Sync column set
+        # what the audit answers, the others find every row unaudited.
+        patcher = mock.patch.object(elastic, 'instance_sync_states',
+                                    return_value={})
+        self.mock_instance_sync_states = patcher.start()
+        self.addCleanup(patcher.stop)
         self.cloud = fakecloud.FakeCloud.demo(servers=4)
         self.sizes = sizes_of(self.cloud)
         # vm-0000: elastic.large (2..8 vCPUs, 4096..16384 MB);
@@ -164,6 +170,122 @@ class IndexTests(ElasticSizingTestCase):
             'action': 'instances__bulk_adjust', 'object_ids': ids})
         self.assertRedirectsNoFollow(
             res, BULK_URL + f'?id={ids[0]}&id={ids[1]}')
+
+
+def row_of(content: str, instance_id: str) -> str:
+    start = content.index(f'id="instances__row__{instance_id}"')
+    return content[content.rindex('<tr', 0, start):
+                   content.index('</tr>', start)]
+
+
+SYNC_HEADER = 'title="Whether libvirt, the recorded size and placement agree'
+
+
+def deny_audit(actions, request, target=None):
+    return all(rule != 'os_compute_api:xloud:audit'
+               for _scope, rule in actions)
+
+
+class SyncColumnTests(ElasticSizingTestCase):
+    """The Sync column: the audit's state of each row, one call a page."""
+
+    BELOW = ('Placement holds 2 vCPUs / 4096 MiB for the instance but its '
+             'guest runs at 4 vCPUs / 4096 MiB on compute-1: the host can '
+             'run more than placement allows.')
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_states_are_one_call_per_page(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        drift = elastic.SyncState(elastic.SYNC_DRIFT, findings=(
+            elastic.DriftFinding('placement_below_live', 'critical',
+                                 self.BELOW),
+            elastic.DriftFinding('record_live_differs', 'warning',
+                                 'The record says <2> vCPUs.')))
+        self.mock_instance_sync_states.return_value = {
+            self.large.id: drift,
+            self.small.id: elastic.SyncState(elastic.SYNC_IN_SYNC),
+            self.sizes[2].id: elastic.SyncState(
+                elastic.SYNC_UNKNOWN, reason='busy (task_state migrating)'),
+        }
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.mock_instance_sync_states.assert_called_once_with(
+            helpers.IsHttpRequest(), [size.id for size in self.sizes])
+        content = res.content.decode()
+        self.assertTrue(SYNC_HEADER in content, 'no Sync column')
+        row = row_of(content, self.large.id)
+        self.assertIn('Drift (critical)', row)
+        # What drifts, in the tooltip (escaped) and by kind.
+        self.assertIn(f'title="{html.escape(self.BELOW)}&#10;The record '
+                      f'says &lt;2&gt; vCPUs."', row)
+        self.assertIn('data-kind="placement_below_live"', row)
+        self.assertIn('In sync', row_of(content, self.small.id))
+        unknown = row_of(content, self.sizes[2].id)
+        self.assertIn('Unknown', unknown)
+        self.assertIn('title="busy (task_state migrating)"', unknown)
+        # Not covered by the audit (not elastic): no state.
+        self.assertNotIn('xloud-sync-', row_of(content, self.sizes[3].id))
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_refused_audit_hides_the_column(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        self.mock_instance_sync_states.return_value = None
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, SYNC_HEADER)
+        self.assertNotContains(res, 'xloud-sync')
+        self.assertContains(res, 'vm-0003')
+        self.assertMessageCount(res, error=0)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_failed_audit_leaves_elastic_rows_unknown(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        self.mock_instance_sync_states.side_effect = exceptions.ApiError(
+            'The server has either erred or is incapable', 500)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        row = row_of(res.content.decode(), self.large.id)
+        self.assertIn('Unknown', row)
+        self.assertIn('The server has either erred', row)
+
+    @helpers.create_mocks({elastic: ['instance_size_list',
+                                     'audit_offered']})
+    def test_remembered_refusal_costs_no_call(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        self.mock_audit_offered.return_value = False
+        res = self.client.get(INDEX_URL)
+        self.assertNotContains(res, SYNC_HEADER)
+        self.mock_instance_sync_states.assert_not_called()
+
+    @override_settings(
+        POLICY_CHECK_FUNCTION='tests.dashboard.test_views.deny_audit')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_no_column_without_the_audit_policy(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, SYNC_HEADER)
+        self.mock_instance_sync_states.assert_not_called()
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_row_update_audits_a_finished_row_only(self):
+        url = (INDEX_URL + '?action=row_update&table=instances&obj_id='
+               + self.small.id)
+        self.mock_instance_size_get.return_value = self.small
+        self.mock_instance_sync_states.return_value = {
+            self.small.id: elastic.SyncState(elastic.SYNC_IN_SYNC)}
+        res = self.client.get(url, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertContains(res, 'In sync')
+        self.mock_instance_sync_states.assert_called_once_with(
+            helpers.IsHttpRequest(), [self.small.id])
+
+        # While it adjusts the row polls itself: no audit per poll.
+        self.mock_instance_sync_states.reset_mock()
+        self.cloud.servers[self.small.id].adjustment_status = 'adjusting'
+        self.mock_instance_size_get.return_value = sizes_of(self.cloud)[1]
+        res = self.client.get(url, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertContains(res, 'Checked once the adjustment has ended.')
+        self.mock_instance_sync_states.assert_not_called()
 
 
 class AdjustTests(ElasticSizingTestCase):

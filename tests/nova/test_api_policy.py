@@ -31,11 +31,12 @@ class PolicySampleTest(testtools.TestCase):
             'os_compute_api:xloud:index': 'rule:project_reader_or_admin',
             'os_compute_api:xloud:index:all_tenants':
                 'rule:context_is_admin',
+            'os_compute_api:xloud:audit': 'rule:context_is_admin',
         }, sample)
         self.assertIn('POST  /os-xloud-adjust/{server_id}', text)
 
     def test_rule_names(self):
         self.assertEqual(
             [policies.ADJUST, policies.SHOW, policies.INDEX,
-             policies.INDEX_ALL_TENANTS],
+             policies.INDEX_ALL_TENANTS, policies.AUDIT],
             [rule.name for rule in policies.list_rules()])

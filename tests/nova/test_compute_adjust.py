@@ -75,6 +75,34 @@ class AdjustTest(compute_base.ElasticComputeTestBase):
         self._reboot_server(self.server, hard=True)
         self._assert_size(live=(3, 3072), boot=(3, 3072))
 
+    def test_persist_without_a_change_makes_the_current_size_the_boot_size(
+            self) -> None:
+        self._adjust(self.server, vcpus=4, memory_mb=3072, persist=False)
+        self._assert_size(live=(4, 3072), boot=(2, 2048))
+        # "Persist the size it runs at now": nothing to change live.
+        self._adjust(self.server, vcpus=4, persist=True)
+        self._assert_size(live=(4, 3072), boot=(4, 3072))
+        self.assertEqual('no change, persisted', sizing.changes(
+            self._instance(self.uuid))[0].details)
+        self._reboot_server(self.server, hard=True)
+        self._assert_size(live=(4, 3072), boot=(4, 3072))
+
+    def test_the_domain_is_the_truth_for_what_a_request_does_not_name(
+            self) -> None:
+        # The guest grew behind the record's back (a crash between libvirt
+        # and the save, an operator's virsh): the record says 2 / 2048.
+        self._domain(self.server).setVcpusFlags(3, 1)  # AFFECT_LIVE
+        self.assertEqual((2, 2048), (self._elastic_size(self.uuid)
+                                     .live_vcpus,
+                                     self._elastic_size(self.uuid)
+                                     .live_memory_mb))
+        self._adjust(self.server, memory_mb=3072, persist=False)
+        # The vCPUs the request did not name stay what the domain runs,
+        # and placement counts them.
+        self._assert_size(live=(3, 3072), boot=(2, 2048))
+        self.assertEqual('memory_mb 2048 -> 3072, not persisted',
+                         sizing.changes(self._instance(self.uuid))[0].details)
+
     def test_hypervisor_refusal_is_the_action_error(self) -> None:
         connection = self._connection(self.host)
         elastic_fake.ElasticLibvirtFixture.refuse_next(

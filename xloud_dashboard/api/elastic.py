@@ -1,8 +1,10 @@
 """Nova calls of the Elastic Sizing panel, through openstacksdk.
 
 The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
-flavor minimums as Nova extra specs, and the adjustment history as Nova
-instance actions with the change records of the extension's single GET.
+flavor minimums as Nova extra specs, the adjustment history as Nova
+instance actions with the change records of the extension's single GET,
+and whether each instance is in sync from the ``os-xloud-audit`` API
+(``doc/audit.md``).
 All calls go through one compute proxy per request, built from the user's
 token and the catalog's compute endpoint, as Horizon's own
 ``openstack_dashboard.api._nova.computeclient`` does.
@@ -35,6 +37,7 @@ from openstack_dashboard.api import base
 from xloud_dashboard.exceptions import ApiError, NotFound, Unauthorized
 
 EXTENSION_PATH = '/os-xloud-adjust'
+AUDIT_PATH = '/os-xloud-audit'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
 MINIMUM_CPU = 'minimum_cpu'
@@ -43,6 +46,11 @@ MINIMUM_MEMORY = 'minimum_memory'
 STATUS_ADJUSTING = 'adjusting'
 STATUS_SUCCESS = 'success'
 STATUS_ERROR = 'error'
+
+# An instance's state in the audit's report.
+SYNC_IN_SYNC = 'in_sync'
+SYNC_DRIFT = 'drift'
+SYNC_UNKNOWN = 'unknown'
 
 # The extension is served by a paste filter in front of Nova's API and
 # takes no microversion; 2.61 lists flavors with their extra specs and
@@ -61,6 +69,10 @@ MAX_WORKERS = 8
 # extension" before asking again (every page renders the navigation).
 EXTENSION_CHECK_TTL = 300
 _EXTENSION_SESSION_KEY = 'xloud_elastic_sizing_offered'
+# When the cloud last refused the audit to this user (policy, or an
+# extension older than the audit), per compute endpoint; asked again after
+# EXTENSION_CHECK_TTL.
+_AUDIT_REFUSED_SESSION_KEY = 'xloud_elastic_sizing_audit_refused'
 
 _DETAILS_RE = re.compile(
     r'(?P<key>vcpus|memory_mb)\s+(?P<old>\d+)\s*->\s*(?P<new>\d+)')
@@ -111,6 +123,38 @@ class SizeChange:
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftFinding:
+    """One disagreement the audit found for an instance."""
+
+    kind: str
+    severity: str
+    message: str
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> DriftFinding:
+        return cls(kind=body['kind'], severity=body['severity'],
+                   message=body['message'])
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncState:
+    """Whether an instance's domain, record and placement agree.
+
+    ``status`` is ``in_sync``, ``drift`` or ``unknown`` (not checked:
+    ``reason`` says why).
+    """
+
+    status: str
+    findings: tuple[DriftFinding, ...] = ()
+    reason: str | None = None
+
+    @property
+    def is_critical(self) -> bool:
+        return any(finding.severity == 'critical'
+                   for finding in self.findings)
+
+
+@dataclasses.dataclass(frozen=True)
 class InstanceSize:
     """One instance's elastic size as the extension reports it."""
 
@@ -132,6 +176,8 @@ class InstanceSize:
     adjustment_error: str | None
     # Only the single GET carries them, newest first.
     changes: tuple[SizeChange, ...] = ()
+    # From the audit, when the page asked for it; None when not audited.
+    sync: SyncState | None = None
 
     @property
     def is_adjusting(self) -> bool:
@@ -350,6 +396,95 @@ def instance_sizes_get(request, server_ids: Iterable[str]
     server_ids = list(server_ids)
     return dict(zip(server_ids, _concurrently(fetch, server_ids),
                     strict=True))
+
+
+def audit_offered(request) -> bool:
+    """False while the cloud refused the audit to this user recently.
+
+    Answered from the session, without a call: the table asks it for
+    every row it renders.
+    """
+    refused = request.session.get(_AUDIT_REFUSED_SESSION_KEY)
+    if not refused:
+        return True
+    try:
+        endpoint = compute_endpoint(request)
+    except horizon_exceptions.ServiceCatalogException:
+        return False
+    return not (refused.get('endpoint') == endpoint and
+                time.time() - refused.get('refused_at', 0)
+                < EXTENSION_CHECK_TTL)
+
+
+def instance_sync_states(request, server_ids: Iterable[str]
+                         ) -> dict[str, SyncState] | None:
+    """Audit these instances in one call; their states by id.
+
+    Instances that are not elastic are not in the answer. None when the
+    cloud does not offer the audit to this user: its policy refuses
+    (403) or its extension predates the audit (404); that answer is kept
+    in the session for EXTENSION_CHECK_TTL seconds.
+    """
+    server_ids = list(server_ids)
+    if not server_ids:
+        return {}
+    if not audit_offered(request):
+        return None
+    try:
+        body = _get(request, AUDIT_PATH, EXTENSION_MICROVERSION,
+                    params={'server_id': server_ids})
+    except ApiError as exc:
+        if exc.status_code not in (403, 404):
+            raise
+        request.session[_AUDIT_REFUSED_SESSION_KEY] = {
+            'endpoint': compute_endpoint(request),
+            'refused_at': time.time()}
+        return None
+    report = body['audit']
+    findings: dict[str, list[DriftFinding]] = {}
+    for finding in report['remaining']:
+        findings.setdefault(finding['server_id'], []).append(
+            DriftFinding.from_api(finding))
+    reasons = {skipped['server_id']: skipped['reason']
+               for skipped in report['skipped']}
+    states = {}
+    for server in report['servers']:
+        server_id = server['server_id']
+        found = tuple(findings.get(server_id, ()))
+        reason = reasons.get(server_id)
+        if reason is None and server['status'] == SYNC_UNKNOWN:
+            # Its host did not answer: the finding says so.
+            reason = ' '.join(finding.message for finding in found)
+        states[server_id] = SyncState(
+            status=server['status'],
+            findings=found if server['status'] == SYNC_DRIFT else (),
+            reason=reason if server['status'] == SYNC_UNKNOWN else None)
+    return states
+
+
+def with_sync_states(request, sizes: list[InstanceSize]
+                     ) -> list[InstanceSize] | None:
+    """The sizes with their audit state, in one call; None when the cloud
+    does not offer the audit to this user.
+
+    A failed audit (nova-api or a host in trouble) leaves every elastic
+    row's state unknown, with the error as the reason.
+    """
+    try:
+        states = instance_sync_states(request, [size.id for size in sizes])
+    except ApiError as exc:
+        unknown = SyncState(SYNC_UNKNOWN, reason=exc.message)
+        return [dataclasses.replace(size, sync=unknown)
+                if _is_elastic(size) else size for size in sizes]
+    if states is None:
+        return None
+    return [dataclasses.replace(size, sync=states.get(size.id))
+            for size in sizes]
+
+
+def _is_elastic(size: InstanceSize) -> bool:
+    return (size.flavor.minimum_cpu is not None or
+            size.flavor.minimum_memory is not None)
 
 
 def adjust(request, server_id: str, *, vcpus: int | None = None,

@@ -1,6 +1,8 @@
+import dataclasses
 from urllib import parse
 
 from django import shortcuts
+from django.template import loader
 from django.template.defaultfilters import timesince
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
@@ -11,6 +13,7 @@ from horizon.templatetags import sizeformat
 from xloud_dashboard.api import elastic
 
 ADJUST_POLICY = (('compute', 'os_compute_api:xloud:adjust'),)
+AUDIT_POLICY = (('compute', 'os_compute_api:xloud:audit'),)
 EXTRA_SPECS_POLICY = (
     ('compute', 'os_compute_api:os-flavor-extra-specs:create'),
     ('compute', 'os_compute_api:os-flavor-extra-specs:delete'),
@@ -65,6 +68,15 @@ def size_changed(size: elastic.InstanceSize) -> str:
 
 def adjustment_status(size: elastic.InstanceSize) -> str:
     return size.adjustment_status or ''
+
+
+def sync_state(size: elastic.InstanceSize) -> str | None:
+    """In sync / Drift (what, in its tooltip) / Unknown; None (shown as
+    "-") for an instance the audit does not cover."""
+    if size.sync is None:
+        return None
+    return loader.render_to_string(
+        'admin/elastic_sizing/_sync_state.html', {'state': size.sync})
 
 
 class AdjustInstance(tables.LinkAction):
@@ -128,7 +140,17 @@ class UpdateRow(tables.Row):
     ajax = True
 
     def get_data(self, request, instance_id):
-        return elastic.instance_size_get(request, instance_id)
+        size = elastic.instance_size_get(request, instance_id)
+        if 'sync' not in self.table.columns:
+            return size
+        if size.is_adjusting:
+            # Polled every few seconds meanwhile: the audit, which asks
+            # the compute host, runs once the adjustment has ended.
+            return dataclasses.replace(size, sync=elastic.SyncState(
+                elastic.SYNC_UNKNOWN,
+                reason=_("Checked once the adjustment has ended.")))
+        sized = elastic.with_sync_states(request, [size])
+        return size if sized is None else sized[0]
 
 
 class InstancesTable(tables.DataTable):
@@ -158,6 +180,10 @@ class InstancesTable(tables.DataTable):
     error = tables.WrappingColumn('adjustment_error',
                                   verbose_name=_("Adjustment Error"),
                                   classes=('xloud-error',))
+    sync = tables.Column(sync_state, verbose_name=_("Sync"),
+                         classes=('xloud-sync',), policy_rules=AUDIT_POLICY,
+                         help_text=_("Whether libvirt, the recorded size "
+                                     "and placement agree (the audit)."))
 
     class Meta:
         name = 'instances'
@@ -167,6 +193,17 @@ class InstancesTable(tables.DataTable):
         row_class = UpdateRow
         table_actions = (InstanceFilterAction, BulkAdjust)
         row_actions = (AdjustInstance, ViewHistory)
+
+    def __init__(self, request, *args, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        # A cloud that refused the audit recently (its policy, or an
+        # extension older than the audit): no column, on the page and in
+        # the rows that refresh themselves alike.
+        if 'sync' in self.columns and not elastic.audit_offered(request):
+            self.hide_sync()
+
+    def hide_sync(self) -> None:
+        self.columns.pop('sync', None)
 
 
 class EditMinimums(tables.LinkAction):

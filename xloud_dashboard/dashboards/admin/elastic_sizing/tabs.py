@@ -32,6 +32,13 @@ class InstancesTab(tabs.TableTab):
             exceptions.handle(self.request,
                               _("Unable to retrieve instance sizes."))
             return []
+        if 'sync' in table.columns:
+            # One audit call for the page, not one per row.
+            audited = elastic.with_sync_states(self.request, sizes)
+            if audited is None:
+                table.hide_sync()
+            else:
+                sizes = audited
         return sizes
 
     def has_more_data(self, table) -> bool:
