@@ -1,11 +1,12 @@
 """``python -m deploy.localcloud up [--wipe] [--mode mariadb] ...``"""
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from deploy.localcloud import cloud, layout
+from deploy.localcloud import cloud, control, layout
 
 
 def _say(line: str) -> None:
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-seed", action="store_true",
                     help="do not create the demo projects, flavors and "
                          "instances")
+    up.add_argument("--accept-timeout", type=int, metavar="SECONDS",
+                    help="[xloud] accept_timeout of nova.conf: how long "
+                         "nova-api waits for a compute host to take an "
+                         "adjustment (default: the extension's)")
     for name, port in defaults.items():
         up.add_argument(f"--{name}-port", type=int, default=port,
                         help=f"default: {port}")
@@ -45,11 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     wipe = sub.add_parser("wipe", help="delete the state directory")
     wipe.add_argument("--state-dir", type=Path,
                       default=layout.DEFAULT_STATE_DIR)
+
+    ctl = sub.add_parser(
+        "control", help="kill (SIGKILL), start again, pause (SIGSTOP) or "
+                        "resume one service of a running cloud, or show "
+                        "their states")
+    ctl.add_argument("--state-dir", type=Path,
+                     default=layout.DEFAULT_STATE_DIR)
+    ctl.add_argument("action", choices=control.ACTIONS)
+    ctl.add_argument("service", nargs="?",
+                     help="as named in the launcher's output, e.g. "
+                          "nova-compute1")
     return parser
+
+
+def _control(args: argparse.Namespace) -> int:
+    if args.action != "status" and not args.service:
+        print(f"error: {args.action} needs a service", file=sys.stderr)
+        return 2
+    lay = layout.Layout(args.state_dir.resolve(), layout.Ports())
+    try:
+        reply = control.request(lay.control_socket, args.action,
+                                args.service)
+    except control.ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(reply, indent=2))
+    return 0
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "control":
+        return _control(args)
     if args.command == "wipe":
         try:
             cloud.wipe(layout.Layout(args.state_dir.resolve(),
@@ -64,7 +97,11 @@ def main(argv: list[str]) -> int:
     try:
         if args.wipe:
             cloud.wipe(lay, _say)
-        return cloud.up(lay, _say, do_seed=not args.no_seed)
+        xloud_options = {}
+        if args.accept_timeout is not None:
+            xloud_options["accept_timeout"] = args.accept_timeout
+        return cloud.up(lay, _say, do_seed=not args.no_seed,
+                        xloud_options=xloud_options)
     except cloud.CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

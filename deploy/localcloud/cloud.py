@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from deploy.localcloud import bootstrap, configs, seed
 from deploy.localcloud import layout as layout_mod
+from deploy.localcloud.control import ControlServer
 from deploy.localcloud.layout import Layout
 from deploy.localcloud.supervisor import (
     PYTHON,
@@ -89,12 +90,13 @@ def _lock(lay: Layout):
 def _nova_children(lay: Layout) -> list[Child]:
     base = [PYTHON, "-m", "deploy.localcloud.novaservices",
             "--config-dir", str(lay.etc / "nova"),
-            "--hypervisor-state", str(lay.state / "nova" / "hypervisors")]
+            "--hypervisor-state", str(lay.hypervisor_state)]
     env = child_env()
 
-    def child(name: str, args: list[str], ready) -> Child:
+    def child(name: str, args: list[str], ready,
+              stop_last: bool = False) -> Child:
         return Child(name, base + args, lay.logs / f"{name}.log", env,
-                     ready, timeout=240)
+                     ready, timeout=240, stop_last=stop_last)
 
     api_ready = http_ready(lay.url("nova"))
     if lay.mode == "sqlite":
@@ -103,8 +105,9 @@ def _nova_children(lay: Layout) -> list[Child]:
             args += ["--compute", host]
         return [child("nova", args, api_ready)]
     children = [
+        # The other services reach the database through it.
         child("nova-conductor", ["--conductor"],
-              log_ready("nova: ready")),
+              log_ready("nova: ready"), stop_last=True),
         child("nova-scheduler", ["--scheduler"], log_ready("nova: ready")),
     ]
     children += [child(f"nova-{host}", ["--compute", host],
@@ -131,11 +134,16 @@ def _horizon_child(lay: Layout) -> Child:
                  timeout=300)
 
 
-def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
-    """Start everything, then watch the services until Ctrl-C or SIGTERM."""
+def up(lay: Layout, say: Say, *, do_seed: bool = True,
+       xloud_options: dict[str, object] | None = None) -> int:
+    """Start everything, then watch the services until Ctrl-C or SIGTERM.
+
+    ``xloud_options`` go to the ``[xloud]`` section of nova.conf.
+    """
     check_prerequisites(lay)
     lock = _lock(lay)
     sup = Supervisor(say)
+    control = ControlServer(lay.control_socket, sup, say)
     previous = {s: signal.signal(s, _on_signal)
                 for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
@@ -143,7 +151,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
         ext = configs.Extension.detect()
         for line in ext.summary():
             say(line)
-        configs.write_all(lay, ext)
+        configs.write_all(lay, ext, xloud_options)
         if lay.mode == "mariadb":
             bootstrap.create_mariadb_databases(lay, say)
 
@@ -161,7 +169,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
             [PYTHON, "-m", "deploy.localcloud.wsgi_server", "keystone",
              str(lay.ports.keystone), str(lay.etc / "keystone")],
             lay.logs / "keystone.log", child_env(),
-            http_ready(lay.url("keystone")), timeout=120))
+            http_ready(lay.url("keystone")), timeout=120, stop_last=True))
         bootstrap.catalog(lay, say)
 
         prepared.result()
@@ -170,7 +178,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
             [PYTHON, "-m", "deploy.localcloud.wsgi_server", "placement",
              str(lay.ports.placement), str(lay.etc / "placement")],
             lay.logs / "placement.log", child_env(),
-            http_ready(lay.url("placement")), timeout=120))
+            http_ready(lay.url("placement")), timeout=120, stop_last=True))
 
         for child in _nova_children(lay):
             sup.start(child)
@@ -183,6 +191,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
         if do_seed:
             seed.seed(lay, say)
 
+        control.open()
         lay.run_file.write_text(json.dumps(
             {**lay.describe(), "pid": os.getpid()}, indent=2))
         _print_banner(lay, say, time.monotonic() - started)
@@ -196,7 +205,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
             for child in sup.children:
                 for line in child.new_progress_lines():
                     say(line)
-            time.sleep(1)
+            control.serve(timeout=1)
     except _Stop:
         say("stopping the local cloud")
         return 0
@@ -207,6 +216,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
         lay.run_file.unlink(missing_ok=True)
+        control.close()
         sup.stop_all()
         lock.close()
 

@@ -121,7 +121,10 @@ def placement_conf(lay: Layout) -> str:
     })
 
 
-def nova_conf(lay: Layout, ext: Extension) -> str:
+def nova_conf(lay: Layout, ext: Extension,
+              xloud_options: dict[str, object] | None = None) -> str:
+    """Nova's configuration; ``xloud_options`` fill its ``[xloud]`` section
+    (``nova_ext.conf``), left out for the extension's defaults."""
     state = lay.state / "nova"
     default: dict[str, object] = {
         "debug": False,
@@ -141,7 +144,7 @@ def nova_conf(lay: Layout, ext: Extension) -> str:
         # One exchange per state directory: several clouds or test runs can
         # share the machine's broker without seeing each other's messages.
         default["control_exchange"] = lay.run_id()
-    return _render({
+    sections: dict[str, dict[str, object]] = {
         "DEFAULT": default,
         "wsgi": {"api_paste_config": lay.etc / "nova" / "api-paste.ini"},
         "api": {"auth_strategy": "keystone"},
@@ -166,7 +169,10 @@ def nova_conf(lay: Layout, ext: Extension) -> str:
         "quota": {"instances": 50, "cores": 200, "ram": 409600},
         "libvirt": {"virt_type": "kvm"},
         "vnc": {"enabled": False},
-    })
+    }
+    if xloud_options:
+        sections["xloud"] = dict(xloud_options)
+    return _render(sections)
 
 
 def api_paste_ini(ext: Extension) -> str:
@@ -183,11 +189,12 @@ def api_paste_ini(ext: Extension) -> str:
     return paste_ini.add_filter(str(shipped), text)
 
 
-def write_all(lay: Layout, ext: Extension) -> None:
+def write_all(lay: Layout, ext: Extension,
+              xloud_options: dict[str, object] | None = None) -> None:
     files = {
         lay.etc / "keystone" / "keystone.conf": keystone_conf(lay),
         lay.etc / "placement" / "placement.conf": placement_conf(lay),
-        lay.etc / "nova" / "nova.conf": nova_conf(lay, ext),
+        lay.etc / "nova" / "nova.conf": nova_conf(lay, ext, xloud_options),
         lay.etc / "nova" / "api-paste.ini": api_paste_ini(ext),
     }
     for path, text in files.items():

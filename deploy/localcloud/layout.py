@@ -108,6 +108,16 @@ class Layout:
     def lock_file(self) -> Path:
         return self.state / "up.lock"
 
+    @property
+    def control_socket(self) -> Path:
+        """Where the launcher takes ``control`` requests (control.py)."""
+        return self.state / "control.sock"
+
+    @property
+    def hypervisor_state(self) -> Path:
+        """Each compute host's fake domains, ``<host>.json``."""
+        return self.state / "nova" / "hypervisors"
+
     def url(self, service: str) -> str:
         port = getattr(self.ports, service)
         suffix = {"keystone": "/v3", "nova": "/v2.1"}.get(service, "")
@@ -170,4 +180,6 @@ class Layout:
                        "project": PROJECTS[0]},
             "projects": list(PROJECTS),
             "compute_hosts": list(COMPUTE_HOSTS),
+            "control_socket": str(self.control_socket),
+            "hypervisor_state": str(self.hypervisor_state),
         }

@@ -17,17 +17,20 @@ network service:
   in with Nova's ``LibvirtFixture`` and the few stubs Nova's libvirt
   functional tests use (``nova.tests.functional.libvirt.base``).  Nova's
   libvirt driver code, and this project's driver subclass, run unchanged on
-  top of it.  Each host's domains are saved to the state directory on stop
-  and defined again on start, so a restarted cloud finds its guests.
+  top of it.  Each host's domains are saved to the state directory after
+  every change and defined again on start (``deploy.localcloud.hypervisor``),
+  so a restarted compute, even one that was killed, finds its guests as
+  QEMU would have kept them.
 * Glance and Neutron are Nova's ``GlanceFixture`` and ``NeutronFixture``:
   in-process fakes inside every Nova process.  Their data is static (fixed
-  images, one network), so separate processes agree on it; ports created
-  by a compute live in that compute's process only, which nothing else
-  reads back (Nova caches the network info in its database).
+  images, plus the local cloud's guest images of
+  ``hypervisor.GUEST_IMAGES``, one network), so separate processes agree on
+  it; ports created by a compute live in that compute's process only,
+  which nothing else reads back (Nova caches the network info in its
+  database).
 """
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -36,6 +39,8 @@ import traceback
 import uuid
 from pathlib import Path
 from unittest import mock
+
+from deploy.localcloud.hypervisor import FakeHypervisor, add_guest_images
 
 # Native threading, as every Nova service of 2026.2 defaults to; the fake
 # libvirt and the cheroot server need no green threads.  This must be set
@@ -91,7 +96,7 @@ def install_fakes(host: _FixtureHost) -> None:
     from nova.tests import fixtures as nova_fixtures
 
     host.useFixture(nova_fixtures.PrivsepFixture())
-    host.useFixture(nova_fixtures.GlanceFixture(host))
+    add_guest_images(host.useFixture(nova_fixtures.GlanceFixture(host)))
     host.useFixture(nova_fixtures.NeutronFixture(host))
     host.useFixture(nova_fixtures.LibvirtImageBackendFixture())
     host.useFixture(nova_fixtures.CGroupsFixture())
@@ -134,69 +139,6 @@ def _elastic_fake_libvirt():
     except ImportError:
         return None
     return elastic.ElasticLibvirtFixture()
-
-
-class FakeHypervisor:
-    """One compute host's fake libvirt connection, persisted as JSON."""
-
-    def __init__(self, hostname: str, state_dir: Path | None) -> None:
-        from nova.tests.fixtures import libvirt as fakelibvirt
-        self.hostname = hostname
-        self.path = state_dir / f"{hostname}.json" if state_dir else None
-        self.connection = fakelibvirt.Connection(
-            "qemu:///system",
-            version=fakelibvirt.FAKE_LIBVIRT_VERSION,
-            hv_version=fakelibvirt.FAKE_QEMU_VERSION,
-            host_info=fakelibvirt.HostInfo(
-                cpu_nodes=2, cpu_sockets=1, cpu_cores=2, cpu_threads=2,
-                kB_mem=32 * 1024 * 1024),
-            hostname=hostname)
-
-    def restore(self) -> int:
-        """Define the saved domains again and start the running ones.
-
-        A running domain gets its live size back (vCPUs and balloon), which
-        may differ from its persistent definition after a live adjustment
-        that was not persisted.
-        """
-        if not self.path or not self.path.exists():
-            return 0
-        from nova.tests.fixtures import libvirt as fakelibvirt
-        domains = json.loads(self.path.read_text())
-        for saved in domains:
-            dom = self.connection.defineXML(saved["xml"])
-            if not saved["active"]:
-                continue
-            dom.create()
-            live = saved.get("live")
-            if live and hasattr(dom, "setVcpusFlags"):
-                dom.setVcpusFlags(live["vcpus"],
-                                  fakelibvirt.VIR_DOMAIN_AFFECT_LIVE)
-                dom.setMemoryFlags(live["memory_kib"],
-                                   fakelibvirt.VIR_DOMAIN_AFFECT_LIVE)
-        return len(domains)
-
-    def save(self) -> None:
-        if not self.path:
-            return
-        from lxml import etree
-        from nova.tests.fixtures import libvirt as fakelibvirt
-        domains = []
-        every = (fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
-                 | fakelibvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
-        for dom in self.connection.listAllDomains(every):
-            saved = {"xml": dom.XMLDesc(fakelibvirt.VIR_DOMAIN_XML_INACTIVE),
-                     "active": bool(dom.isActive())}
-            if saved["active"]:
-                live = etree.fromstring(dom.XMLDesc(0))
-                vcpu = live.find("./vcpu")
-                saved["live"] = {
-                    "vcpus": int(vcpu.get("current", vcpu.text)),
-                    "memory_kib": int(live.findtext("./currentMemory")),
-                }
-            domains.append(saved)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(domains, indent=1))
 
 
 def start_compute(hostname: str, hypervisor: FakeHypervisor):

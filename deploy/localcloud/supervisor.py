@@ -4,7 +4,9 @@ Each service is a child process whose output goes to ``logs/<name>.log``
 under the state directory; lines a service prints about itself (``nova:
 compute compute1 started``) are echoed as progress.  Children ask the
 kernel to send them SIGTERM if the launcher dies, so a killed launcher
-leaves nothing behind either.
+leaves nothing behind either.  A child can also be killed, started again,
+paused and resumed on request (``control.py``), as a crash or a hung host
+would do to it, without the launcher taking that for a failure.
 """
 
 import ctypes
@@ -35,17 +37,26 @@ class ServiceFailed(RuntimeError):
 class Child:
     def __init__(self, name: str, argv: list[str], log: Path,
                  env: dict[str, str], ready: Callable[["Child"], bool],
-                 timeout: float) -> None:
+                 timeout: float, stop_last: bool = False) -> None:
         self.name = name
         self.argv = argv
         self.log = log
         self.env = env
         self.ready = ready
         self.timeout = timeout
+        # Others call it while they stop (see Supervisor.stop_all).
+        self.stop_last = stop_last
         self.proc: subprocess.Popen | None = None
         self._echoed = 0
+        self.paused = False
+        # Killed on request: its exit is not a failure of the cloud.
+        self.stopped_on_request = False
 
     def start(self) -> None:
+        """Start the process; again after a kill, with the same command
+        line, environment and log."""
+        self.paused = False
+        self.stopped_on_request = False
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
         out.write(f"\n==> {time.ctime()}: {' '.join(self.argv)}\n".encode())
@@ -97,7 +108,39 @@ class Child:
         if self.proc is None or self.proc.poll() is not None:
             return False
         self.proc.send_signal(signal.SIGTERM)
+        if self.paused:
+            # A stopped process acts on SIGTERM only once continued.
+            self.resume()
         return True
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash would end it; returns its exit status."""
+        self.proc.kill()
+        self.proc.wait()
+        self.paused = False
+        self.stopped_on_request = True
+        return self.proc.returncode
+
+    def pause(self) -> None:
+        """SIGSTOP: it keeps its sockets open and answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def state(self) -> str:
+        if self.proc is None:
+            return "not started"
+        if self.proc.poll() is not None:
+            if self.stopped_on_request:
+                return "killed"
+            return f"exited ({self.proc.returncode})"
+        return "paused" if self.paused else "running"
 
     def wait_stopped(self, deadline: float) -> None:
         if self.proc is None:
@@ -137,17 +180,26 @@ class Supervisor:
         self.children: list[Child] = []
 
     def start(self, child: Child) -> Child:
+        """Start a child and wait until it is ready; also one killed on
+        request, which keeps its place in the stopping order."""
         self.say(f"{child.name}: starting (log: {child.log})")
         child.start()
-        self.children.append(child)
+        if child not in self.children:
+            self.children.append(child)
         started = time.monotonic()
         child.wait_ready(self.say)
         self.say(f"{child.name}: up after {time.monotonic() - started:.1f} s")
         return child
 
+    def child(self, name: str) -> Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(name)
+
     def failed(self) -> Child | None:
         for child in self.children:
-            if child.proc.poll() is not None:
+            if child.proc.poll() is not None and not child.stopped_on_request:
                 return child
         return None
 
@@ -155,14 +207,20 @@ class Supervisor:
         """SIGTERM to every child at once, SIGKILL to those left at the end.
 
         Nova services take several seconds each to drain their RPC servers;
-        stopping them in parallel keeps Ctrl-C quick.
+        stopping them in parallel keeps Ctrl-C quick.  Children marked
+        ``stop_last`` are stopped once the others have exited: a
+        nova-compute whose heartbeat is in a call to a conductor already
+        gone would wait out the RPC timeout.
         """
-        for child in reversed(self.children):
-            if child.terminate():
-                self.say(f"{child.name}: stopping")
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
-            child.wait_stopped(deadline)
+        for last in (False, True):
+            wave = [child for child in reversed(self.children)
+                    if child.stop_last == last]
+            for child in wave:
+                if child.terminate():
+                    self.say(f"{child.name}: stopping")
+            deadline = time.monotonic() + grace
+            for child in wave:
+                child.wait_stopped(deadline)
         self.children.clear()
 
 

@@ -7,8 +7,14 @@ deploy.localcloud up`` on free loopback ports in ``var/e2e-localcloud`` and
 stops it with SIGINT (as Ctrl-C would) at the end.  ``XLOUD_E2E_MODE=mariadb``
 starts it in the MariaDB/RabbitMQ mode instead (one process per Nova
 service, RPC over the broker).
+
+The ``mariadb_cloud`` fixture is a second cloud, always started afresh in
+the MariaDB/RabbitMQ mode for the tests that kill, restart and pause its
+nova-compute processes (``test_crash_recovery.py``), and stopped after
+them.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -20,11 +26,16 @@ from pathlib import Path
 import openstack
 import pytest
 
-from deploy.localcloud import configs, layout
+from deploy.localcloud import bootstrap, configs, layout
 
 REPO = layout.REPO_ROOT
 SCREENSHOTS = REPO / "artifacts" / "screenshots" / "e2e"
 START_TIMEOUT = 600
+# The crash tests' cloud is not seeded: it is up in about a minute.
+MARIADB_CLOUD_START_TIMEOUT = 300
+# [xloud] accept_timeout of the crash tests' cloud: a host that does not
+# answer is given up on this quickly.
+MARIADB_CLOUD_ACCEPT_TIMEOUT = 5
 
 
 def _running_cloud(state: Path) -> dict | None:
@@ -50,19 +61,50 @@ def cloud() -> dict:
 
     mode = os.environ.get("XLOUD_E2E_MODE", "sqlite")
     suffix = "" if mode == "sqlite" else f"-{mode}"
-    state = REPO / "var" / f"e2e-localcloud{suffix}"
-    log_path = REPO / "artifacts" / f"e2e-localcloud{suffix}.log"
+    with _launched(f"e2e-localcloud{suffix}", mode, START_TIMEOUT) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def mariadb_cloud(elastic_driver) -> dict:
+    """A cloud of its own in the MariaDB/RabbitMQ mode, unseeded.
+
+    Every Nova service runs in its own process, which the tests may kill,
+    start again and pause through the launcher's control socket; never the
+    cloud of ``make up``.
+    """
+    for what, (host, port) in (("MariaDB", layout.MARIADB_HOST_PORT),
+                               ("RabbitMQ", layout.RABBITMQ_HOST_PORT)):
+        if not layout.reachable((host, port)):
+            pytest.skip(f"needs {what} at {host}:{port} for a cloud in the "
+                        f"MariaDB/RabbitMQ mode")
+    with _launched("e2e-localcloud-crash", "mariadb",
+                   MARIADB_CLOUD_START_TIMEOUT, "--no-seed",
+                   "--accept-timeout",
+                   str(MARIADB_CLOUD_ACCEPT_TIMEOUT)) as info:
+        yield info
+
+
+@contextlib.contextmanager
+def _launched(name: str, mode: str, timeout: float, *options: str):
+    """``deploy.localcloud up --wipe`` on free ports in ``var/<name>``.
+
+    Yields the run file once the cloud is up; stops it with SIGINT (and, in
+    the MariaDB mode, drops its databases) at the end.
+    """
+    state = REPO / "var" / name
+    log_path = REPO / "artifacts" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "deploy.localcloud", "up", "--wipe",
-            "--mode", mode, "--state-dir", str(state)]
-    for name, _ in layout.Ports().items():
-        argv += [f"--{name}-port", str(layout.free_port())]
+            "--mode", mode, "--state-dir", str(state), *options]
+    for port_name, _ in layout.Ports().items():
+        argv += [f"--{port_name}-port", str(layout.free_port())]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO, env=env)
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     try:
         while (info := _running_cloud(state)) is None:
             if proc.poll() is not None:
@@ -70,7 +112,7 @@ def cloud() -> dict:
                             f"{log_path}:\n{log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail(f"the local cloud was not up after "
-                            f"{START_TIMEOUT} s; see {log_path}")
+                            f"{timeout} s; see {log_path}")
             time.sleep(2)
         yield info
     finally:
@@ -80,12 +122,12 @@ def cloud() -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if mode == "mariadb":
+        if mode == "mariadb" and (state / "secrets.json").exists():
             # Its databases live on the shared server, not in var/: drop
-            # them (the SQLite state stays for its logs until the next run).
-            subprocess.run([sys.executable, "-m", "deploy.localcloud",
-                            "wipe", "--state-dir", str(state)],
-                           cwd=REPO, env=env, timeout=120, check=False)
+            # them.  The state directory stays for its logs until the next
+            # run's --wipe.
+            bootstrap.drop_mariadb_databases(
+                layout.Layout(state, layout.Ports(), mode))
 
 
 def _connect(cloud: dict, who: str, project: str | None = None):
