@@ -33,6 +33,24 @@ OPTS = [
              'memory. QEMU starts every guest with all of the flavor\'s '
              'memory, and placement counts all of it until the balloon is '
              'confirmed at the boot memory.'),
+    cfg.BoolOpt(
+        'allow_shrink_without_minimum', default=False,
+        help='Whether instances of a flavor without '
+             'xloud:minimum_cpu / xloud:minimum_memory may be adjusted '
+             'below the flavor\'s size (down to vcpu_floor and '
+             'memory_floor_mb). Without it such flavors are not elastic: '
+             'their instances keep the size the flavor promises.'),
+    cfg.IntOpt(
+        'vcpu_floor', default=1, min=1,
+        help='The fewest vCPUs an instance of a flavor without '
+             'xloud:minimum_cpu may be adjusted to, when '
+             'allow_shrink_without_minimum is set.'),
+    cfg.IntOpt(
+        'memory_floor_mb', default=256, min=1,
+        help='The least memory, in MiB, any instance runs with, whatever '
+             'its flavor\'s xloud:minimum_memory says (a guest whose '
+             'balloon leaves it a few MiB is dead). Flavors smaller than '
+             'this are not shrunk at all.'),
     cfg.IntOpt(
         'audit_rpc_timeout', default=60, min=1,
         help='Seconds the audit waits for each compute host to describe '

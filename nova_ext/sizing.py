@@ -1,9 +1,12 @@
 """An instance's elastic size: its flavor's limits and its recorded size.
 
-The flavor's ``vcpus``/``memory_mb`` are the maximum; its ``minimum_cpu`` /
-``minimum_memory`` extra specs are the size a guest boots at and the floor
-of any adjustment. A flavor without them boots at its maximum, as stock Nova
-does, and may be adjusted down to 1.
+The flavor's ``vcpus``/``memory_mb`` are the maximum; its
+``xloud:minimum_cpu`` / ``xloud:minimum_memory`` extra specs are the size a
+guest boots at and the floor of any adjustment. A flavor without them
+boots at its maximum, as stock Nova does, and is not elastic unless
+``[xloud] allow_shrink_without_minimum`` lets it be adjusted down to
+``[xloud] vcpu_floor`` / ``memory_floor_mb``, which no memory size ever
+goes below.
 
 What nova-compute confirmed with libvirt is kept in the instance's system
 metadata (it travels with the instance through every move and is loaded in
@@ -29,10 +32,20 @@ from nova.compute import task_states
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
-LOG = logging.getLogger(__name__)
+from nova_ext import compatibility, conf
 
-MINIMUM_CPU = 'minimum_cpu'
-MINIMUM_MEMORY = 'minimum_memory'
+LOG = logging.getLogger(__name__)
+CONF = conf.CONF
+
+# Scoped, as Nova's own keys are: Nova's AggregateInstanceExtraSpecsFilter
+# (and ComputeCapabilitiesFilter) take every unscoped key for a
+# requirement the host must meet.
+MINIMUM_CPU = 'xloud:minimum_cpu'
+MINIMUM_MEMORY = 'xloud:minimum_memory'
+# The seed deployment's unscoped keys, still read where the scoped one is
+# absent, with a deprecation warning; ``xloud-flavor-sync --migrate-keys``
+# rewrites them.
+LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
 
 SYSMETA_FLAVOR = 'xloud_flavorid'
 SYSMETA_BOOT_VCPUS = 'xloud_boot_vcpus'
@@ -72,6 +85,29 @@ ADJUSTING_TASK_STATE = task_states.RESIZE_PREP
 _SYSMETA_VALUE_MAX = 255
 
 
+_warned_legacy: set[tuple[str, str]] = set()
+
+
+def flavor_minimum_spec(flavor: objects.Flavor,
+                        key: str) -> tuple[str, str] | None:
+    """The extra spec (name, value) that holds the minimum ``key``.
+
+    The scoped key wins over the legacy one.
+    """
+    specs = flavor.extra_specs or {}
+    for name in (key, LEGACY_KEYS[key]):
+        if name in specs:
+            if name != key and (flavor.flavorid, name) not in _warned_legacy:
+                _warned_legacy.add((flavor.flavorid, name))
+                LOG.warning('Flavor %(flavor)s uses the deprecated extra '
+                            'spec %(legacy)s; set %(key)s instead '
+                            '(xloud-flavor-sync --migrate-keys rewrites '
+                            'it)', {'flavor': flavor.flavorid,
+                                    'legacy': name, 'key': key})
+            return name, specs[name]
+    return None
+
+
 def flavor_minimum(flavor: objects.Flavor, key: str) -> int | None:
     """The flavor's minimum for ``key``, or None when it has none.
 
@@ -79,21 +115,39 @@ def flavor_minimum(flavor: objects.Flavor, key: str) -> int | None:
     a value written before that (not a positive integer) is ignored, and
     one above the flavor's own size is capped to it, never trusted.
     """
-    raw = (flavor.extra_specs or {}).get(key)
-    if raw is None:
+    found = flavor_minimum_spec(flavor, key)
+    if found is None:
         return None
+    name, raw = found
     maximum = flavor.vcpus if key == MINIMUM_CPU else flavor.memory_mb
     try:
         value = int(str(raw).strip())
     except ValueError:
         LOG.warning('Ignoring flavor %s extra spec %s=%r: not an integer',
-                    flavor.flavorid, key, raw)
+                    flavor.flavorid, name, raw)
         return None
     if value < 1:
         LOG.warning('Ignoring flavor %s extra spec %s=%r: below 1',
-                    flavor.flavorid, key, raw)
+                    flavor.flavorid, name, raw)
         return None
     return min(value, maximum)
+
+
+def floors(flavor: objects.Flavor) -> tuple[int, int]:
+    """The least vCPUs and MiB an instance of ``flavor`` may run with.
+
+    The flavor's minimum; without one, the flavor's own size (it is not
+    elastic) unless ``[xloud] allow_shrink_without_minimum``. Memory never
+    goes below ``[xloud] memory_floor_mb`` (nor above the flavor's).
+    """
+    shrinkable = CONF.xloud.allow_shrink_without_minimum
+    vcpus = flavor_minimum(flavor, MINIMUM_CPU) or (
+        min(CONF.xloud.vcpu_floor, flavor.vcpus) if shrinkable
+        else flavor.vcpus)
+    memory = flavor_minimum(flavor, MINIMUM_MEMORY) or (
+        1 if shrinkable else flavor.memory_mb)
+    memory = min(max(memory, CONF.xloud.memory_floor_mb), flavor.memory_mb)
+    return vcpus, memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,22 +167,35 @@ class ElasticSize:
     request_id: str | None
     error: str | None
 
-    @property
-    def floor_vcpus(self) -> int:
-        return self.minimum_vcpus or 1
+    # The least it may be adjusted to (``floors``).
+    floor_vcpus: int
+    floor_memory_mb: int
 
-    @property
-    def floor_memory_mb(self) -> int:
-        return self.minimum_memory_mb or 1
+    # Why a dimension is not elastic for this instance
+    # (``compatibility``), by ``compatibility.VCPUS`` / ``MEMORY``.
+    conflicts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_instance(cls, instance: objects.Instance) -> ElasticSize:
+    def from_instance(cls, instance: objects.Instance, *,
+                      devices: bool = False) -> ElasticSize:
+        """``devices`` also weighs the instance's PCI devices
+        (``compatibility.instance_conflicts``)."""
         flavor = instance.flavor
         sysmeta = instance.system_metadata or {}
+        conflicts = compatibility.instance_conflicts(instance,
+                                                     devices=devices)
         min_vcpus = flavor_minimum(flavor, MINIMUM_CPU)
         min_memory = flavor_minimum(flavor, MINIMUM_MEMORY)
+        floor_vcpus, floor_memory = floors(flavor)
+        # A dimension the flavor or image makes non-elastic keeps the
+        # flavor's size: no minimum, no floor below it.
+        if compatibility.VCPUS in conflicts:
+            min_vcpus, floor_vcpus = None, flavor.vcpus
+        if compatibility.MEMORY in conflicts:
+            min_memory, floor_memory = None, flavor.memory_mb
         default_vcpus = min_vcpus or flavor.vcpus
-        default_memory = min_memory or flavor.memory_mb
+        default_memory = (floor_memory if min_memory is not None
+                          else flavor.memory_mb)
         recorded = sysmeta.get(SYSMETA_FLAVOR) == flavor.flavorid
 
         def _recorded(key: str, default: int, floor: int, ceiling: int):
@@ -161,6 +228,9 @@ class ElasticSize:
             status=sysmeta.get(SYSMETA_STATUS),
             request_id=sysmeta.get(SYSMETA_REQUEST_ID),
             error=sysmeta.get(SYSMETA_ERROR),
+            floor_vcpus=floor_vcpus,
+            floor_memory_mb=floor_memory,
+            conflicts=conflicts,
         )
 
 

@@ -13,14 +13,16 @@ from nova import exception, objects
 from nova.api import validation
 from nova.api.openstack import common, wsgi
 from nova.compute import api as compute
+from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 from nova.i18n import _
+from nova.objects import quotas as quotas_obj
 from nova.policies import extended_server_attributes as esa_policies
 from nova.policies import servers as server_policies
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
-from nova_ext import conf, placement, policies, rpcapi, sizing
+from nova_ext import compatibility, conf, placement, policies, rpcapi, sizing
 from nova_ext import exception as xloud_exception
 from nova_ext.api import schemas, views
 
@@ -58,6 +60,41 @@ def _check_adjustable_state(_compute_api, context, instance) -> None:
 
     Also refuses an instance that never finished building (launched_at).
     """
+
+
+def _minimum_key(instance: objects.Instance, key: str) -> str:
+    """The spelling of the minimum ``key`` the server's flavor uses."""
+    found = sizing.flavor_minimum_spec(instance.flavor, key)
+    return key if found is None else found[0]
+
+
+def _check_quota(context, instance: objects.Instance,
+                 deltas: dict[str, int]) -> None:
+    """403 when a grow by ``deltas`` would exceed the project's quota.
+
+    As Nova checks a resize up (``compute.api._check_quota_for_upsize``):
+    with ``[quota] count_usage_from_placement`` usage is the project's
+    placement allocations, which follow the live size, so the grow itself
+    is counted; otherwise usage is the flavor's size of every instance,
+    which a grow within the flavor never exceeds.
+    """
+    if not CONF.quota.count_usage_from_placement:
+        return
+    project_id, user_id = quotas_obj.ids_from_instance(context, instance)
+    try:
+        objects.Quotas.check_deltas(context, deltas, project_id,
+                                    user_id=user_id,
+                                    check_project_id=project_id,
+                                    check_user_id=user_id)
+    except exception.OverQuota as exc:
+        quotas = exc.kwargs['quotas']
+        usages = exc.kwargs['usages']
+        headroom = compute_utils.get_headroom(quotas, usages, deltas)
+        overs, reqs, allowed, used = compute_utils.get_over_quota_detail(
+            headroom, exc.kwargs['overs'], quotas, deltas)
+        error = exception.TooManyInstances(overs=overs, req=reqs,
+                                           used=used, allowed=allowed)
+        raise webob.exc.HTTPForbidden(explanation=error.format_message())
 
 
 @validation.validated
@@ -214,11 +251,16 @@ class ElasticSizeController(wsgi.Controller):
                             'user_id': instance.user_id})
 
         size = sizing.ElasticSize.from_instance(instance)
+        self._check_elastic(instance, vcpus, memory_mb)
         self._check_bounds('current_vcpus', vcpus, size.floor_vcpus,
-                           size.max_vcpus, sizing.MINIMUM_CPU, 'vcpus')
+                           size.max_vcpus, size.minimum_vcpus,
+                           _minimum_key(instance, sizing.MINIMUM_CPU),
+                           'vcpus')
         self._check_bounds('current_memory_mb', memory_mb,
                            size.floor_memory_mb, size.max_memory_mb,
-                           sizing.MINIMUM_MEMORY, 'memory_mb')
+                           size.minimum_memory_mb,
+                           _minimum_key(instance, sizing.MINIMUM_MEMORY),
+                           'memory_mb')
         self._check_adjustable(context, instance, persist, memory_mb)
 
         self._check_compute_up(context, instance)
@@ -324,8 +366,21 @@ class ElasticSizeController(wsgi.Controller):
                     (vcpus or 0) <= current[0] and
                     (memory_mb or 0) <= current[1]):
                 return None
-            return placement.claim_at_least(context, instance, vcpus or 0,
-                                            memory_mb or 0)
+            deltas = {'cores': max(0, (vcpus or 0) - current[0]),
+                      'ram': max(0, (memory_mb or 0) - current[1])}
+            _check_quota(context, instance, deltas)
+            before = placement.claim_at_least(context, instance, vcpus or 0,
+                                              memory_mb or 0)
+            if CONF.quota.recheck_quota:
+                # As Nova after its own claims: another grow of the project
+                # may have been claimed meanwhile.
+                try:
+                    _check_quota(context, instance,
+                                 {'cores': 0, 'ram': 0})
+                except webob.exc.HTTPForbidden:
+                    placement.set_allocation(context, instance, *before)
+                    raise
+            return before
         except placement.InsufficientCapacity as e:
             raise webob.exc.HTTPConflict(explanation=e.format_message())
         except placement.AllocationUpdateFailed as e:
@@ -361,9 +416,8 @@ class ElasticSizeController(wsgi.Controller):
 
     @staticmethod
     def _check_bounds(field: str, value: int | None, floor: int,
-                      maximum: int, minimum_key: str,
+                      maximum: int, minimum: int | None, minimum_key: str,
                       flavor_field: str) -> None:
-        # Without a flavor minimum the floor is 1, which the schema holds.
         if value is None:
             return
         if value > maximum:
@@ -372,12 +426,42 @@ class ElasticSizeController(wsgi.Controller):
                 '%(maximum)d, the most this server can have.') % {
                     'field': field, 'value': value,
                     'flavor_field': flavor_field, 'maximum': maximum})
-        if value < floor:
+        if value >= floor:
+            return
+        if minimum is not None and minimum >= floor:
             raise webob.exc.HTTPBadRequest(explanation=_(
                 '%(field)s %(value)d is below the flavor\'s %(key)s '
                 '%(floor)d, the least this server is promised.') % {
                     'field': field, 'value': value, 'key': minimum_key,
                     'floor': floor})
+        if minimum is None and floor == maximum:
+            raise webob.exc.HTTPBadRequest(explanation=_(
+                '%(field)s %(value)d is below the flavor\'s %(flavor_field)s '
+                '%(floor)d: the flavor has no %(key)s, so its servers keep '
+                'the size it promises ([xloud] '
+                'allow_shrink_without_minimum).') % {
+                    'field': field, 'value': value, 'key': minimum_key,
+                    'flavor_field': flavor_field, 'floor': floor})
+        raise webob.exc.HTTPBadRequest(explanation=_(
+            '%(field)s %(value)d is below %(floor)d, the least any server '
+            'is given ([xloud] memory_floor_mb / vcpu_floor).') % {
+                'field': field, 'value': value, 'floor': floor})
+
+    @staticmethod
+    def _check_elastic(instance: objects.Instance, vcpus: int | None,
+                       memory_mb: int | None) -> None:
+        """409 for a dimension the server's flavor, image or devices make
+        non-elastic (``nova_ext.compatibility``)."""
+        conflicts = compatibility.instance_conflicts(instance, devices=True)
+        for field, value, dimension in (
+                ('current_vcpus', vcpus, compatibility.VCPUS),
+                ('current_memory_mb', memory_mb, compatibility.MEMORY)):
+            if value is not None and dimension in conflicts:
+                raise webob.exc.HTTPConflict(explanation=_(
+                    '%(field)s of server %(server)s cannot be adjusted: '
+                    '%(reason)s.') % {
+                        'field': field, 'server': instance.uuid,
+                        'reason': conflicts[dimension]})
 
     @staticmethod
     def _check_adjustable(context, instance: objects.Instance,

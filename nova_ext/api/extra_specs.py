@@ -2,30 +2,40 @@
 
 Loaded by Nova's API through the ``nova.api.extra_spec_validators`` entry
 point. A validator sees one key at a time; the comparison with the flavor's
-own vcpus/ram is made by the API filter (``nova_ext.api.filter``).
+own vcpus/ram and with the specs that make a flavor non-elastic
+(``nova_ext.compatibility``) is made by the API filter
+(``nova_ext.api.filter``).
 """
 
 from nova.api.validation.extra_specs import base
 
 from nova_ext import sizing
 
+_CPU = ('The number of vCPUs an instance boots with and the lowest it can '
+        'be adjusted to live. The flavor\'s vcpus is the maximum. Must not '
+        'exceed the flavor\'s vcpus.')
+_MEMORY = ('The memory in MiB an instance boots with (balloon target) and '
+           'the lowest it can be adjusted to live. The flavor\'s ram is the '
+           'maximum. Must not exceed the flavor\'s ram.')
+_DEPRECATED = (' Deprecated unscoped spelling of %s: Nova\'s '
+               'AggregateInstanceExtraSpecsFilter takes unscoped keys for '
+               'aggregate requirements.')
+
 EXTRA_SPEC_VALIDATORS = [
     base.ExtraSpecValidator(
-        name=sizing.MINIMUM_CPU,
-        description=(
-            'The number of vCPUs an instance boots with and the lowest it '
-            'can be adjusted to live. The flavor\'s vcpus is the maximum. '
-            'Must not exceed the flavor\'s vcpus.'),
-        value={'type': int, 'min': 1},
-    ),
+        name=sizing.MINIMUM_CPU, description=_CPU,
+        value={'type': int, 'min': 1}),
     base.ExtraSpecValidator(
-        name=sizing.MINIMUM_MEMORY,
-        description=(
-            'The memory in MiB an instance boots with (balloon target) and '
-            'the lowest it can be adjusted to live. The flavor\'s ram is '
-            'the maximum. Must not exceed the flavor\'s ram.'),
-        value={'type': int, 'min': 1},
-    ),
+        name=sizing.MINIMUM_MEMORY, description=_MEMORY,
+        value={'type': int, 'min': 1}),
+    base.ExtraSpecValidator(
+        name=sizing.LEGACY_KEYS[sizing.MINIMUM_CPU],
+        description=_CPU + _DEPRECATED % sizing.MINIMUM_CPU,
+        value={'type': int, 'min': 1}, deprecated=True),
+    base.ExtraSpecValidator(
+        name=sizing.LEGACY_KEYS[sizing.MINIMUM_MEMORY],
+        description=_MEMORY + _DEPRECATED % sizing.MINIMUM_MEMORY,
+        value={'type': int, 'min': 1}, deprecated=True),
 ]
 
 

@@ -27,10 +27,11 @@ from nova.policies import flavor_extra_specs as fes_policies
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
-from nova_ext import policies, sizing
+from nova_ext import compatibility, conf, policies, sizing
 from nova_ext.api import audit, controller
 
 LOG = logging.getLogger(__name__)
+CONF = conf.CONF
 
 ADJUST_ROUTES = (
     ('/os-xloud-adjust', 'GET', 'index'),
@@ -45,10 +46,17 @@ EXTRA_SPECS_ROUTES = (
     ('/flavors/{flavor_id}/os-extra_specs', 'POST', 'create'),
     ('/flavors/{flavor_id}/os-extra_specs/{key}', 'PUT', 'update'),
 )
-# The flavor field each minimum must not exceed.
+# The flavor field each minimum must not exceed, under either spelling,
+# and the dimension it makes elastic.
 MINIMUM_LIMITS = {
     sizing.MINIMUM_CPU: 'vcpus',
     sizing.MINIMUM_MEMORY: 'memory_mb',
+    sizing.LEGACY_KEYS[sizing.MINIMUM_CPU]: 'vcpus',
+    sizing.LEGACY_KEYS[sizing.MINIMUM_MEMORY]: 'memory_mb',
+}
+MINIMUM_DIMENSIONS = {
+    'vcpus': compatibility.VCPUS,
+    'memory_mb': compatibility.MEMORY,
 }
 
 
@@ -110,7 +118,10 @@ class ElasticSizingFilter(base_wsgi.Middleware):
             return None
         minimums = {key: specs[key] for key in MINIMUM_LIMITS
                     if key in specs}
-        if not minimums:
+        # A setting that makes a dimension non-elastic, added to a flavor
+        # that already has a minimum, is judged as well.
+        if not minimums and not compatibility.spec_conflicts(
+                {key: str(value) for key, value in specs.items()}):
             return None
         policy = fes_policies.POLICY_ROOT % args['action']
         if not context.can(policy, target={}, fatal=False):
@@ -134,20 +145,51 @@ class ElasticSizingFilter(base_wsgi.Middleware):
             try:
                 validators.validate(key, text)
             except exception.ValidationError as e:
-                return wsgi.Fault(webob.exc.HTTPBadRequest(explanation=_(
+                return _bad_request(_(
                     'Invalid extra spec %(key)s=%(value)s: %(reason)s') % {
                         'key': key, 'value': text,
-                        'reason': e.format_message()}))
+                        'reason': e.format_message()})
             flavor_field = MINIMUM_LIMITS[key]
             limit = getattr(flavor, flavor_field)
             if int(text) > limit:
-                return wsgi.Fault(webob.exc.HTTPBadRequest(explanation=_(
+                return _bad_request(_(
                     'Validation failed; extra spec %(key)s=%(value)s is '
                     'above the flavor\'s %(field)s %(limit)d: the minimum '
                     'cannot exceed the maximum.') % {
                         'key': key, 'value': text, 'field': flavor_field,
-                        'limit': limit}))
+                        'limit': limit})
+            if flavor_field == 'memory_mb' and (
+                    int(text) < CONF.xloud.memory_floor_mb):
+                return _bad_request(_(
+                    'Validation failed; extra spec %(key)s=%(value)s is '
+                    'below [xloud] memory_floor_mb %(floor)d MiB, the least '
+                    'any guest is given.') % {
+                        'key': key, 'value': text,
+                        'floor': CONF.xloud.memory_floor_mb})
+        return self._check_conflicts(flavor, specs)
+
+    @staticmethod
+    def _check_conflicts(flavor: objects.Flavor,
+                         specs: dict) -> wsgi.Fault | None:
+        """A 400 when the flavor, with ``specs`` set, would have a minimum
+        for a dimension one of its specs makes non-elastic."""
+        merged = dict(flavor.extra_specs or {})
+        merged.update({key: value if isinstance(value, str)
+                       else jsonutils.dumps(value)
+                       for key, value in specs.items()})
+        conflicts = compatibility.spec_conflicts(merged)
+        for key, field in MINIMUM_LIMITS.items():
+            dimension = MINIMUM_DIMENSIONS[field]
+            if key in merged and dimension in conflicts:
+                return _bad_request(_(
+                    'Validation failed; extra spec %(key)s cannot be set on '
+                    'this flavor: %(reason)s.') % {
+                        'key': key, 'reason': conflicts[dimension]})
         return None
+
+
+def _bad_request(explanation: str) -> wsgi.Fault:
+    return wsgi.Fault(webob.exc.HTTPBadRequest(explanation=explanation))
 
 
 def filter_factory(global_conf: dict, **local_conf):

@@ -89,6 +89,15 @@ size_view = {
                 {'type': 'null'},
             ],
         },
+        'not_adjustable': {
+            'type': 'object',
+            'properties': {
+                'vcpus': _nullable_str,
+                'memory_mb': _nullable_str,
+            },
+            'required': ['vcpus', 'memory_mb'],
+            'additionalProperties': False,
+        },
         'adjustment': {
             'type': 'object',
             'properties': {
@@ -107,7 +116,7 @@ size_view = {
         'id', 'name', 'project_id', 'host', 'status', 'flavor',
         'current_vcpus', 'current_memory_mb', 'max_vcpus', 'max_memory_mb',
         'min_vcpus', 'min_memory_mb', 'boot_vcpus', 'boot_memory_mb',
-        'source', 'updated_at', 'adjustment',
+        'source', 'updated_at', 'not_adjustable', 'adjustment',
     ],
     'additionalProperties': False,
 }

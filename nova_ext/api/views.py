@@ -3,7 +3,7 @@
 from nova import objects, utils
 from nova.api.openstack import common, wsgi
 
-from nova_ext import sizing
+from nova_ext import compatibility, sizing
 
 SOURCE_LIVE = 'live'
 SOURCE_RECORDED = 'recorded'
@@ -51,6 +51,12 @@ class ViewBuilder(common.ViewBuilder):
             'source': SOURCE_RECORDED if live is None else SOURCE_LIVE,
             'updated_at': (utils.isotime(size.updated_at)
                            if size.updated_at else None),
+            # Why a dimension cannot be adjusted (its flavor, image or
+            # devices), or null: nova_ext.compatibility.
+            'not_adjustable': {
+                'vcpus': size.conflicts.get(compatibility.VCPUS),
+                'memory_mb': size.conflicts.get(compatibility.MEMORY),
+            },
             'adjustment': {
                 # The record keeps '' for "none"; the API says null.
                 'status': size.status or None,

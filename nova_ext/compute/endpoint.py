@@ -376,7 +376,7 @@ class ElasticSizingEndpoint:
                 persist: bool) -> sizing.RecordUpdate:
         """Apply the change; the record of its success, or raise with the
         record of what did change as the exception's ``record``."""
-        size = sizing.ElasticSize.from_instance(instance)
+        size = sizing.ElasticSize.from_instance(instance, devices=True)
         domain = self.driver.elastic_domain(instance)
         if not domain.isActive():
             return self._adjust_stopped(context, instance, size, domain,

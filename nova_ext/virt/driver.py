@@ -94,7 +94,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                                           image_meta, disk_info, *args,
                                           **kwargs)
         guest_config.apply_elastic_size(
-            guest, sizing.ElasticSize.from_instance(instance))
+            guest, _elastic_size(instance))
         return guest
 
     def spawn(self, context, instance, *args, **kwargs):
@@ -168,7 +168,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _is_elastic(self, instance: objects.Instance) -> bool:
         return (guest_config.is_elastic(
-            sizing.ElasticSize.from_instance(instance)) or
+            _elastic_size(instance)) or
             _has_record(instance))
 
     def _claim_regeneration(self, context: nova_context.RequestContext,
@@ -176,7 +176,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         """Claim what a domain generated from the record starts with."""
         if not self._is_elastic(instance):
             return
-        size = sizing.ElasticSize.from_instance(instance)
+        size = _elastic_size(instance)
         self._claim_start(context, instance, live.Definition(
             current=live.LiveSize(size.boot_vcpus, size.boot_memory_mb),
             maximum=live.LiveSize(size.max_vcpus, size.max_memory_mb)))
@@ -207,7 +207,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         """
         if not self._is_elastic(instance):
             return
-        size = sizing.ElasticSize.from_instance(instance)
+        size = _elastic_size(instance)
         domain = self.elastic_domain(instance)
         boot = live.persist_size(domain, size.boot_vcpus,
                                  size.boot_memory_mb)
@@ -354,6 +354,11 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
             LOG.info('After the restart: %s', change, instance=instance)
         for error in report['errors']:
             LOG.warning('After the restart: %s', error, instance=instance)
+
+
+def _elastic_size(instance: objects.Instance) -> sizing.ElasticSize:
+    # Devices count on the host: memory VFIO pins is never ballooned.
+    return sizing.ElasticSize.from_instance(instance, devices=True)
 
 
 def _has_record(instance: objects.Instance) -> bool:

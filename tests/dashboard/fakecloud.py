@@ -223,6 +223,7 @@ class FakeCloud:
             'boot_vcpus': minimum_cpu or flavor.vcpus,
             'boot_memory_mb': minimum_memory or flavor.memory_mb,
             'source': source, 'updated_at': server.updated_at,
+            'not_adjustable': {'vcpus': None, 'memory_mb': None},
             'adjustment': {'status': server.adjustment_status,
                            'request_id': server.request_id,
                            'error': server.error},
