@@ -4,6 +4,12 @@ The rules are registered on Nova's own enforcer, so an operator overrides
 them in Nova's ``policy.yaml`` like any Nova rule, and
 ``oslopolicy-sample-generator --namespace xloud`` documents them through
 the ``oslo.policy.policies`` entry point.
+
+They are named under this project's own ``xloud:`` prefix. The ones
+first named under Nova's ``os_compute_api:xloud:*`` carry that name as a
+deprecated rule, so a ``policy.yaml`` that still overrides the former
+name keeps working (with a deprecation warning) until it names the new
+rule.
 """
 
 import threading
@@ -12,12 +18,31 @@ from nova import policy as nova_policy
 from nova.policies import base
 from oslo_policy import policy
 
-POLICY_ROOT = 'os_compute_api:xloud:%s'
+POLICY_ROOT = 'xloud:elastic_sizing:%s'
 ADJUST = POLICY_ROOT % 'adjust'
 SHOW = POLICY_ROOT % 'show'
 INDEX = POLICY_ROOT % 'index'
 INDEX_ALL_TENANTS = POLICY_ROOT % 'index:all_tenants'
 AUDIT = POLICY_ROOT % 'audit'
+# A new rule: it has no former os_compute_api:xloud:* name.
+FLAVOR_MINIMUMS = POLICY_ROOT % 'flavor_minimums'
+
+DEPRECATED_POLICY_ROOT = 'os_compute_api:xloud:%s'
+DEPRECATED_REASON = """
+The elastic sizing rules are named under this project's own xloud: prefix:
+os_compute_api: is the prefix of Nova's own API rules.
+"""
+DEPRECATED_SINCE = '0.2.0'
+
+
+def _deprecated_rule(action: str, check_str: str) -> policy.DeprecatedRule:
+    return policy.DeprecatedRule(
+        name=DEPRECATED_POLICY_ROOT % action,
+        check_str=check_str,
+        deprecated_reason=DEPRECATED_REASON,
+        deprecated_since=DEPRECATED_SINCE,
+    )
+
 
 rules = [
     policy.DocumentedRuleDefault(
@@ -30,6 +55,7 @@ rules = [
             {'method': 'POST', 'path': '/os-xloud-adjust/{server_id}'},
         ],
         scope_types=['project'],
+        deprecated_rule=_deprecated_rule('adjust', base.ADMIN),
     ),
     policy.DocumentedRuleDefault(
         name=SHOW,
@@ -40,6 +66,8 @@ rules = [
             {'method': 'GET', 'path': '/os-xloud-adjust/{server_id}'},
         ],
         scope_types=['project'],
+        deprecated_rule=_deprecated_rule(
+            'show', base.PROJECT_READER_OR_ADMIN),
     ),
     policy.DocumentedRuleDefault(
         name=INDEX,
@@ -50,6 +78,8 @@ rules = [
             {'method': 'GET', 'path': '/os-xloud-adjust'},
         ],
         scope_types=['project'],
+        deprecated_rule=_deprecated_rule(
+            'index', base.PROJECT_READER_OR_ADMIN),
     ),
     policy.DocumentedRuleDefault(
         name=INDEX_ALL_TENANTS,
@@ -60,6 +90,7 @@ rules = [
             {'method': 'GET', 'path': '/os-xloud-adjust?all_tenants=1'},
         ],
         scope_types=['project'],
+        deprecated_rule=_deprecated_rule('index:all_tenants', base.ADMIN),
     ),
     policy.DocumentedRuleDefault(
         name=AUDIT,
@@ -71,6 +102,24 @@ rules = [
         operations=[
             {'method': 'GET', 'path': '/os-xloud-audit'},
             {'method': 'POST', 'path': '/os-xloud-audit'},
+        ],
+        scope_types=['project'],
+        deprecated_rule=_deprecated_rule('audit', base.ADMIN),
+    ),
+    policy.DocumentedRuleDefault(
+        name=FLAVOR_MINIMUMS,
+        check_str=base.ADMIN,
+        description='Count the instances of a flavor that carry its current '
+                    'xloud:minimum_cpu / xloud:minimum_memory in their '
+                    'embedded flavor, and apply them to the others (their '
+                    'embedded flavor and RequestSpec), across every '
+                    'project and cell.',
+        operations=[
+            {'method': 'GET',
+             'path': '/os-xloud-flavor-minimums/{flavor_id}'},
+            {'method': 'POST',
+             'path': '/os-xloud-flavor-minimums/{flavor_id}/action '
+                     '(apply)'},
         ],
         scope_types=['project'],
     ),

@@ -34,7 +34,7 @@ from openstack_dashboard.settings import (  # noqa: E402
     STATICFILES_DIRS,
 )
 
-# The plugin ships the defaults of Nova's os_compute_api:xloud:* rules, so
+# The plugin ships the defaults of Nova's xloud:elastic_sizing:* rules, so
 # that Horizon's policy checks know them (as Nova itself does).
 _PLUGIN_POLICY = _REPO / "xloud_dashboard" / "conf" / "nova_policy"
 if _PLUGIN_POLICY.is_dir():

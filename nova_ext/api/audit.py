@@ -3,7 +3,7 @@
 ``GET /os-xloud-audit[?host=H][&server_id=...]`` audits; ``POST
 /os-xloud-audit`` with ``{"fix": true}`` also heals. Both answer the
 report of ``nova_ext.audit`` (``doc/audit.md``), admin only
-(``os_compute_api:xloud:audit``). Served by Nova's own ``wsgi.Resource``
+(``xloud:elastic_sizing:audit``). Served by Nova's own ``wsgi.Resource``
 (see ``nova_ext.api.filter``).
 """
 

@@ -22,10 +22,14 @@ OK = 'ok'
 FAIL = 'FAIL'
 SKIP = 'skip'
 
-VALIDATED_SPECS = ('minimum_cpu', 'minimum_memory')
-POLICY_RULES = ('os_compute_api:xloud:adjust', 'os_compute_api:xloud:show',
-                'os_compute_api:xloud:index',
-                'os_compute_api:xloud:index:all_tenants')
+# What this release registers, stated here rather than read from the
+# installed plugin, so that verify catches a plugin that lost one.
+VALIDATED_SPECS = ('xloud:minimum_cpu', 'xloud:minimum_memory',
+                   'minimum_cpu', 'minimum_memory')
+POLICY_RULES = ('xloud:elastic_sizing:adjust', 'xloud:elastic_sizing:show',
+                'xloud:elastic_sizing:index',
+                'xloud:elastic_sizing:index:all_tenants',
+                'xloud:elastic_sizing:audit')
 VALIDATOR_NAMESPACE = 'nova.api.extra_spec_validators'
 POLICY_NAMESPACE = 'oslo.policy.policies'
 ENTRY_POINT_NAME = 'xloud'

@@ -261,7 +261,7 @@ class FakeCloud:
                     raise HTTPError(404, 'The resource could not be found.')
                 if self.audit_error is not None:
                     raise HTTPError(self.audit_error, {
-                        403: "Policy doesn't allow os_compute_api:xloud:"
+                        403: "Policy doesn't allow xloud:elastic_sizing:"
                              "audit to be performed.",
                     }.get(self.audit_error, 'Unexpected API Error.'))
                 if route == ('GET', 'os-xloud-audit'):

@@ -182,7 +182,7 @@ SYNC_HEADER = 'title="Whether libvirt, the recorded size and placement agree'
 
 
 def deny_audit(actions, request, target=None):
-    return all(rule != 'os_compute_api:xloud:audit'
+    return all(rule != 'xloud:elastic_sizing:audit'
                for _scope, rule in actions)
 
 
@@ -584,7 +584,7 @@ class HistoryTests(ElasticSizingTestCase):
 
 
 def deny_adjust(actions, request, target=None):
-    return all(rule != 'os_compute_api:xloud:adjust'
+    return all(rule != 'xloud:elastic_sizing:adjust'
                for _scope, rule in actions)
 
 

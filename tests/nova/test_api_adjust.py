@@ -129,7 +129,7 @@ class AdjustTest(base.ElasticAPITestBase):
         for api in (self.api_fixture.api, self.api_fixture.reader_api):
             with self.subTest(f'policy refuses {api.auth_user}'):
                 resp = self._assert_refused(body, 403, api=api)
-                self.assertIn('os_compute_api:xloud:adjust', resp.text)
+                self.assertIn('xloud:elastic_sizing:adjust', resp.text)
         with self.subTest('another project cannot see the server'):
             other = api_client.TestOpenStackClient(
                 'other-user', self.api_fixture.base_url,

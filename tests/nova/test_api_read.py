@@ -66,6 +66,7 @@ class ReadTest(base.ElasticAPITestBase):
                 'boot_vcpus': 2, 'boot_memory_mb': 2048,
                 'source': 'recorded',
                 'updated_at': None,
+                'not_adjustable': {'vcpus': None, 'memory_mb': None},
                 'adjustment': {'status': None, 'request_id': None,
                                'error': None},
                 'changes': [],
@@ -128,7 +129,7 @@ class ReadTest(base.ElasticAPITestBase):
             self._enforce_new_defaults()
             resp = self._get(path, api=self.api_fixture.other_api)
             self.assertEqual(403, resp.status_code, resp.text)
-            self.assertIn('os_compute_api:xloud:show', resp.text)
+            self.assertIn('xloud:elastic_sizing:show', resp.text)
         with self.subTest("another project's server: 404"):
             resp = self._get(path, api=self.other_api)
             self.assertEqual(404, resp.status_code, resp.text)
@@ -212,11 +213,13 @@ class ReadTest(base.ElasticAPITestBase):
                     f'flavor={self.plain_flavor_id}'))
             self.assertEqual(
                 [], ids('/os-xloud-adjust?all_tenants=1&flavor=nope'))
-        with self.subTest('plain flavor: no minimums, floor 1'):
+        with self.subTest('plain flavor: no minimums, not elastic'):
             other = self._get(f'/os-xloud-adjust?all_tenants=1&'
                               f'project_id={OTHER_PROJECT}').json()
             size = other['servers'][0]
-            self.assertEqual((None, None, 1, 1, 2, 1024, 2, 1024),
+            # Its floor is its own size ([xloud]
+            # allow_shrink_without_minimum is off).
+            self.assertEqual((None, None, 2, 1024, 2, 1024, 2, 1024),
                              (size['flavor']['minimum_cpu'],
                               size['flavor']['minimum_memory'],
                               size['min_vcpus'], size['min_memory_mb'],

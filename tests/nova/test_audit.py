@@ -234,7 +234,7 @@ class AuditPolicyTest(testtools.TestCase):
             conf=cfg.ConfigOpts())
         with open(path) as f:
             text = f.read()
-        self.assertIn('#"os_compute_api:xloud:audit": '
+        self.assertIn('#"xloud:elastic_sizing:audit": '
                       '"rule:context_is_admin"', text)
         self.assertIn('GET  /os-xloud-audit', text)
         self.assertIn('POST  /os-xloud-audit', text)
@@ -687,7 +687,7 @@ class AuditAPITest(AuditHarnessMixin, compute_base.ElasticComputeMixin,
                     resp = self._request('/os-xloud-audit', api=api,
                                          method=method, body=body)
                     self.assertEqual(403, resp.status_code, resp.text)
-                    self.assertIn('os_compute_api:xloud:audit',
+                    self.assertIn('xloud:elastic_sizing:audit',
                                   resp.json()['forbidden']['message'])
         # Nothing was healed by the refused requests.
         self.assertEqual((2, 2048), self._placement_size(server['id']))

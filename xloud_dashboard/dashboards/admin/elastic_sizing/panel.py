@@ -8,7 +8,7 @@ class ElasticSizing(horizon.Panel):
     name = _("Elastic Sizing")
     slug = 'elastic_sizing'
     permissions = ('openstack.services.compute',)
-    policy_rules = (('compute', 'os_compute_api:xloud:index:all_tenants'),)
+    policy_rules = (('compute', 'xloud:elastic_sizing:index:all_tenants'),)
 
     def allowed(self, context) -> bool:
         # Policy first: it costs no call to the cloud.

@@ -12,8 +12,8 @@ from horizon.templatetags import sizeformat
 
 from xloud_dashboard.api import elastic
 
-ADJUST_POLICY = (('compute', 'os_compute_api:xloud:adjust'),)
-AUDIT_POLICY = (('compute', 'os_compute_api:xloud:audit'),)
+ADJUST_POLICY = (('compute', 'xloud:elastic_sizing:adjust'),)
+AUDIT_POLICY = (('compute', 'xloud:elastic_sizing:audit'),)
 EXTRA_SPECS_POLICY = (
     ('compute', 'os_compute_api:os-flavor-extra-specs:create'),
     ('compute', 'os_compute_api:os-flavor-extra-specs:delete'),
