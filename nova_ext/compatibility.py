@@ -86,6 +86,20 @@ def spec_conflicts(extra_specs: dict, image_properties: dict | None = None
     return conflicts
 
 
+def vcpu_step(extra_specs: dict, image_properties: dict | None = None
+              ) -> int:
+    """The unit vCPUs are adjusted in: the threads per core a flavor's
+    (or image's) CPU topology asks for, so that no core is left with part
+    of its threads; 1 without one."""
+    image_properties = image_properties or {}
+    raw = (extra_specs.get('hw:cpu_threads') or
+           image_properties.get('hw_cpu_threads') or 1)
+    try:
+        return max(1, int(raw))
+    except (TypeError, ValueError):
+        return 1
+
+
 def image_properties(instance: objects.Instance) -> dict:
     """The image's properties Nova keeps in system metadata (``image_*``)."""
     return {key[len('image_'):]: value

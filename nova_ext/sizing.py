@@ -174,6 +174,8 @@ class ElasticSize:
     # Why a dimension is not elastic for this instance
     # (``compatibility``), by ``compatibility.VCPUS`` / ``MEMORY``.
     conflicts: dict[str, str] = dataclasses.field(default_factory=dict)
+    # vCPUs are adjusted in multiples of this (``compatibility.vcpu_step``).
+    vcpu_step: int = 1
 
     @classmethod
     def from_instance(cls, instance: objects.Instance, *,
@@ -231,6 +233,9 @@ class ElasticSize:
             floor_vcpus=floor_vcpus,
             floor_memory_mb=floor_memory,
             conflicts=conflicts,
+            vcpu_step=compatibility.vcpu_step(
+                flavor.extra_specs or {},
+                compatibility.image_properties(instance)),
         )
 
 

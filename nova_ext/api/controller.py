@@ -451,7 +451,14 @@ class ElasticSizeController(wsgi.Controller):
     def _check_elastic(instance: objects.Instance, vcpus: int | None,
                        memory_mb: int | None) -> None:
         """409 for a dimension the server's flavor, image or devices make
-        non-elastic (``nova_ext.compatibility``)."""
+        non-elastic (``nova_ext.compatibility``); 400 for vCPUs that would
+        leave a core of its CPU topology with part of its threads."""
+        step = sizing.ElasticSize.from_instance(instance).vcpu_step
+        if vcpus is not None and vcpus % step:
+            raise webob.exc.HTTPBadRequest(explanation=_(
+                'current_vcpus %(vcpus)d is not a multiple of %(step)d, the '
+                'threads per core of the server\'s CPU topology '
+                '(hw:cpu_threads).') % {'vcpus': vcpus, 'step': step})
         conflicts = compatibility.instance_conflicts(instance, devices=True)
         for field, value, dimension in (
                 ('current_vcpus', vcpus, compatibility.VCPUS),

@@ -121,7 +121,8 @@ class ElasticSizingFilter(base_wsgi.Middleware):
         # A setting that makes a dimension non-elastic, added to a flavor
         # that already has a minimum, is judged as well.
         if not minimums and not compatibility.spec_conflicts(
-                {key: str(value) for key, value in specs.items()}):
+                {key: str(value) for key, value in specs.items()}) and (
+                'hw:cpu_threads' not in specs):
             return None
         policy = fes_policies.POLICY_ROOT % args['action']
         if not context.can(policy, target={}, fatal=False):
@@ -178,7 +179,16 @@ class ElasticSizingFilter(base_wsgi.Middleware):
                        else jsonutils.dumps(value)
                        for key, value in specs.items()})
         conflicts = compatibility.spec_conflicts(merged)
+        step = compatibility.vcpu_step(merged)
         for key, field in MINIMUM_LIMITS.items():
+            if field == 'vcpus' and key in merged and (
+                    str(merged[key]).strip().isdigit() and
+                    int(merged[key]) % step):
+                return _bad_request(_(
+                    'Validation failed; extra spec %(key)s=%(value)s is not '
+                    'a multiple of hw:cpu_threads=%(step)d: vCPUs are '
+                    'adjusted in whole cores.') % {
+                        'key': key, 'value': merged[key], 'step': step})
             dimension = MINIMUM_DIMENSIONS[field]
             if key in merged and dimension in conflicts:
                 return _bad_request(_(

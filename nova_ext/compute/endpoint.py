@@ -495,6 +495,11 @@ def _check_bounds(size: sizing.ElasticSize, vcpus: int,
             '%(value)d vCPUs is outside %(low)d..%(high)d') % {
             'value': vcpus, 'low': size.floor_vcpus,
             'high': size.max_vcpus})
+    if vcpus % size.vcpu_step:
+        raise AdjustmentFailed(reason=_(
+            '%(value)d vCPUs is not a multiple of %(step)d, the threads per '
+            'core of the CPU topology') % {
+            'value': vcpus, 'step': size.vcpu_step})
     if not size.floor_memory_mb <= memory_mb <= size.max_memory_mb:
         raise AdjustmentFailed(reason=_(
             '%(value)d MiB is outside %(low)d..%(high)d MiB') % {
