@@ -20,6 +20,7 @@ from oslo_log import log as logging
 LOG = logging.getLogger(__name__)
 
 VCPU = 'VCPU'
+PCPU = 'PCPU'
 MEMORY_MB = 'MEMORY_MB'
 
 # The placement microversion Nova itself writes allocations with.
@@ -84,7 +85,14 @@ def allocated(context: nova_context.RequestContext,
     if allocation is None:
         return None
     resources = allocation['resources']
-    return resources.get(VCPU, 0), resources.get(MEMORY_MB, 0)
+    return _vcpus_held(resources), resources.get(MEMORY_MB, 0)
+
+
+def _vcpus_held(resources: dict) -> int:
+    # A pinned guest's vCPUs are PCPU; they are never changed here.
+    if VCPU not in resources and PCPU in resources:
+        return resources[PCPU]
+    return resources.get(VCPU, 0)
 
 
 def _update(context: nova_context.RequestContext,
@@ -105,8 +113,13 @@ def _update(context: nova_context.RequestContext,
                 instance_uuid=instance.uuid,
                 reason=f'no allocation on compute node provider {provider}')
         resources = allocations[provider]['resources']
-        before = (resources.get(VCPU, 0), resources.get(MEMORY_MB, 0))
+        before = (_vcpus_held(resources), resources.get(MEMORY_MB, 0))
         vcpus, memory_mb = new_amounts(before)
+        pinned = VCPU not in resources and PCPU in resources
+        if pinned:
+            # Its vCPUs are not elastic (nova_ext.compatibility): PCPU
+            # stays as Nova claimed it, and no VCPU is added beside it.
+            vcpus = before[0]
         if before == (vcpus, memory_mb):
             return before
         payload = {
@@ -118,7 +131,8 @@ def _update(context: nova_context.RequestContext,
             'user_id': current.get('user_id', instance.user_id),
         }
         changed = payload['allocations'][provider]['resources']
-        changed[VCPU] = vcpus
+        if not pinned:
+            changed[VCPU] = vcpus
         changed[MEMORY_MB] = memory_mb
         resp = client.put(f'/allocations/{instance.uuid}', payload,
                           version=_ALLOCATION_VERSION,

@@ -460,10 +460,15 @@ class ElasticSizeController(wsgi.Controller):
                 'threads per core of the server\'s CPU topology '
                 '(hw:cpu_threads).') % {'vcpus': vcpus, 'step': step})
         conflicts = compatibility.instance_conflicts(instance, devices=True)
-        for field, value, dimension in (
-                ('current_vcpus', vcpus, compatibility.VCPUS),
-                ('current_memory_mb', memory_mb, compatibility.MEMORY)):
-            if value is not None and dimension in conflicts:
+        flavor = instance.flavor
+        for field, value, dimension, maximum in (
+                ('current_vcpus', vcpus, compatibility.VCPUS, flavor.vcpus),
+                ('current_memory_mb', memory_mb, compatibility.MEMORY,
+                 flavor.memory_mb)):
+            # The flavor's own size stays allowed: it brings back a guest
+            # that ran below it before the setting made it non-elastic.
+            if value is not None and value != maximum and (
+                    dimension in conflicts):
                 raise webob.exc.HTTPConflict(explanation=_(
                     '%(field)s of server %(server)s cannot be adjusted: '
                     '%(reason)s.') % {

@@ -167,9 +167,13 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                                         confirm_memory=False)
 
     def _is_elastic(self, instance: objects.Instance) -> bool:
-        return (guest_config.is_elastic(
-            _elastic_size(instance)) or
-            _has_record(instance))
+        # Also a flavor whose minimum a setting voids
+        # (nova_ext.compatibility): it boots at the flavor's size, while
+        # placement may hold only what its resources:* override claimed.
+        return (guest_config.is_elastic(_elastic_size(instance)) or
+                _has_record(instance) or
+                any(sizing.flavor_minimum_spec(instance.flavor, key)
+                    for key in (sizing.MINIMUM_CPU, sizing.MINIMUM_MEMORY)))
 
     def _claim_regeneration(self, context: nova_context.RequestContext,
                             instance: objects.Instance) -> None:
