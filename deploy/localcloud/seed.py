@@ -49,8 +49,8 @@ COMPUTE_MICROVERSION = "2.79"
 BOOT_BATCH = 5
 # The extra specs of nova_ext.sizing (MINIMUM_CPU, MINIMUM_MEMORY); that
 # module needs Nova's objects registered, which the launcher does not do.
-MINIMUM_CPU = "minimum_cpu"
-MINIMUM_MEMORY = "minimum_memory"
+MINIMUM_CPU = "xloud:minimum_cpu"
+MINIMUM_MEMORY = "xloud:minimum_memory"
 
 
 def connect(lay: Layout, username: str, password: str,

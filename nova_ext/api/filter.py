@@ -7,7 +7,9 @@ pipeline, it sees every compute API request with Nova's
 * ``/os-xloud-adjust[/{server_id}]`` (with or without the ``/{project_id}``
   prefix Nova still accepts) is routed with Nova's own ``ProjectMapper`` to
   ``ElasticSizeController`` behind Nova's ``wsgi.Resource``, and
-  ``/os-xloud-audit`` the same way to ``audit.AuditController``;
+  ``/os-xloud-audit`` the same way to ``audit.AuditController``, and
+  ``/os-xloud-flavor-minimums/{flavor_id}[/action]`` to
+  ``flavor_minimums.FlavorMinimumsController``;
 * ``POST /flavors/{id}/os-extra_specs`` and
   ``PUT /flavors/{id}/os-extra_specs/{key}`` setting ``minimum_cpu`` /
   ``minimum_memory`` are checked against Nova's validators and against the
@@ -28,7 +30,7 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
 from nova_ext import compatibility, conf, policies, sizing
-from nova_ext.api import audit, controller
+from nova_ext.api import audit, controller, flavor_minimums
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
@@ -41,6 +43,10 @@ ADJUST_ROUTES = (
 AUDIT_ROUTES = (
     ('/os-xloud-audit', 'GET', 'index'),
     ('/os-xloud-audit', 'POST', 'create'),
+)
+FLAVOR_MINIMUMS_ROUTES = (
+    ('/os-xloud-flavor-minimums/{flavor_id}', 'GET', 'show'),
+    ('/os-xloud-flavor-minimums/{flavor_id}/action', 'POST', 'apply'),
 )
 EXTRA_SPECS_ROUTES = (
     ('/flavors/{flavor_id}/os-extra_specs', 'POST', 'create'),
@@ -74,6 +80,12 @@ class ElasticSizingFilter(base_wsgi.Middleware):
         for path, method, action in AUDIT_ROUTES:
             self.audit_map.create_route(path, method, self.audit_resource,
                                         action)
+        self.flavor_minimums_resource = wsgi.Resource(
+            flavor_minimums.FlavorMinimumsController())
+        self.flavor_minimums_map = nova_openstack.ProjectMapper()
+        for path, method, action in FLAVOR_MINIMUMS_ROUTES:
+            self.flavor_minimums_map.create_route(
+                path, method, self.flavor_minimums_resource, action)
         self.extra_specs_map = nova_openstack.ProjectMapper()
         for path, method, action in EXTRA_SPECS_ROUTES:
             self.extra_specs_map.create_route(path, method, None, action)
@@ -90,6 +102,11 @@ class ElasticSizingFilter(base_wsgi.Middleware):
             policies.register_rules()
             req.environ['wsgiorg.routing_args'] = ((), match[0])
             return self.audit_resource
+        match = self.flavor_minimums_map.routematch(environ=req.environ)
+        if match:
+            policies.register_rules()
+            req.environ['wsgiorg.routing_args'] = ((), match[0])
+            return self.flavor_minimums_resource
         match = self.extra_specs_map.routematch(environ=req.environ)
         if match:
             fault = self._check_minimum_specs(req, match[0])

@@ -350,3 +350,117 @@ audit_response = {
     'required': ['audit'],
     'additionalProperties': False,
 }
+
+
+# The os-xloud-flavor-minimums API (nova_ext.api.flavor_minimums,
+# nova_ext.flavor_minimums).
+
+flavor_minimums_query = {
+    'type': 'object',
+    'properties': {},
+    'additionalProperties': False,
+}
+
+flavor_minimums_apply = {
+    'type': 'object',
+    'properties': {
+        'apply': {
+            'type': 'object',
+            'properties': {},
+            'additionalProperties': False,
+        },
+    },
+    'required': ['apply'],
+    'additionalProperties': False,
+}
+
+_count = {'type': 'integer', 'minimum': 0}
+_counts = {
+    'instances': _count,
+    'current': _count,
+    'stale': _count,
+    'busy': _count,
+    'below_minimum': _count,
+}
+
+flavor_minimums_report = {
+    'type': 'object',
+    'properties': {
+        'flavor': {
+            'type': 'object',
+            'properties': {
+                'id': {'type': 'string'},
+                'name': {'type': 'string'},
+                'vcpus': {'type': 'integer'},
+                'memory_mb': {'type': 'integer'},
+                'minimum_cpu': _nullable_int,
+                'minimum_memory': _nullable_int,
+            },
+            'required': ['id', 'name', 'vcpus', 'memory_mb', 'minimum_cpu',
+                         'minimum_memory'],
+            'additionalProperties': False,
+        },
+        'memory_floor_mb': {'type': 'integer', 'minimum': 1},
+        **_counts,
+        'cells': {
+            'type': 'array',
+            'items': {
+                'type': 'object',
+                'properties': {
+                    'uuid': {'type': 'string', 'format': 'uuid'},
+                    'name': _nullable_str,
+                    **_counts,
+                    'error': _nullable_str,
+                },
+                'required': ['uuid', 'name', *_counts, 'error'],
+                'additionalProperties': False,
+            },
+        },
+        'errors': {'type': 'array', 'items': {'type': 'string'}},
+    },
+    'required': ['flavor', 'memory_floor_mb', *_counts, 'cells', 'errors'],
+    'additionalProperties': False,
+}
+
+flavor_minimums_response = {
+    'type': 'object',
+    'properties': {'flavor_minimums': flavor_minimums_report},
+    'required': ['flavor_minimums'],
+    'additionalProperties': False,
+}
+
+flavor_minimums_applied = copy.deepcopy(flavor_minimums_report)
+flavor_minimums_applied['properties'].update({
+    'updated': _count,
+    'servers': {
+        'type': 'array',
+        'items': {
+            'type': 'object',
+            'properties': {
+                'server_id': {'type': 'string', 'format': 'uuid'},
+                'cell': {'type': 'string'},
+                'result': {'type': 'string',
+                           'enum': ['updated', 'busy', 'error']},
+                'below_minimum': {'type': 'boolean'},
+                'recorded': {'type': 'boolean'},
+                'current_vcpus': _nullable_int,
+                'current_memory_mb': _nullable_int,
+                'boot_vcpus': _nullable_int,
+                'boot_memory_mb': _nullable_int,
+                'message': _nullable_str,
+            },
+            'required': ['server_id', 'cell', 'result', 'below_minimum',
+                         'recorded', 'current_vcpus', 'current_memory_mb',
+                         'boot_vcpus', 'boot_memory_mb', 'message'],
+            'additionalProperties': False,
+        },
+    },
+})
+flavor_minimums_applied['required'].extend(['updated', 'servers'])
+
+flavor_minimums_apply_response = {
+    'type': 'object',
+    'properties': {'flavor_minimums': flavor_minimums_applied},
+    'required': ['flavor_minimums'],
+    'additionalProperties': False,
+}

@@ -1,15 +1,22 @@
 """A small in-memory Nova that speaks the parts of the API the panel uses.
 
-``FakeCloud`` keeps state (flavors, servers with their elastic size,
-instance actions) and answers HTTP-shaped calls with the contract of
-``doc/design.md``; ``FakeNovaServer`` serves it over HTTP on loopback so
-the real ``xloud_dashboard.api`` code (openstacksdk, keystoneauth) talks to
-it. Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see
-rows refresh themselves; ``fail_next_adjust`` makes the compute side fail.
+``FakeCloud`` keeps state (flavors, servers with the flavor copy Nova
+embeds in them at boot and their elastic size, instance actions) and
+answers HTTP-shaped calls with the contract of ``doc/design.md`` and
+``doc/api.md``; ``FakeNovaServer`` serves it over HTTP on loopback so the
+real ``xloud_dashboard.api`` code (openstacksdk, keystoneauth) talks to it.
+
+Sizes follow the extension's rules: floors from the embedded flavor's
+``xloud:minimum_*`` (the seed's unscoped keys as a fallback), the memory
+floor, and the settings that make a dimension non-elastic
+(``nova_ext.sizing`` / ``nova_ext.compatibility``, mirrored here because
+the Django process does not import Nova; ``test_api`` compares the two).
+Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see rows
+refresh themselves; ``fail_next_adjust`` makes the compute side fail.
 ``add_drift`` makes the audit (``GET /os-xloud-audit``, ``doc/audit.md``)
-report a finding; its answers are checked against the extension's own
-response schema (``test_api``). The browser tests, the API tests and the
-benchmark all use it.
+report a finding. Every answer of the extension is checked against the
+extension's own response schemas (``test_api``). The browser tests, the
+API tests and the benchmark all use it.
 """
 
 from __future__ import annotations
@@ -26,8 +33,31 @@ from typing import Any
 ADMIN_PROJECT = 'admin-project'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
+# The task state of an instance being adjusted (a resize being prepared).
+ADJUSTING_TASK_STATE = 'resize_prep'
 # The compute keeps the change records of the newest 20 adjustments.
 CHANGE_HISTORY_LIMIT = 20
+
+# nova_ext.sizing and the [xloud] defaults.
+MINIMUM_CPU = 'xloud:minimum_cpu'
+MINIMUM_MEMORY = 'xloud:minimum_memory'
+LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
+_ALL_MINIMUM_KEYS = (MINIMUM_CPU, MINIMUM_MEMORY, *LEGACY_KEYS.values())
+MEMORY_FLOOR_MB = 256
+VCPU_FLOOR = 1
+VCPUS = 'vcpus'
+MEMORY = 'memory_mb'
+
+CELLS = {'cell1': '8e1c2d4a-6f0b-4b8e-9a53-1d7f0c2b3a41',
+         'cell2': '2b6f9e0d-3c1a-4d7e-8f25-6a9b0c1d2e53'}
+
+# nova_ext.compatibility's reasons, word for word.
+_PINNED = ('pins vCPUs to host CPUs (placement PCPU, Nova\'s pinning), '
+           'which a hot-plugged vCPU would not follow')
+_NUMA = ('gives the guest a NUMA topology, which Nova\'s resource tracker '
+         'and NUMATopologyFilter count at the flavor\'s size')
+_RESIDENT = ('keeps all guest memory resident on the host whatever the '
+             'balloon says')
 
 
 class HTTPError(Exception):
@@ -54,6 +84,77 @@ def _now() -> str:
         '%Y-%m-%dT%H:%M:%S.%f')
 
 
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ('1', 'true', 'yes', 'on', 'y')
+
+
+def spec_conflicts(extra_specs: dict, image_properties: dict | None = None
+                   ) -> dict[str, str]:
+    """``nova_ext.compatibility.spec_conflicts``: ``{dimension: reason}``."""
+    image_properties = image_properties or {}
+    conflicts: dict[str, str] = {}
+
+    def refuse(dimensions, setting, reason):
+        for dimension in dimensions:
+            conflicts.setdefault(dimension, f'{setting} {reason}')
+
+    both = (VCPUS, MEMORY)
+    policy = (extra_specs.get('hw:cpu_policy') or
+              image_properties.get('hw_cpu_policy'))
+    if policy in ('dedicated', 'mixed'):
+        refuse(both, f'hw:cpu_policy={policy}', _PINNED)
+    if 'resources:PCPU' in extra_specs:
+        refuse(both, 'resources:PCPU', _PINNED)
+    if _truthy(extra_specs.get('hw:cpu_realtime', False)) or (
+            _truthy(image_properties.get('hw_cpu_realtime', False))):
+        refuse(both, 'hw:cpu_realtime', _PINNED)
+    page_size = (extra_specs.get('hw:mem_page_size') or
+                 image_properties.get('hw_mem_page_size'))
+    if page_size:
+        refuse(both, f'hw:mem_page_size={page_size}', _NUMA)
+    for key in sorted(extra_specs):
+        if key.startswith('hw:numa_'):
+            refuse(both, key, _NUMA)
+    if image_properties.get('hw_numa_nodes'):
+        refuse(both, 'hw_numa_nodes', _NUMA)
+    if _truthy(extra_specs.get('hw:locked_memory', False)) or (
+            _truthy(image_properties.get('hw_locked_memory', False))):
+        refuse((MEMORY,), 'hw:locked_memory', _RESIDENT)
+    if extra_specs.get('pci_passthrough:alias'):
+        refuse((MEMORY,), 'pci_passthrough:alias', _RESIDENT)
+    for key in sorted(extra_specs):
+        if key in ('resources:VGPU', 'resources:PGPU') or key.startswith(
+                'resources:CUSTOM_'):
+            refuse((MEMORY,), key, _RESIDENT)
+    return conflicts
+
+
+def minimum_spec(specs: dict, key: str) -> tuple[str, str] | None:
+    """``nova_ext.sizing.flavor_minimum_spec``: the scoped key wins."""
+    for name in (key, LEGACY_KEYS[key]):
+        if name in specs:
+            return name, specs[name]
+    return None
+
+
+def target_specs(specs: dict) -> dict[str, str]:
+    """``nova_ext.flavor_minimums.target_specs``."""
+    target = {}
+    for key in (MINIMUM_CPU, MINIMUM_MEMORY):
+        found = minimum_spec(specs, key)
+        if found is not None:
+            target[key] = str(found[1])
+    return target
+
+
+def with_minimums(specs: dict, target: dict[str, str]) -> dict[str, str]:
+    """``nova_ext.flavor_minimums.with_minimums``."""
+    result = {key: value for key, value in specs.items()
+              if key not in _ALL_MINIMUM_KEYS}
+    result.update(target)
+    return result
+
+
 @dataclasses.dataclass
 class FakeFlavor:
     id: str
@@ -62,15 +163,62 @@ class FakeFlavor:
     memory_mb: int
     extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def minimum(self, key: str) -> int | None:
-        raw = self.extra_specs.get(key)
-        return int(raw) if raw is not None else None
+    def minimum(self, key: str, specs: dict | None = None) -> int | None:
+        """``nova_ext.sizing.flavor_minimum`` of ``specs`` (by default the
+        flavor's own)."""
+        found = minimum_spec(self.extra_specs if specs is None else specs,
+                             key)
+        if found is None:
+            return None
+        try:
+            value = int(str(found[1]).strip())
+        except ValueError:
+            return None
+        if value < 1:
+            return None
+        return min(value, self.vcpus if key == MINIMUM_CPU
+                   else self.memory_mb)
 
     def as_nova(self) -> dict[str, Any]:
         return {'id': self.id, 'name': self.name, 'vcpus': self.vcpus,
                 'ram': self.memory_mb, 'disk': 1,
                 'os-flavor-access:is_public': True,
                 'extra_specs': dict(self.extra_specs)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """``nova_ext.sizing.ElasticSize``'s minimums, floors and reasons."""
+
+    minimum_vcpus: int | None
+    minimum_memory_mb: int | None
+    floor_vcpus: int
+    floor_memory_mb: int
+    conflicts: dict[str, str]
+
+    @classmethod
+    def of(cls, flavor: FakeFlavor, specs: dict,
+           image_properties: dict) -> Limits:
+        conflicts = spec_conflicts(specs, image_properties)
+        minimum_vcpus = flavor.minimum(MINIMUM_CPU, specs)
+        minimum_memory = flavor.minimum(MINIMUM_MEMORY, specs)
+        # [xloud] allow_shrink_without_minimum = False: a flavor without a
+        # minimum keeps its size.
+        floor_vcpus = minimum_vcpus or flavor.vcpus
+        floor_memory = min(max(minimum_memory or flavor.memory_mb,
+                               MEMORY_FLOOR_MB), flavor.memory_mb)
+        if VCPUS in conflicts:
+            minimum_vcpus, floor_vcpus = None, flavor.vcpus
+        if MEMORY in conflicts:
+            minimum_memory, floor_memory = None, flavor.memory_mb
+        return cls(minimum_vcpus, minimum_memory, floor_vcpus, floor_memory,
+                   conflicts)
+
+    def boot_size(self, flavor: FakeFlavor) -> tuple[int, int]:
+        """What an instance with no record boots at."""
+        return (self.minimum_vcpus or flavor.vcpus,
+                self.floor_memory_mb if self.minimum_memory_mb is not None
+                else flavor.memory_mb)
 
 
 @dataclasses.dataclass
@@ -80,9 +228,23 @@ class FakeServer:
     project_id: str
     host: str
     flavor: FakeFlavor
+    # The flavor's extra specs as Nova copied them into the instance at
+    # boot: they govern its size, whatever the flavor holds now.
+    embedded_specs: dict[str, str]
     vcpus: int
     memory_mb: int
-    status: str = 'ACTIVE'
+    boot_vcpus: int
+    boot_memory_mb: int
+    image_properties: dict[str, str] = dataclasses.field(
+        default_factory=dict)
+    cell: str = 'cell1'
+    vm_status: str = 'ACTIVE'
+    # A Nova operation in progress (set by tests), besides an adjustment.
+    operation: str | None = None
+    # Whether the compute recorded the size (after an adjustment, or
+    # pinned by applying flavor minimums); else it derives from the
+    # embedded minimums.
+    recorded: bool = False
     updated_at: str | None = None
     adjustment_status: str | None = None
     request_id: str | None = None
@@ -90,9 +252,34 @@ class FakeServer:
     pending: tuple[int, int] | None = None
     persist: bool = True
     locked: bool = False
+    locked_reason: str | None = None
+    # The RequestSpec's copy of the flavor's extra specs.
+    request_spec_specs: dict[str, str] = dataclasses.field(
+        default_factory=dict)
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # The single GET's ``changes``, newest first.
     changes: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def task_state(self) -> str | None:
+        if self.adjustment_status == 'adjusting':
+            return ADJUSTING_TASK_STATE
+        return self.operation
+
+    @property
+    def status(self) -> str:
+        # As Nova's status_from_state: a resize being prepared reads RESIZE.
+        if self.task_state == ADJUSTING_TASK_STATE:
+            return 'RESIZE'
+        return self.vm_status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self.vm_status = value
+
+    def limits(self, specs: dict | None = None) -> Limits:
+        return Limits.of(self.flavor, self.embedded_specs if specs is None
+                         else specs, self.image_properties)
 
 
 class FakeCloud:
@@ -108,6 +295,8 @@ class FakeCloud:
         # audit's policy refuses the caller (403) or nova-api fails.
         self.audit_offered = True
         self.audit_error: int | None = None
+        # False: an extension older than os-xloud-flavor-minimums (404).
+        self.flavor_minimums_offered = True
         # server id -> the findings the audit reports, and the instances
         # it skips with why.
         self.drift: dict[str, list[dict[str, Any]]] = {}
@@ -120,12 +309,15 @@ class FakeCloud:
     def add_flavor(self, name: str, vcpus: int, memory_mb: int, *,
                    minimum_cpu: int | None = None,
                    minimum_memory: int | None = None,
-                   flavor_id: str | None = None) -> FakeFlavor:
-        specs = {}
-        if minimum_cpu is not None:
-            specs['minimum_cpu'] = str(minimum_cpu)
-        if minimum_memory is not None:
-            specs['minimum_memory'] = str(minimum_memory)
+                   flavor_id: str | None = None, legacy: bool = False,
+                   extra_specs: dict[str, str] | None = None) -> FakeFlavor:
+        """A flavor; ``legacy`` spells its minimums with the seed's
+        unscoped keys."""
+        specs = dict(extra_specs or {})
+        for key, value in ((MINIMUM_CPU, minimum_cpu),
+                           (MINIMUM_MEMORY, minimum_memory)):
+            if value is not None:
+                specs[LEGACY_KEYS[key] if legacy else key] = str(value)
         flavor = FakeFlavor(flavor_id or str(len(self.flavors) + 1), name,
                             vcpus, memory_mb, specs)
         self.flavors[flavor.id] = flavor
@@ -133,12 +325,21 @@ class FakeCloud:
 
     def add_server(self, name: str, flavor: FakeFlavor, *,
                    project_id: str = ADMIN_PROJECT, host: str = 'compute-1',
-                   server_id: str | None = None) -> FakeServer:
+                   server_id: str | None = None, cell: str = 'cell1',
+                   image_properties: dict[str, str] | None = None
+                   ) -> FakeServer:
+        """Boot a server: Nova copies the flavor into it and its
+        RequestSpec; it runs at the boot size its minimums give."""
+        image_properties = dict(image_properties or {})
+        limits = Limits.of(flavor, flavor.extra_specs, image_properties)
+        vcpus, memory_mb = limits.boot_size(flavor)
         server = FakeServer(
             id=server_id or str(uuid.uuid4()), name=name,
             project_id=project_id, host=host, flavor=flavor,
-            vcpus=flavor.minimum('minimum_cpu') or flavor.vcpus,
-            memory_mb=flavor.minimum('minimum_memory') or flavor.memory_mb)
+            embedded_specs=dict(flavor.extra_specs), vcpus=vcpus,
+            memory_mb=memory_mb, boot_vcpus=vcpus, boot_memory_mb=memory_mb,
+            image_properties=image_properties, cell=cell,
+            request_spec_specs=dict(flavor.extra_specs))
         self.servers[server.id] = server
         return server
 
@@ -187,6 +388,10 @@ class FakeCloud:
                 else:
                     old = (server.vcpus, server.memory_mb)
                     server.vcpus, server.memory_mb = server.pending
+                    if server.persist:
+                        server.boot_vcpus, server.boot_memory_mb = (
+                            server.pending)
+                    server.recorded = True
                     server.adjustment_status = 'success'
                     server.updated_at = _now()
                     event['result'] = 'Success'
@@ -204,26 +409,28 @@ class FakeCloud:
                 server.pending = None
 
     def size(self, server: FakeServer, source: str) -> dict[str, Any]:
+        """The SIZE of ``nova_ext.api.views``, from the embedded flavor."""
         flavor = server.flavor
-        minimum_cpu = flavor.minimum('minimum_cpu')
-        minimum_memory = flavor.minimum('minimum_memory')
+        limits = server.limits()
         return {
             'id': server.id, 'name': server.name,
             'project_id': server.project_id, 'host': server.host,
             'status': server.status,
             'flavor': {'id': flavor.id, 'name': flavor.name,
                        'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb,
-                       'minimum_cpu': minimum_cpu,
-                       'minimum_memory': minimum_memory},
+                       'minimum_cpu': limits.minimum_vcpus,
+                       'minimum_memory': limits.minimum_memory_mb},
             'current_vcpus': server.vcpus,
             'current_memory_mb': server.memory_mb,
             'max_vcpus': flavor.vcpus, 'max_memory_mb': flavor.memory_mb,
-            'min_vcpus': minimum_cpu or 1,
-            'min_memory_mb': minimum_memory or 1,
-            'boot_vcpus': minimum_cpu or flavor.vcpus,
-            'boot_memory_mb': minimum_memory or flavor.memory_mb,
-            'source': source, 'updated_at': server.updated_at,
-            'not_adjustable': {'vcpus': None, 'memory_mb': None},
+            'min_vcpus': limits.floor_vcpus,
+            'min_memory_mb': limits.floor_memory_mb,
+            'boot_vcpus': server.boot_vcpus,
+            'boot_memory_mb': server.boot_memory_mb,
+            'source': source,
+            'updated_at': server.updated_at if server.recorded else None,
+            'not_adjustable': {'vcpus': limits.conflicts.get(VCPUS),
+                               'memory_mb': limits.conflicts.get(MEMORY)},
             'adjustment': {'status': server.adjustment_status,
                            'request_id': server.request_id,
                            'error': server.error},
@@ -266,14 +473,35 @@ class FakeCloud:
                     }.get(self.audit_error, 'Unexpected API Error.'))
                 if route == ('GET', 'os-xloud-audit'):
                     return 200, self._audit(query)
+            if parts and parts[0] == 'os-xloud-flavor-minimums':
+                if not (self.extension_offered and
+                        self.flavor_minimums_offered):
+                    raise HTTPError(404, 'The resource could not be found.')
+                if len(parts) == 2 and method == 'GET':
+                    flavor = self._flavor(parts[1])
+                    return 200, {'flavor_minimums': self._minimums_report(
+                        flavor)}
+                if len(parts) == 3 and parts[2] == 'action' and \
+                        method == 'POST':
+                    if body != {'apply': {}}:
+                        raise HTTPError(400, 'Invalid input for field/'
+                                             'attribute apply.')
+                    flavor = self._flavor(parts[1])
+                    return 200, {'flavor_minimums': self._apply_minimums(
+                        flavor)}
             if route == ('GET', 'flavors', 'detail'):
                 return 200, {'flavors': [flavor.as_nova() for flavor
                                          in self.flavors.values()]}
             if len(parts) == 2 and route[:2] == ('GET', 'flavors'):
                 return 200, {'flavor': self._flavor(parts[1]).as_nova()}
             if len(parts) == 3 and parts[2] == 'os-extra_specs' and \
+                    method == 'GET':
+                flavor = self._flavor(parts[1])
+                return 200, {'extra_specs': dict(flavor.extra_specs)}
+            if len(parts) == 3 and parts[2] == 'os-extra_specs' and \
                     method == 'POST':
                 flavor = self._flavor(parts[1])
+                self._check_minimum_specs(flavor, body['extra_specs'])
                 flavor.extra_specs.update(body['extra_specs'])
                 return 200, {'extra_specs': dict(flavor.extra_specs)}
             if len(parts) == 4 and parts[2] == 'os-extra_specs' and \
@@ -284,6 +512,14 @@ class FakeCloud:
                                          f'spec {parts[3]}.')
                 del flavor.extra_specs[parts[3]]
                 return 200, None
+            if route == ('GET', 'servers'):
+                return 200, self._list_servers(query)
+            if len(parts) == 2 and route[:2] == ('GET', 'servers'):
+                server = self._server(parts[1])
+                return 200, {'server': {
+                    'id': server.id, 'name': server.name,
+                    'status': server.status, 'locked': server.locked,
+                    'locked_reason': server.locked_reason}}
             if len(parts) >= 3 and parts[0] == 'servers' and \
                     parts[2] == 'os-instance-actions' and method == 'GET':
                 server = self._server(parts[1])
@@ -309,6 +545,37 @@ class FakeCloud:
         except KeyError:
             raise HTTPError(404, f'Flavor {flavor_id} could not be found.')
 
+    def _check_minimum_specs(self, flavor: FakeFlavor, specs: dict) -> None:
+        """What ``nova_ext.api.filter`` refuses before Nova stores specs."""
+        limits = {MINIMUM_CPU: 'vcpus', MINIMUM_MEMORY: 'memory_mb',
+                  LEGACY_KEYS[MINIMUM_CPU]: 'vcpus',
+                  LEGACY_KEYS[MINIMUM_MEMORY]: 'memory_mb'}
+        for key, field in limits.items():
+            if key not in specs:
+                continue
+            text = str(specs[key])
+            if not text.isdigit() or int(text) < 1:
+                raise HTTPError(400, f'Invalid extra spec {key}={text}: '
+                                     f'must be an integer >= 1.')
+            limit = getattr(flavor, field)
+            if int(text) > limit:
+                raise HTTPError(400, (
+                    f"Validation failed; extra spec {key}={text} is above "
+                    f"the flavor's {field} {limit}: the minimum cannot "
+                    f"exceed the maximum."))
+            if field == 'memory_mb' and int(text) < MEMORY_FLOOR_MB:
+                raise HTTPError(400, (
+                    f'Validation failed; extra spec {key}={text} is below '
+                    f'[xloud] memory_floor_mb {MEMORY_FLOOR_MB} MiB, the '
+                    f'least any guest is given.'))
+        merged = {**flavor.extra_specs, **specs}
+        conflicts = spec_conflicts(merged)
+        for key, field in limits.items():
+            if key in merged and field in conflicts:
+                raise HTTPError(400, (
+                    f'Validation failed; extra spec {key} cannot be set on '
+                    f'this flavor: {conflicts[field]}.'))
+
     def _list_sizes(self, query: dict[str, str]) -> dict[str, Any]:
         servers = sorted(self.servers.values(), key=lambda s: s.name)
         for key, attribute in (('host', 'host'), ('project_id', 'project_id'),
@@ -319,6 +586,12 @@ class FakeCloud:
         if query.get('flavor'):
             servers = [server for server in servers
                        if server.flavor.id == query['flavor']]
+        page, links = self._page(servers, query, '/os-xloud-adjust')
+        return {'servers': [self.size(server, 'recorded') for server in page],
+                'servers_links': links}
+
+    @staticmethod
+    def _page(servers: list[FakeServer], query: dict[str, str], path: str):
         if query.get('marker'):
             ids = [server.id for server in servers]
             if query['marker'] not in ids:
@@ -329,9 +602,120 @@ class FakeCloud:
         links = []
         if len(servers) > limit:
             links.append({'rel': 'next',
-                          'href': f'/os-xloud-adjust?marker={page[-1].id}'})
-        return {'servers': [self.size(server, 'recorded') for server in page],
+                          'href': f'{path}?marker={page[-1].id}'})
+        return page, links
+
+    def _list_servers(self, query: dict[str, str]) -> dict[str, Any]:
+        """Nova's ``GET /servers``: ids, names and links; ``locked``
+        filters (microversion 2.73)."""
+        servers = sorted(self.servers.values(), key=lambda s: s.id)
+        if 'locked' in query:
+            wanted = _truthy(query['locked'])
+            servers = [server for server in servers
+                       if server.locked == wanted]
+        page, links = self._page(servers, query, '/servers')
+        return {'servers': [{'id': server.id, 'name': server.name,
+                             'links': []} for server in page],
                 'servers_links': links}
+
+    # -- os-xloud-flavor-minimums (nova_ext.flavor_minimums) -------------
+
+    def _flavor_servers(self, flavor: FakeFlavor) -> list[FakeServer]:
+        return sorted((server for server in self.servers.values()
+                       if server.flavor.id == flavor.id),
+                      key=lambda server: (server.cell, server.id))
+
+    @staticmethod
+    def _carries(server: FakeServer, target: dict[str, str]) -> bool:
+        return {key: server.embedded_specs[key] for key in _ALL_MINIMUM_KEYS
+                if key in server.embedded_specs} == target
+
+    @staticmethod
+    def _below(server: FakeServer, target: dict[str, str]) -> bool:
+        limits = server.limits(with_minimums(server.embedded_specs, target))
+        return (min(server.vcpus, server.boot_vcpus) < limits.floor_vcpus or
+                min(server.memory_mb, server.boot_memory_mb) <
+                limits.floor_memory_mb)
+
+    def _minimums_report(self, flavor: FakeFlavor) -> dict[str, Any]:
+        target = target_specs(flavor.extra_specs)
+        cells = {name: {'uuid': cell_uuid, 'name': name, 'instances': 0,
+                        'current': 0, 'stale': 0, 'busy': 0,
+                        'below_minimum': 0, 'error': None}
+                 for name, cell_uuid in sorted(CELLS.items())}
+        for server in self._flavor_servers(flavor):
+            cell = cells[server.cell]
+            cell['instances'] += 1
+            if self._carries(server, target):
+                cell['current'] += 1
+            else:
+                cell['stale'] += 1
+                if server.task_state is not None:
+                    cell['busy'] += 1
+            if self._below(server, target):
+                cell['below_minimum'] += 1
+        keys = ('instances', 'current', 'stale', 'busy', 'below_minimum')
+        return {
+            'flavor': {'id': flavor.id, 'name': flavor.name,
+                       'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb,
+                       'minimum_cpu': flavor.minimum(MINIMUM_CPU),
+                       'minimum_memory': flavor.minimum(MINIMUM_MEMORY)},
+            'memory_floor_mb': MEMORY_FLOOR_MB,
+            **{key: sum(cell[key] for cell in cells.values())
+               for key in keys},
+            'cells': list(cells.values()),
+            'errors': [],
+        }
+
+    def _apply_minimums(self, flavor: FakeFlavor) -> dict[str, Any]:
+        target = target_specs(flavor.extra_specs)
+        outcomes = []
+        for server in self._flavor_servers(flavor):
+            if self._carries(server, target):
+                continue
+            below = self._below(server, target)
+            outcome = {
+                'server_id': server.id, 'cell': server.cell,
+                'below_minimum': below, 'recorded': server.recorded,
+                'current_vcpus': server.vcpus,
+                'current_memory_mb': server.memory_mb,
+                'boot_vcpus': server.boot_vcpus,
+                'boot_memory_mb': server.boot_memory_mb}
+            if server.task_state is not None:
+                outcomes.append({**outcome, 'result': 'busy', 'message': (
+                    f'An operation is in progress (task_state '
+                    f'{server.task_state}): skipped, nothing changed; '
+                    f'apply again once it has ended.')})
+                continue
+            notes = []
+            if below:
+                limits = server.limits(with_minimums(server.embedded_specs,
+                                                     target))
+                notes.append(
+                    f'Its recorded size ({server.vcpus} vCPUs / '
+                    f'{server.memory_mb} MiB, booting at {server.boot_vcpus}'
+                    f' vCPUs / {server.boot_memory_mb} MiB) is below the '
+                    f'minimum of {limits.floor_vcpus} vCPUs / '
+                    f'{limits.floor_memory_mb} MiB: it keeps running as it '
+                    f'is; adjust it to the minimum.')
+            if not server.recorded:
+                # The size it has is recorded, so it does not move.
+                server.recorded = True
+                notes.append(
+                    f'Its size was not recorded; the size it has '
+                    f'({server.vcpus} vCPUs / {server.memory_mb} MiB) is '
+                    f'now, so that the new minimums do not change it.')
+            server.embedded_specs = with_minimums(server.embedded_specs,
+                                                  target)
+            server.request_spec_specs = with_minimums(
+                server.request_spec_specs, target)
+            outcomes.append({**outcome, 'result': 'updated',
+                             'message': ' '.join(notes) or None})
+        report = self._minimums_report(flavor)
+        report['updated'] = sum(outcome['result'] == 'updated'
+                                for outcome in outcomes)
+        report['servers'] = outcomes
+        return report
 
     def _audit(self, query: dict[str, Any]) -> dict[str, Any]:
         """The report of an audit without fix, as nova_ext.audit builds
@@ -340,8 +724,12 @@ class FakeCloud:
         if isinstance(wanted, str):
             wanted = [wanted]
         servers = [server for server in self.servers.values()
-                   if (server.flavor.minimum('minimum_cpu') is not None or
-                       server.flavor.minimum('minimum_memory') is not None)
+                   if (server.flavor.minimum(MINIMUM_CPU,
+                                             server.embedded_specs)
+                       is not None or
+                       server.flavor.minimum(MINIMUM_MEMORY,
+                                             server.embedded_specs)
+                       is not None or server.recorded)
                    and (wanted is None or server.id in wanted)
                    and (not query.get('host') or
                         server.host == query['host'])]
@@ -388,31 +776,69 @@ class FakeCloud:
         }}
 
     def _adjust(self, server: FakeServer, body: Any) -> dict[str, Any]:
+        """``nova_ext.api.controller.adjust``'s checks, in its order."""
         if not isinstance(body, dict) or not (
                 {'current_vcpus', 'current_memory_mb'} & body.keys()):
             raise HTTPError(400, 'At least one of current_vcpus and '
                                  'current_memory_mb is required.')
+        vcpus = body.get('current_vcpus')
+        memory_mb = body.get('current_memory_mb')
+        limits = server.limits()
+        for field, value, dimension in (
+                ('current_vcpus', vcpus, VCPUS),
+                ('current_memory_mb', memory_mb, MEMORY)):
+            if value is not None and dimension in limits.conflicts:
+                raise HTTPError(409, (
+                    f'{field} of server {server.id} cannot be adjusted: '
+                    f'{limits.conflicts[dimension]}.'))
+        flavor = server.flavor
+        for field, value, key, minimum, floor, maximum, flavor_field in (
+                ('current_vcpus', vcpus, MINIMUM_CPU, limits.minimum_vcpus,
+                 limits.floor_vcpus, flavor.vcpus, 'vcpus'),
+                ('current_memory_mb', memory_mb, MINIMUM_MEMORY,
+                 limits.minimum_memory_mb, limits.floor_memory_mb,
+                 flavor.memory_mb, 'memory_mb')):
+            if value is None:
+                continue
+            # The spelling the embedded flavor uses.
+            key = (minimum_spec(server.embedded_specs, key) or (key,))[0]
+            if value > maximum:
+                raise HTTPError(400, (
+                    f"{field} {value} is above the flavor's {flavor_field} "
+                    f"{maximum}, the most this server can have."))
+            if value >= floor:
+                continue
+            if minimum is not None and minimum >= floor:
+                raise HTTPError(400, (
+                    f"{field} {value} is below the flavor's {key} {floor}, "
+                    f"the least this server is promised."))
+            if minimum is None and floor == maximum:
+                raise HTTPError(400, (
+                    f"{field} {value} is below the flavor's {flavor_field} "
+                    f"{floor}: the flavor has no {key}, so its servers keep "
+                    f"the size it promises ([xloud] "
+                    f"allow_shrink_without_minimum)."))
+            raise HTTPError(400, (
+                f'{field} {value} is below {floor}, the least any server '
+                f'is given ([xloud] memory_floor_mb / vcpu_floor).'))
         if server.locked:
-            raise HTTPError(409, f'Instance {server.id} is locked.')
-        if server.adjustment_status == 'adjusting':
-            raise HTTPError(409, f'Instance {server.id} is being adjusted.')
-        size = self.size(server, 'live')
-        vcpus = body.get('current_vcpus', server.vcpus)
-        memory_mb = body.get('current_memory_mb', server.memory_mb)
-        if not size['min_vcpus'] <= vcpus <= size['max_vcpus']:
-            raise HTTPError(400, f"current_vcpus {vcpus} is outside "
-                                 f"[{size['min_vcpus']}, "
-                                 f"{size['max_vcpus']}].")
-        if not size['min_memory_mb'] <= memory_mb <= size['max_memory_mb']:
-            raise HTTPError(400, f"current_memory_mb {memory_mb} is outside "
-                                 f"[{size['min_memory_mb']}, "
-                                 f"{size['max_memory_mb']}].")
+            raise HTTPError(409, f'Instance {server.id} is locked')
+        if server.vm_status == 'ERROR':
+            raise HTTPError(409, (
+                f"Cannot 'xloud-adjust' instance {server.id} while it is "
+                f"in vm_state error"))
+        if server.task_state is not None:
+            raise HTTPError(409, (
+                f"Cannot 'xloud-adjust' instance {server.id} while it is "
+                f"in task_state {server.task_state}"))
         request_id = f'req-{uuid.uuid4()}'
         server.adjustment_status = 'adjusting'
         server.request_id = request_id
         server.error = self.fail_next_adjust
         self.fail_next_adjust = None
-        server.pending = (vcpus, memory_mb)
+        server.pending = (server.vcpus if vcpus is None else vcpus,
+                          server.memory_mb if memory_mb is None
+                          else memory_mb)
         server.persist = body.get('persist', True)
         server.actions.insert(0, {
             'action': ADJUST_ACTION, 'instance_uuid': server.id,

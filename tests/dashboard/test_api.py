@@ -61,7 +61,8 @@ def nova_schemas() -> dict:
     root = pathlib.Path(__file__).resolve().parents[2]
     code = ('import json; from nova_ext.api import schemas; print(json.dumps('
             '{name: getattr(schemas, name) for name in ("audit_response", '
-            '"index_response", "show_response")}))')
+            '"index_response", "show_response", "flavor_minimums_response", '
+            '"flavor_minimums_apply_response")}))')
     result = subprocess.run(
         [sys.executable, '-c', code], capture_output=True, text=True,
         check=True, timeout=120, cwd=root,
@@ -125,7 +126,9 @@ def test_adjust_error_carries_novas_message(request_, cloud):
     with pytest.raises(exceptions.ApiError) as caught:
         elastic.adjust(request_, server_id, vcpus=99)
     assert caught.value.status_code == 400
-    assert 'current_vcpus 99 is outside [2, 8]' in caught.value.message
+    assert caught.value.message == (
+        "current_vcpus 99 is above the flavor's vcpus 8, the most this "
+        "server can have.")
     with pytest.raises(exceptions.NotFound):
         elastic.instance_size_get(request_, 'no-such-server')
 
@@ -137,7 +140,7 @@ def test_adjust_many_reports_each_instance(request_, cloud):
         elastic.AdjustRequest(ids[1], vcpus=100),
         elastic.AdjustRequest(ids[2], memory_mb=2048)])
     assert [outcome.accepted for outcome in outcomes] == [True, False, True]
-    assert 'outside' in outcomes[1].error
+    assert "above the flavor's vcpus 4" in outcomes[1].error
     assert sorted(method for method, _ in cloud.calls) == ['POST'] * 3
 
 
@@ -163,17 +166,129 @@ def test_flavor_minimums_set_and_clear(request_, cloud):
     assert flavors['m1.tiny'].minimum_cpu is None
     elastic.flavor_set_minimums(request_, '1', minimum_cpu=1,
                                 minimum_memory=256)
-    assert cloud.flavors['1'].extra_specs == {'minimum_cpu': '1',
-                                              'minimum_memory': '256'}
+    assert cloud.flavors['1'].extra_specs == {'xloud:minimum_cpu': '1',
+                                              'xloud:minimum_memory': '256'}
     elastic.flavor_set_minimums(request_, '1', minimum_cpu=None,
-                                minimum_memory=128)
-    assert cloud.flavors['1'].extra_specs == {'minimum_memory': '128'}
-    # Clearing what is not set is not an error.
+                                minimum_memory=384)
+    assert cloud.flavors['1'].extra_specs == {'xloud:minimum_memory': '384'}
+    # Clearing what is not set is not an error, nor a call.
+    cloud.calls.clear()
     elastic.flavor_set_minimums(request_, '1', minimum_cpu=None,
                                 minimum_memory=None)
     assert cloud.flavors['1'].extra_specs == {}
+    assert [method for method, _path in cloud.calls] == ['GET', 'DELETE']
     flavor = elastic.flavor_get(request_, '1')
     assert (flavor.minimum_cpu, flavor.minimum_memory) == (None, None)
+    # Nova's answer to a minimum below the memory floor reaches the form.
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.flavor_set_minimums(request_, '1', minimum_cpu=None,
+                                    minimum_memory=128)
+    assert 'below [xloud] memory_floor_mb 256 MiB' in caught.value.message
+
+
+def test_flavor_minimums_replace_the_seeds_keys(request_, cloud):
+    seed = cloud.add_flavor('seed', 4, 4096, minimum_cpu=2,
+                            minimum_memory=2048, legacy=True,
+                            flavor_id='20',
+                            extra_specs={'hw:watchdog_action': 'reset'})
+    flavor = elastic.flavor_get(request_, '20')
+    # Read as the extension reads them (the deprecated alias).
+    assert (flavor.minimum_cpu, flavor.minimum_memory) == (2, 2048)
+    assert flavor.legacy_keys == ('minimum_cpu', 'minimum_memory')
+    cloud.calls.clear()
+    elastic.flavor_set_minimums(request_, '20', minimum_cpu=3,
+                                minimum_memory=None)
+    # The scoped key first, then the unscoped ones it replaces or clears.
+    assert seed.extra_specs == {'hw:watchdog_action': 'reset',
+                                'xloud:minimum_cpu': '3'}
+    assert cloud.calls == [
+        ('GET', '/v2.1/flavors/20/os-extra_specs'),
+        ('POST', '/v2.1/flavors/20/os-extra_specs'),
+        ('DELETE', '/v2.1/flavors/20/os-extra_specs/minimum_cpu'),
+        ('DELETE', '/v2.1/flavors/20/os-extra_specs/minimum_memory')]
+    flavor = elastic.flavor_get(request_, '20')
+    assert (flavor.minimum_cpu, flavor.legacy_keys) == (3, ())
+    # The scoped key wins where both are present, as in the extension.
+    seed.extra_specs['minimum_cpu'] = '1'
+    assert elastic.flavor_get(request_, '20').minimum_cpu == 3
+
+
+def test_flavor_minimums_report_and_apply(request_, cloud):
+    small = cloud.flavors['10']
+    ids = [server.id for server in cloud.servers.values()
+           if server.flavor is small]
+    report = elastic.flavor_minimums_get(request_, '10')
+    assert (report.instances, report.current, report.stale) == (3, 3, 0)
+    assert report.memory_floor_mb == 256
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-flavor-minimums/10')]
+
+    elastic.flavor_set_minimums(request_, '10', minimum_cpu=2,
+                                minimum_memory=1024)
+    cloud.servers[ids[0]].operation = 'rebooting'
+    report = elastic.flavor_minimums_get(request_, '10')
+    assert (report.current, report.stale, report.busy,
+            report.below_minimum) == (0, 3, 1, 3)
+    # Nova's copies still govern.
+    assert elastic.instance_size_get(request_, ids[1]).min_vcpus == 1
+
+    report = elastic.flavor_minimums_apply(request_, '10')
+    assert cloud.calls[-1] == ('POST',
+                               '/v2.1/os-xloud-flavor-minimums/10/action')
+    assert (report.updated, report.current, report.stale, report.busy) == (
+        2, 2, 1, 1)
+    outcomes = {outcome.server_id: outcome for outcome in report.servers}
+    assert outcomes[ids[0]].result == 'busy'
+    assert 'task_state rebooting' in outcomes[ids[0]].message
+    assert {outcomes[server_id].result for server_id in ids[1:]} == {
+        'updated'}
+    assert all(outcomes[server_id].below_minimum for server_id in ids[1:])
+    size = elastic.instance_size_get(request_, ids[1])
+    # The new floor; the guest keeps the size it runs at.
+    assert (size.min_vcpus, size.current_vcpus) == (2, 1)
+    assert elastic.instance_size_get(request_, ids[0]).min_vcpus == 1
+
+    with pytest.raises(exceptions.NotFound):
+        elastic.flavor_minimums_get(request_, '404')
+    cloud.flavor_minimums_offered = False
+    with pytest.raises(exceptions.NotFound):
+        elastic.flavor_minimums_apply(request_, '10')
+
+
+def test_lock_states_are_one_call_per_page(request_, cloud):
+    ids = list(cloud.servers)
+    cloud.servers[ids[1]].locked = True
+    cloud.servers[ids[1]].locked_reason = 'maintenance'
+    sizes, _more = elastic.instance_size_list(request_)
+    cloud.calls.clear()
+    locked = elastic.with_lock_states(request_, sizes)
+    assert cloud.calls == [('GET', '/v2.1/servers')]
+    assert {size.id: size.locked for size in locked} == {
+        server_id: server_id == ids[1] for server_id in ids}
+    assert locked[1].adjust_refusal() == 'The instance is locked.'
+    assert elastic.server_lock_state(request_, ids[1]) == (True,
+                                                           'maintenance')
+    one = elastic.with_lock_state(request_, sizes[1])
+    assert one.adjust_refusal() == 'The instance is locked: maintenance'
+    assert elastic.with_lock_states(request_, []) == []
+
+
+def test_lock_states_follow_novas_pages(request_, cloud):
+    for index in range(5):
+        server = cloud.add_server(f'locked-{index}', cloud.flavors['10'])
+        server.locked = True
+    original = cloud.handle
+
+    def paged(method, path, query, body):
+        # As nova-api with [api] max_limit = 2.
+        if path == '/v2.1/servers':
+            query = {**query, 'limit': '2'}
+        return original(method, path, query, body)
+
+    cloud.handle = paged
+    locked = elastic.locked_server_ids(request_)
+    assert locked == {server.id for server in cloud.servers.values()
+                      if server.locked}
+    assert cloud.calls.count(('GET', '/v2.1/servers')) == 3
 
 
 def test_history_takes_changes_from_the_records(request_, cloud):
@@ -292,6 +407,130 @@ def test_fake_answers_match_the_extensions_schemas(cloud, nova_schemas):
                           'show_response')):
         status, body = cloud.handle('GET', path, {}, None)
         assert_matches(nova_schemas[schema], body)
+    # Flavor minimums: stale, busy and below-minimum instances, twice
+    # applied (the second time with nothing left to do).
+    cloud.flavors['10'].extra_specs['xloud:minimum_cpu'] = '2'
+    small = [server for server in cloud.servers.values()
+             if server.flavor.id == '10']
+    small[0].operation = 'migrating'
+    path = '/v2.1/os-xloud-flavor-minimums/10'
+    status, body = cloud.handle('GET', path, {}, None)
+    assert_matches(nova_schemas['flavor_minimums_response'], body)
+    assert body['flavor_minimums']['busy'] == 1
+    for _round in range(2):
+        status, body = cloud.handle('POST', path + '/action', {},
+                                    {'apply': {}})
+        assert status == 200
+        assert_matches(nova_schemas['flavor_minimums_apply_response'], body)
+    assert body['flavor_minimums']['servers'][0]['result'] == 'busy'
+
+
+# Flavors, images and records that the extension's rules treat
+# differently: each case is sized by the fake and by nova_ext's own view.
+PARITY_CASES = [
+    ('scoped minimums', (4, 4096, {'xloud:minimum_cpu': '1',
+                                   'xloud:minimum_memory': '1024'}), {}),
+    ('the seed\'s keys', (4, 4096, {'minimum_cpu': '2',
+                                    'minimum_memory': '2048'}), {}),
+    ('scoped wins', (4, 4096, {'xloud:minimum_cpu': '3',
+                               'minimum_cpu': '1'}), {}),
+    ('no minimum', (2, 2048, {}), {}),
+    ('memory minimum below the floor', (2, 2048, {
+        'xloud:minimum_memory': '128'}), {}),
+    ('minimum above the flavor', (2, 2048, {'xloud:minimum_cpu': '9'}), {}),
+    ('not an integer', (2, 2048, {'xloud:minimum_cpu': 'two'}), {}),
+    ('pinned', (4, 4096, {'xloud:minimum_cpu': '2',
+                          'hw:cpu_policy': 'dedicated'}), {}),
+    ('hugepages from the image', (4, 4096, {'xloud:minimum_cpu': '2',
+                                            'xloud:minimum_memory': '1024'}),
+     {'hw_mem_page_size': 'large'}),
+    ('locked memory', (4, 4096, {'xloud:minimum_cpu': '2',
+                                 'xloud:minimum_memory': '1024',
+                                 'hw:locked_memory': 'true'}), {}),
+    ('a vGPU', (4, 4096, {'xloud:minimum_memory': '1024',
+                          'resources:VGPU': '1'}), {}),
+    ('NUMA', (4, 4096, {'xloud:minimum_cpu': '2', 'hw:numa_nodes': '1'}),
+     {}),
+]
+
+_REAL_SIZES = '''
+import json, sys
+from nova import objects
+objects.register_all()
+from nova_ext.api import views
+out = []
+for case in json.load(sys.stdin):
+    flavor = objects.Flavor(**case['flavor'])
+    sysmeta = {'image_' + key: value
+               for key, value in case['image'].items()}
+    sysmeta.update(case['record'])
+    instance = objects.Instance(
+        uuid=case['id'], display_name=case['name'],
+        project_id=case['project_id'], host=case['host'],
+        vm_state='active', task_state=None, system_metadata=sysmeta,
+        flavor=flavor)
+    out.append(views.ViewBuilder().size(instance, True))
+print(json.dumps(out))
+'''
+
+
+def real_sizes(cases: list[dict]) -> list[dict]:
+    """SIZE as ``nova_ext.api.views`` builds it, in a process of its own
+    (Nova has no business in Django's)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, '-c', _REAL_SIZES], input=json.dumps(cases),
+        capture_output=True, text=True, check=True, timeout=120, cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_fake_sizes_follow_the_extensions_rules():
+    """Floors, boot sizes and reasons of the fake are nova_ext's."""
+    cloud = fakecloud.FakeCloud()
+    servers = []
+    for index, (_name, (vcpus, memory_mb, specs), image) in enumerate(
+            PARITY_CASES):
+        flavor = cloud.add_flavor(f'f{index}', vcpus, memory_mb,
+                                  flavor_id=str(index), extra_specs=specs)
+        servers.append(cloud.add_server(f'vm{index}', flavor,
+                                        image_properties=image))
+    # A recorded size: adjusted (not persisted) on the first flavor.
+    adjusted = cloud.add_server('adjusted', cloud.flavors['0'])
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{adjusted.id}', {},
+                 {'current_vcpus': 3, 'persist': False})
+    cloud.settle()
+    servers.append(adjusted)
+
+    def record(server):
+        if not server.recorded:
+            return {}
+        return {'xloud_flavorid': server.flavor.id,
+                'xloud_boot_vcpus': str(server.boot_vcpus),
+                'xloud_boot_memory_mb': str(server.boot_memory_mb),
+                'xloud_live_vcpus': str(server.vcpus),
+                'xloud_live_memory_mb': str(server.memory_mb)}
+
+    cases = [{'id': server.id, 'name': server.name,
+              'project_id': server.project_id, 'host': server.host,
+              'flavor': {'flavorid': server.flavor.id,
+                         'name': server.flavor.name,
+                         'vcpus': server.flavor.vcpus,
+                         'memory_mb': server.flavor.memory_mb,
+                         'extra_specs': server.embedded_specs},
+              'image': server.image_properties, 'record': record(server)}
+             for server in servers]
+    real = real_sizes(cases)
+    names = [name for name, _flavor, _image in PARITY_CASES] + ['adjusted']
+    for name, server, expected in zip(names, servers, real, strict=True):
+        fake = cloud.size(server, 'recorded')
+        # When the record was written is not the rules' business.
+        fake['updated_at'] = expected['updated_at']
+        fake['adjustment'] = expected['adjustment']
+        assert fake == expected, name
+    # The rules did differ between the cases.
+    assert len({json.dumps([size['min_vcpus'], size['min_memory_mb'],
+                            size['not_adjustable']]) for size in real}) >= 8
 
 
 def test_sync_states_of_a_page_are_one_call(request_, cloud):

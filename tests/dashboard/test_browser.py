@@ -189,17 +189,30 @@ def test_adjust_one_instance(panel, cloud):
 
 def test_refused_adjustment_keeps_the_modal_open(panel, cloud):
     target = server_id(cloud, 'vm-0002')
-    cloud.servers[target].locked = True
     panel.open()
     panel.open_row_action('instances', target, 'adjust')
     form = panel.modal()
     panel.fill(form, {'vcpus': 2})
+    # Locked while the form is open: its clean() reads the instance
+    # again and refuses before anything is sent.
+    cloud.servers[target].locked = True
+    cloud.servers[target].locked_reason = 'maintenance window'
+    cloud.calls.clear()
     panel.submit(form)
     error = panel.visible('.modal-dialog .alert-danger')
-    assert f'Instance {target} is locked.' in error.text
+    assert ('Instance "vm-0002" cannot be adjusted: The instance is locked: '
+            'maintenance window') in error.text
     assert panel.modal().is_displayed()
     panel.screenshot('05-adjust-refused')
+    assert ('POST', f'/v2.1/os-xloud-adjust/{target}') not in cloud.calls
     assert cloud.servers[target].adjustment_status is None
+    # Once the page is shown again, the row is not offered an adjustment.
+    panel.open()
+    row = panel.row('instances', target)
+    assert 'No' in row.find_element(By.CSS_SELECTOR,
+                                    'td.xloud-adjustable').text
+    assert not panel.driver.find_elements(
+        By.ID, f'instances__row_{target}__action_adjust')
 
 
 def test_bulk_adjust_three(panel, cloud):
@@ -233,9 +246,11 @@ def test_edit_flavor_minimums(panel, cloud):
     panel.fill(form, {'minimum_cpu': 1, 'minimum_memory': 256})
     panel.screenshot('09-flavor-minimums-form')
     panel.submit(form)
-    panel.wait_for_message('Updated the minimums of flavor "m1.tiny".')
-    assert cloud.flavors['1'].extra_specs == {'minimum_cpu': '1',
-                                              'minimum_memory': '256'}
+    panel.wait_for_message('Updated the minimums of flavor "m1.tiny". It '
+                           'has no instances.')
+    # The scoped keys.
+    assert cloud.flavors['1'].extra_specs == {'xloud:minimum_cpu': '1',
+                                              'xloud:minimum_memory': '256'}
     row = panel.wait_for_row('flavors', '1', '256MB')
     assert 'm1.tiny' in row
     panel.screenshot('10-flavors')
@@ -298,3 +313,111 @@ def test_sync_column_says_what_drifts(panel, cloud):
     assert 'Sync' not in header and 'Adjustment' in header
     # Refused once, then remembered: no audit call for the second page.
     assert cloud.calls.count(('GET', '/v2.1/os-xloud-audit')) == 2
+
+
+def test_new_minimums_reach_existing_instances_once_applied(panel, cloud):
+    small = [server for server in cloud.servers.values()
+             if server.flavor.id == '10']
+    busy = small[0]
+    busy.operation = 'migrating'
+    panel.open('?tab=elastic_sizing__flavors')
+    panel.open_row_action('flavors', '10', 'edit_minimums')
+    form = panel.modal()
+    assert 'No guest is given less than 256MB' in form.text
+    assert form.find_element(By.NAME, 'minimum_memory').get_attribute(
+        'min') == '256'
+    panel.fill(form, {'minimum_cpu': 2})
+    panel.submit(form)
+    message = panel.wait_for_message('carry other minimums')
+    assert ('4 of its 4 instances carry other minimums and keep them until '
+            "the flavor's are applied to them. 1 of them has an operation "
+            'in progress.') in message
+    panel.screenshot('14-minimums-saved-instances-stale')
+    # The instances still carry their own copy, which governs them.
+    assert all(server.embedded_specs['xloud:minimum_cpu'] == '1'
+               for server in small)
+    # The message's button opens the apply form.
+    panel.visible('.messages a.xloud-apply-minimums').click()
+    form = panel.modal()
+    assert 'No guest is resized' in form.text
+    report = form.find_element(By.CSS_SELECTOR, '.xloud-minimums-report')
+    assert report.find_element(
+        By.CSS_SELECTOR, '.xloud-minimums-stale').text == '4'
+    assert report.find_element(
+        By.CSS_SELECTOR, '.xloud-minimums-busy').text == '1'
+    panel.screenshot('15-apply-minimums-form')
+    panel.submit(form)
+    panel.wait_for_message('Applied the minimums of flavor "elastic.small" '
+                           'to 3 instances.')
+    panel.wait_for_message(f'apply again once it has ended: {busy.id}')
+    below = panel.wait_for_message('run below the new minimums')
+    assert all(server.id in below for server in small[1:])
+    panel.screenshot('16-minimums-applied')
+    assert [server.embedded_specs['xloud:minimum_cpu']
+            for server in small] == ['1', '2', '2', '2']
+
+    # The instances now show, and are bounded by, the new minimum.
+    panel.open()
+    assert '2 vCPU, 1GB' in panel.row_text('instances', small[1].id)
+    assert '1 vCPU, 1GB' in panel.row_text('instances', busy.id)
+    panel.open_row_action('instances', small[1].id, 'adjust')
+    form = panel.modal()
+    assert form.find_element(By.NAME, 'vcpus').get_attribute('min') == '2'
+    assert '1 now, from 2 to 4' in form.text
+
+
+def test_rows_say_why_they_cannot_be_adjusted(panel, cloud):
+    pinned = cloud.add_flavor('pinned', 4, 4096, minimum_cpu=2,
+                              minimum_memory=2048, flavor_id='30',
+                              extra_specs={'hw:cpu_policy': 'dedicated'})
+    servers = {
+        'pinned': cloud.add_server('pinned-vm', pinned,
+                                   server_id='00000000-0000-4000-9000-000000000001'),
+        'resident': cloud.add_server(
+            'resident-vm', cloud.flavors['10'],
+            image_properties={'hw_locked_memory': 'true'},
+            server_id='00000000-0000-4000-9000-000000000002'),
+        'failed': cloud.add_server('failed-vm', cloud.flavors['10'],
+                                   server_id='00000000-0000-4000-9000-000000000003'),
+        'locked': cloud.add_server('locked-vm', cloud.flavors['10'],
+                                   server_id='00000000-0000-4000-9000-000000000004'),
+    }
+    servers['failed'].status = 'ERROR'
+    servers['locked'].locked = True
+    panel.open()
+    expected = {
+        'pinned': ('No', 'hw:cpu_policy=dedicated pins vCPUs'),
+        'resident': ('vCPUs only', 'hw:locked_memory keeps all guest memory'),
+        'failed': ('No', 'The instance is in error.'),
+        'locked': ('No', 'The instance is locked.'),
+    }
+    for name, (label, reason) in expected.items():
+        target = servers[name].id
+        cell = panel.row('instances', target).find_element(
+            By.CSS_SELECTOR, 'td.xloud-adjustable span')
+        assert cell.text == label, name
+        # Bootstrap moves the title once it has set the tooltip up.
+        assert reason in (cell.get_attribute('data-original-title') or
+                          cell.get_attribute('title')), name
+        offered = bool(panel.driver.find_elements(
+            By.ID, f'instances__row_{target}__action_adjust'))
+        assert offered == (label != 'No'), name
+    yes = panel.row('instances', server_id(cloud, 'vm-0001')).find_element(
+        By.CSS_SELECTOR, 'td.xloud-adjustable').text
+    assert yes == 'Yes'
+    pinned_cell = panel.row('instances', servers['pinned'].id).find_element(
+        By.CSS_SELECTOR, 'td.xloud-adjustable span')
+    ActionChains(panel.driver).move_to_element(pinned_cell).perform()
+    panel.screenshot('17-not-adjustable-reasons')
+
+    # The partly elastic one: memory is shown fixed, with why.
+    panel.open_row_action('instances', servers['resident'].id, 'adjust')
+    form = panel.modal()
+    assert not form.find_element(By.NAME, 'memory_mb').is_enabled()
+    assert 'hw:locked_memory keeps all guest memory' in form.text
+    panel.fill(form, {'vcpus': 3})
+    panel.screenshot('18-adjust-vcpus-only')
+    panel.submit(form)
+    panel.wait_for_message('Adjusting instance "resident-vm" to 3 vCPUs')
+    # Memory left alone: the flavor's, as it is not elastic.
+    assert servers['resident'].pending == (3, 4096)

@@ -5,11 +5,13 @@ Horizon's own test helpers; the plugin's API functions are mocked at the
 an HTTP Nova).
 """
 
+import dataclasses
 import datetime
 import html
 from unittest import mock
 
 import horizon
+from django.contrib.messages import get_messages
 from django.test.utils import override_settings
 from django.urls import reverse
 from openstack_dashboard.test import helpers
@@ -54,6 +56,17 @@ class ElasticSizingTestCase(helpers.BaseAdminViewTests):
         patcher = mock.patch.object(elastic, 'instance_sync_states',
                                     return_value={})
         self.mock_instance_sync_states = patcher.start()
+        self.addCleanup(patcher.stop)
+        # Nova's lock state: the tab asks for the page, a refreshed row
+        # and the Adjust form for their instance; nothing is locked
+        # unless a test says so.
+        patcher = mock.patch.object(elastic, 'locked_server_ids',
+                                    return_value=set())
+        self.mock_locked_server_ids = patcher.start()
+        self.addCleanup(patcher.stop)
+        patcher = mock.patch.object(elastic, 'server_lock_state',
+                                    return_value=(False, None))
+        self.mock_server_lock_state = patcher.start()
         self.addCleanup(patcher.stop)
         self.cloud = fakecloud.FakeCloud.demo(servers=4)
         self.sizes = sizes_of(self.cloud)
@@ -359,6 +372,194 @@ class AdjustTests(ElasticSizingTestCase):
         self.assertRedirectsNoFollow(res, INDEX_URL)
 
 
+PINNED_REASON = ('hw:cpu_policy=dedicated pins vCPUs to host CPUs '
+                 '(placement PCPU, Nova\'s pinning), which a hot-plugged '
+                 'vCPU would not follow')
+RESIDENT_REASON = ('hw:locked_memory keeps all guest memory resident on the '
+                   'host whatever the balloon says')
+
+
+class AdjustabilityTests(ElasticSizingTestCase):
+    """What can be adjusted, why not, and Adjust only where it applies."""
+
+    def setUp(self):
+        super().setUp()
+        cloud = self.cloud
+        pinned = cloud.add_flavor('pinned', 4, 4096, minimum_cpu=2,
+                                  minimum_memory=2048, flavor_id='30',
+                                  extra_specs={'hw:cpu_policy': 'dedicated'})
+        small = cloud.flavors['10']
+        self.ids = {
+            'pinned': cloud.add_server('pinned-vm', pinned).id,
+            'resident': cloud.add_server(
+                'resident-vm', small,
+                image_properties={'hw_locked_memory': 'true'}).id,
+            'tiny': cloud.add_server('tiny-vm', cloud.flavors['1']).id,
+            'error': cloud.add_server('error-vm', small).id,
+            'locked': cloud.add_server('locked-vm', small).id,
+            'elastic': self.small.id,
+        }
+        cloud.servers[self.ids['error']].status = 'ERROR'
+        self.mock_locked_server_ids.return_value = {self.ids['locked']}
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_rows_say_why_and_offer_adjust_only_where_it_applies(self):
+        self.mock_instance_size_list.return_value = (sizes_of(self.cloud),
+                                                     False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        # One call for the page's lock states.
+        self.mock_locked_server_ids.assert_called_once_with(
+            helpers.IsHttpRequest())
+        content = res.content.decode()
+        expected = {
+            'pinned': ('No', [PINNED_REASON]),
+            'resident': ('vCPUs only', [RESIDENT_REASON]),
+            'tiny': ('No', [
+                'The flavor allows no other number of vCPUs (minimum = '
+                'maximum = 1).', 'The flavor allows no other amount of '
+                'memory (minimum = maximum = 512 MB).']),
+            'error': ('No', ['The instance is in error.']),
+            'locked': ('No', ['The instance is locked.']),
+            'elastic': ('Yes', []),
+        }
+        for name, (label, reasons) in expected.items():
+            with self.subTest(name):
+                server_id = self.ids[name]
+                row = row_of(content, server_id)
+                cell = row[row.index('xloud-adjustable-'):]
+                cell = cell[:cell.index('</span>')]
+                self.assertIn(f'>{label}', cell)
+                for reason in reasons:
+                    # Once, though the pinned flavor fixes both.
+                    self.assertEqual(1, cell.count(html.escape(reason)))
+                offered = label != 'No'
+                self.assertEqual(offered, adjust_url(server_id) in row)
+                # Nor selectable for a bulk adjustment.
+                self.assertEqual(offered, 'table-row-multi-select' in row)
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_refreshed_row_asks_for_its_lock(self):
+        size = sizes_of(self.cloud)[-1]
+        self.assertEqual(self.ids['locked'], size.id)
+        self.mock_instance_size_get.return_value = size
+        self.mock_server_lock_state.return_value = (True, 'maintenance')
+        res = self.client.get(
+            INDEX_URL + '?action=row_update&table=instances&obj_id='
+            + size.id, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertContains(res, 'The instance is locked: maintenance')
+        self.assertNotContains(res, adjust_url(size.id))
+        self.mock_server_lock_state.assert_called_once_with(
+            helpers.IsHttpRequest(), size.id)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_form_fixes_what_cannot_be_adjusted(self):
+        size = next(size for size in sizes_of(self.cloud)
+                    if size.id == self.ids['resident'])
+        self.mock_instance_size_get.return_value = size
+        self.mock_adjust.return_value = {}
+        res = self.client.get(adjust_url(size.id))
+        form = res.context['form']
+        self.assertTrue(form.fields['memory_mb'].disabled)
+        self.assertFalse(form.fields['vcpus'].disabled)
+        self.assertContains(res, html.escape(RESIDENT_REASON))
+        res = self.client.post(adjust_url(size.id), {
+            'instance_id': size.id, 'vcpus': 3, 'memory_mb': 2048,
+            'persist': 'on'})
+        self.assertNoFormErrors(res)
+        # The fixed dimension is not sent: the extension refuses any value
+        # of it (409).
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), size.id, vcpus=3, memory_mb=None,
+            persist=True)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_clean_reads_the_instance_again(self):
+        before = self.small
+        cases = [
+            ('locked meanwhile', before, (True, 'maintenance'),
+             'Instance &quot;vm-0001&quot; cannot be adjusted: The instance '
+             'is locked: maintenance'),
+            ('minimum applied meanwhile', dataclasses.replace(
+                before, min_vcpus=3), (False, None), 'From 3 to 4 now.'),
+            ('made non-elastic meanwhile', dataclasses.replace(
+                before, not_adjustable={'vcpus': PINNED_REASON,
+                                        'memory_mb': None}), (False, None),
+             html.escape(PINNED_REASON)),
+            ('an operation started', dataclasses.replace(
+                before, adjustment_status='adjusting'), (False, None),
+             'An adjustment is in progress.'),
+        ]
+        for description, fresh, lock, message in cases:
+            with self.subTest(description):
+                self.mock_instance_size_get.side_effect = [before, fresh]
+                self.mock_server_lock_state.return_value = lock
+                res = self.client.post(adjust_url(before.id), {
+                    'instance_id': before.id, 'vcpus': 2,
+                    'memory_mb': 2048, 'persist': 'on'})
+                self.assertEqual(res.status_code, 200)
+                self.assertTrue(res.context['form'].errors)
+                self.assertContains(res, message)
+        self.mock_adjust.assert_not_called()
+
+
+class BulkFixedTests(ElasticSizingTestCase):
+    def setUp(self):
+        super().setUp()
+        self.resident = elastic.InstanceSize.from_api(self.cloud.size(
+            self.cloud.add_server(
+                'resident-vm', self.cloud.flavors['10'],
+                image_properties={'hw_locked_memory': 'true'}), 'live'))
+        failed = self.cloud.add_server('error-vm', self.cloud.flavors['10'])
+        failed.status = 'ERROR'
+        self.failed = elastic.InstanceSize.from_api(self.cloud.size(
+            failed, 'live'))
+
+    def plan(self, size, **kwargs):
+        return forms.plan_adjustment(size, mode='absolute', **kwargs)
+
+    def test_fixed_dimension_is_held_or_refuses(self):
+        plan = self.plan(self.resident, vcpus=3, memory_mb=2048,
+                         out_of_limits=forms.OUT_OF_LIMITS_CLAMP)
+        self.assertEqual((3, None, True), (plan.vcpus, plan.memory_mb,
+                                           plan.clamped))
+        self.assertEqual("resident-vm: 1 → 3 vCPUs (held to the flavor's "
+                         "limits)", plan.describe())
+        # Asking nothing of it is no clamp.
+        plan = self.plan(self.resident, vcpus=3, memory_mb=None,
+                         out_of_limits=forms.OUT_OF_LIMITS_REFUSE)
+        self.assertEqual((3, None, False, None), (
+            plan.vcpus, plan.memory_mb, plan.clamped, plan.refused))
+        plan = self.plan(self.resident, vcpus=3, memory_mb=2048,
+                         out_of_limits=forms.OUT_OF_LIMITS_REFUSE)
+        self.assertEqual(f'resident-vm: {RESIDENT_REASON}', plan.refused)
+
+    def test_instance_that_cannot_be_adjusted_is_refused(self):
+        plan = self.plan(self.failed, vcpus=2, memory_mb=None,
+                         out_of_limits=forms.OUT_OF_LIMITS_CLAMP)
+        self.assertEqual('error-vm: The instance is in error.', plan.refused)
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_bulk_sends_only_what_can_be_adjusted(self):
+        chosen = [self.small, self.resident, self.failed]
+        self.mock_instance_sizes_get.return_value = {
+            size.id: size for size in chosen}
+        self.mock_adjust_many.side_effect = lambda request, items: [
+            elastic.AdjustOutcome(item, accepted=True) for item in items]
+        res = self.client.post(BULK_URL, {
+            'instance_ids': ','.join(size.id for size in chosen),
+            'mode': 'absolute', 'out_of_limits': 'clamp', 'persist': 'on',
+            'vcpus': 2, 'memory_mb': 2048})
+        self.assertNoFormErrors(res)
+        self.mock_adjust_many.assert_called_once_with(
+            helpers.IsHttpRequest(), [
+                elastic.AdjustRequest(self.small.id, 2, 2048, True),
+                elastic.AdjustRequest(self.resident.id, 2, None, True)])
+        self.assertMessageCount(success=1, warning=1)
+        self.assertIn('error-vm: The instance is in error.',
+                      messages_of(res)[-1])
+
+
 class PlanTests(ElasticSizingTestCase):
     def plan(self, size, **kwargs):
         kwargs.setdefault('out_of_limits', forms.OUT_OF_LIMITS_CLAMP)
@@ -484,27 +685,144 @@ class BulkAdjustTests(ElasticSizingTestCase):
         self.mock_adjust_many.assert_not_called()
 
 
+def messages_of(res) -> list[str]:
+    """The messages a request queued for the next page."""
+    return [str(message) for message in get_messages(res.wsgi_request)]
+
+
+def report_of(cloud, flavor_id, apply=False):
+    """The fake's answer of the flavor minimums API, as the panel reads it."""
+    path = f'/v2.1/os-xloud-flavor-minimums/{flavor_id}'
+    if apply:
+        _status, body = cloud.handle('POST', path + '/action', {},
+                                     {'apply': {}})
+    else:
+        _status, body = cloud.handle('GET', path, {}, None)
+    return elastic.MinimumsReport.from_api(body['flavor_minimums'])
+
+
+def apply_url(flavor_id):
+    return reverse('horizon:admin:elastic_sizing:apply_minimums',
+                   args=[flavor_id])
+
+
 class EditMinimumsTests(ElasticSizingTestCase):
     def setUp(self):
         super().setUp()
         self.flavor = elastic.Flavor.from_nova(
             self.cloud.flavors['10'].as_nova())
 
-    @helpers.create_mocks({elastic: ['flavor_get']})
+    def post(self, **data):
+        values = {'flavor_id': '10', 'minimum_cpu': '', 'minimum_memory': ''}
+        values.update(data)
+        return self.client.post(minimums_url('10'), values)
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get']})
     def test_form(self):
         self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
         res = self.client.get(minimums_url('10'))
         self.assertTemplateUsed(res,
                                 'admin/elastic_sizing/edit_minimums.html')
         self.assertContains(res, 'value="1024"')
         self.assertContains(res, 'max="4096"')
+        # The memory floor bounds the field and is said.
+        self.assertContains(res, 'min="256"')
+        self.assertContains(res, 'No guest is given less than 256MB')
+        self.assertContains(res, 'xloud:minimum_cpu and xloud:minimum_memory')
         self.assertContains(res, 'no resources:* extra specs')
+        self.assertNotContains(res, 'deprecated unscoped')
 
-    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get']})
+    def test_form_names_the_deprecated_keys(self):
+        legacy = self.cloud.add_flavor('seed.flavor', 4, 4096, minimum_cpu=2,
+                                       legacy=True, flavor_id='20')
+        self.mock_flavor_get.return_value = elastic.Flavor.from_nova(
+            legacy.as_nova())
+        self.mock_flavor_minimums_get.side_effect = exceptions.NotFound(
+            'The resource could not be found.', 404)
+        res = self.client.get(minimums_url('20'))
+        self.assertContains(res, 'value="2"')
+        self.assertContains(res, 'the deprecated unscoped extra specs '
+                                 'minimum_cpu: saving writes the scoped keys')
+        # An extension without the API: the default floor.
+        self.assertContains(res, 'min="256"')
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
+    def test_saved_with_instances_carrying_other_minimums(self):
+        self.mock_flavor_get.return_value = self.flavor
+        before = report_of(self.cloud, '10')
+        # What the save does, as Nova would see it.
+        self.cloud.flavors['10'].extra_specs['xloud:minimum_cpu'] = '2'
+        self.cloud.servers[self.small.id].operation = 'rebooting'
+        self.mock_flavor_minimums_get.side_effect = [
+            before, report_of(self.cloud, '10')]
+        res = self.post(minimum_cpu='2', minimum_memory='1024')
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(
+            res, INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.mock_flavor_set_minimums.assert_called_once_with(
+            helpers.IsHttpRequest(), '10', minimum_cpu=2,
+            minimum_memory=1024)
+        self.assertMessageCount(success=1, warning=1)
+        messages = messages_of(res)
+        self.assertIn('Updated the minimums of flavor "elastic.small".',
+                      messages)
+        [warning] = [html.unescape(message) for message in messages
+                     if 'carry other minimums' in message]
+        self.assertIn('2 of its 2 instances carry other minimums and keep '
+                      'them until the flavor\'s are applied to them. 1 of '
+                      'them has an operation in progress.', warning)
+        # A button that opens the apply form.
+        self.assertIn(f'href="{apply_url("10")}"', warning)
+        self.assertIn('ajax-modal', warning)
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
+    def test_saved_with_every_instance_current(self):
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
+        res = self.post(minimum_cpu='1', minimum_memory='1024')
+        self.assertNoFormErrors(res)
+        self.assertMessageCount(success=1, warning=0)
+        self.assertEqual(
+            ['Updated the minimums of flavor "elastic.small". All 2 of its '
+             'instances carry them.'], messages_of(res))
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
+    def test_saved_without_instances_or_report(self):
+        tiny = elastic.Flavor.from_nova(self.cloud.flavors['1'].as_nova())
+        self.mock_flavor_get.return_value = tiny
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '1')
+        res = self.client.post(minimums_url('1'), {
+            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': '256'})
+        self.assertNoFormErrors(res)
+        self.assertEqual(
+            ['Updated the minimums of flavor "m1.tiny". It has no '
+             'instances.'], messages_of(res))
+
+        # A cloud that does not offer the report: the save is all it says.
+        self.mock_flavor_minimums_get.side_effect = exceptions.ApiError(
+            "Policy doesn't allow it", 403)
+        res = self.client.post(minimums_url('1'), {
+            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': ''})
+        self.assertNoFormErrors(res)
+        # The first save's message is still queued: no page showed it.
+        self.assertEqual('Updated the minimums of flavor "m1.tiny".',
+                         messages_of(res)[-1])
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
     def test_set_and_clear(self):
         self.mock_flavor_get.return_value = self.flavor
-        res = self.client.post(minimums_url('10'), {
-            'flavor_id': '10', 'minimum_cpu': '2', 'minimum_memory': ''})
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
+        res = self.post(minimum_cpu='2')
         self.assertNoFormErrors(res)
         self.assertRedirectsNoFollow(
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
@@ -512,24 +830,29 @@ class EditMinimumsTests(ElasticSizingTestCase):
             helpers.IsHttpRequest(), '10', minimum_cpu=2,
             minimum_memory=None)
 
-    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
     def test_validation(self):
         self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
         for cpu, memory in (('0', ''), ('5', ''), ('', '4097'),
-                            ('1.5', ''), ('', '-1'), ('two', '')):
-            res = self.client.post(minimums_url('10'), {
-                'flavor_id': '10', 'minimum_cpu': cpu,
-                'minimum_memory': memory})
+                            ('1.5', ''), ('', '-1'), ('two', ''),
+                            # Below [xloud] memory_floor_mb.
+                            ('', '255')):
+            res = self.post(minimum_cpu=cpu, minimum_memory=memory)
             self.assertTrue(res.context['form'].errors, (cpu, memory))
         self.mock_flavor_set_minimums.assert_not_called()
 
-    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums']})
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
+                                     'flavor_minimums_get']})
     def test_api_error_keeps_the_modal_open(self):
         self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
         self.mock_flavor_set_minimums.side_effect = exceptions.ApiError(
             'Validation failed', 400)
-        res = self.client.post(minimums_url('10'), {
-            'flavor_id': '10', 'minimum_cpu': '2', 'minimum_memory': '2048'})
+        res = self.post(minimum_cpu='2', minimum_memory='2048')
         self.assertEqual(res.status_code, 200)
         self.assertContains(res, 'Validation failed')
 
@@ -539,6 +862,114 @@ class EditMinimumsTests(ElasticSizingTestCase):
         res = self.client.get(minimums_url('99'))
         self.assertRedirectsNoFollow(
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
+
+
+class ApplyMinimumsTests(ElasticSizingTestCase):
+    """The flavor's minimums applied to its existing instances."""
+
+    def setUp(self):
+        super().setUp()
+        self.flavor = elastic.Flavor.from_nova(
+            self.cloud.flavors['10'].as_nova())
+        # Raised to 2 vCPUs: both small instances (at 1) are below; one
+        # is busy.
+        self.cloud.flavors['10'].extra_specs['xloud:minimum_cpu'] = '2'
+        self.idle, self.busy = self.sizes[1].id, self.sizes[2].id
+        self.cloud.servers[self.busy].operation = 'migrating'
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get']})
+    def test_form_shows_how_they_stand(self):
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
+                                                               '10')
+        res = self.client.get(apply_url('10'))
+        self.assertTemplateUsed(res,
+                                'admin/elastic_sizing/apply_minimums.html')
+        content = res.content.decode()
+        for css, value in (('current', 0), ('stale', 2), ('busy', 1),
+                           ('below', 2)):
+            self.assertIn(f'<dd class="xloud-minimums-{css}">{value}</dd>',
+                          content)
+        self.assertContains(res, 'No guest is resized')
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get',
+                                     'flavor_minimums_apply']})
+    def test_apply_reports_each_outcome(self):
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_apply.return_value = report_of(
+            self.cloud, '10', apply=True)
+        res = self.client.post(apply_url('10'), {'flavor_id': '10'})
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(
+            res, INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.mock_flavor_minimums_apply.assert_called_once_with(
+            helpers.IsHttpRequest(), '10')
+        # The fake applied them to the idle instance only.
+        self.assertEqual(
+            {'xloud:minimum_cpu': '2', 'xloud:minimum_memory': '1024'},
+            self.cloud.servers[self.idle].embedded_specs)
+        self.assertEqual('1', self.cloud.servers[self.busy].embedded_specs[
+            'xloud:minimum_cpu'])
+        self.mock_flavor_minimums_get.assert_not_called()
+        self.assertEqual([
+            'Applied the minimums of flavor "elastic.small" to 1 instance.',
+            f'1 instance has an operation in progress and keeps its '
+            f'minimums; apply again once it has ended: {self.busy}',
+            f'1 instance runs below the new minimums and keeps running as '
+            f'it is; adjust it: {self.idle}',
+        ], messages_of(res))
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get',
+                                     'flavor_minimums_apply']})
+    def test_failures_are_errors(self):
+        self.mock_flavor_get.return_value = self.flavor
+        applied = report_of(self.cloud, '10', apply=True)
+        failed = dataclasses.replace(
+            applied.servers[0], result='error',
+            message='The embedded flavor could not be saved: DBError')
+        self.mock_flavor_minimums_apply.return_value = dataclasses.replace(
+            applied, updated=0, servers=(failed,),
+            errors=('Cell cell2 could not be read: did not answer in time; '
+                    'its instances are not counted.',))
+        res = self.client.post(apply_url('10'), {'flavor_id': '10'})
+        self.assertNoFormErrors(res)
+        self.assertMessageCount(success=0, error=1)
+        self.assertEqual(
+            [f'Not applied: {failed.server_id}: The embedded flavor could '
+             f'not be saved: DBError; Cell cell2 could not be read: did not '
+             f'answer in time; its instances are not counted.'],
+            messages_of(res))
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get',
+                                     'flavor_minimums_apply']})
+    def test_nothing_to_apply(self):
+        self.cloud.servers[self.busy].operation = None
+        report_of(self.cloud, '10', apply=True)
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_apply.return_value = report_of(
+            self.cloud, '10', apply=True)
+        res = self.client.post(apply_url('10'), {'flavor_id': '10'})
+        self.assertNoFormErrors(res)
+        self.assertEqual(['Every instance of flavor "elastic.small" carries '
+                          'its minimums.'], messages_of(res))
+
+    @helpers.create_mocks({elastic: ['flavor_get', 'flavor_minimums_get',
+                                     'flavor_minimums_apply']})
+    def test_api_error_keeps_the_modal_open(self):
+        self.mock_flavor_get.return_value = self.flavor
+        self.mock_flavor_minimums_apply.side_effect = exceptions.ApiError(
+            "Policy doesn't allow xloud:elastic_sizing:flavor_minimums to be "
+            "performed.", 403)
+        res = self.client.post(apply_url('10'), {'flavor_id': '10'})
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'Unable to apply the minimums of flavor '
+                                 '&quot;elastic.small&quot;: Policy')
+
+    @helpers.create_mocks({elastic: ['flavor_list']})
+    def test_flavors_tab_offers_it(self):
+        self.mock_flavor_list.return_value = flavors_of(self.cloud)
+        res = self.client.get(INDEX_URL + '?tab=elastic_sizing__flavors')
+        self.assertContains(res, apply_url('10'))
 
 
 class HistoryTests(ElasticSizingTestCase):

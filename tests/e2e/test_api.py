@@ -108,10 +108,10 @@ def test_flavor_minimum_edit_and_boot_at_minimum(admin_conn, elastic_driver):
     try:
         resp = admin_conn.compute.post(
             f"/flavors/{flavor.id}/os-extra_specs",
-            json={"extra_specs": {"minimum_cpu": "8"}})
+            json={"extra_specs": {"xloud:minimum_cpu": "8"}})
         assert resp.status_code == 400, resp.text
         admin_conn.compute.create_flavor_extra_specs(
-            flavor, {"minimum_cpu": "2", "minimum_memory": "2048"})
+            flavor, {"xloud:minimum_cpu": "2", "xloud:minimum_memory": "2048"})
         image = admin_conn.compute.get(
             "/images", microversion="2.35").json()["images"][0]["id"]
         server = admin_conn.compute.create_server(

@@ -38,8 +38,8 @@ API_EVENT = "api_xloud_adjust"
 # Instance action events show their details from this microversion on.
 EVENT_DETAILS_MICROVERSION = "2.84"
 PLACEMENT_MICROVERSION = "1.14"
-FLAVOR = ("x1.crash", 4, 4096, {"minimum_cpu": "1",
-                                "minimum_memory": "1024"})
+FLAVOR = ("x1.crash", 4, 4096, {"xloud:minimum_cpu": "1",
+                                "xloud:minimum_memory": "1024"})
 BOOT_TIMEOUT = 180
 SETTLE_TIMEOUT = 60
 # From the POST to the compute asking libvirt for the new balloon target.

@@ -189,8 +189,8 @@ def test_flavor_minimums_then_boot_at_minimum(admin_panel, admin_conn):
         admin_panel.wait_for_row("flavors", flavor.id, "2GB")
         admin_panel.shot("flavor-minimums-saved")
         specs = admin_conn.compute.fetch_flavor_extra_specs(flavor)
-        assert specs.extra_specs == {"minimum_cpu": "2",
-                                     "minimum_memory": "2048"}
+        assert specs.extra_specs == {"xloud:minimum_cpu": "2",
+                                     "xloud:minimum_memory": "2048"}
 
         # Horizon's launch wizard needs the image and network services,
         # which this cloud has only as Nova-internal fixtures: boot through

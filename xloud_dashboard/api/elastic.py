@@ -1,10 +1,12 @@
 """Nova calls of the Elastic Sizing panel, through openstacksdk.
 
 The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
-flavor minimums as Nova extra specs, the adjustment history as Nova
-instance actions with the change records of the extension's single GET,
-and whether each instance is in sync from the ``os-xloud-audit`` API
-(``doc/audit.md``).
+flavor minimums as Nova extra specs and, for the instances of a flavor,
+the ``os-xloud-flavor-minimums`` API (``doc/api.md``), the adjustment
+history as Nova instance actions with the change records of the
+extension's single GET, whether each instance is in sync from the
+``os-xloud-audit`` API (``doc/audit.md``), and which instances are locked
+from Nova's server API.
 All calls go through one compute proxy per request, built from the user's
 token and the catalog's compute endpoint, as Horizon's own
 ``openstack_dashboard.api._nova.computeclient`` does.
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 import openstack.connection
 import openstack.exceptions
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 from horizon import exceptions as horizon_exceptions
 from horizon.utils import functions as horizon_utils
 from horizon.utils import memoized
@@ -38,10 +41,21 @@ from xloud_dashboard.exceptions import ApiError, NotFound, Unauthorized
 
 EXTENSION_PATH = '/os-xloud-adjust'
 AUDIT_PATH = '/os-xloud-audit'
+FLAVOR_MINIMUMS_PATH = '/os-xloud-flavor-minimums'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
-MINIMUM_CPU = 'minimum_cpu'
-MINIMUM_MEMORY = 'minimum_memory'
+# The flavor minimums (nova_ext.sizing): scoped keys, and the seed's
+# unscoped ones still read where the scoped one is absent.
+MINIMUM_CPU = 'xloud:minimum_cpu'
+MINIMUM_MEMORY = 'xloud:minimum_memory'
+LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
+# [xloud] memory_floor_mb's default, for a cloud whose extension does not
+# say (older than os-xloud-flavor-minimums).
+DEFAULT_MEMORY_FLOOR_MB = 256
+
+VCPUS = 'vcpus'
+MEMORY = 'memory_mb'
+STATUS_ERROR_SERVER = 'ERROR'
 
 STATUS_ADJUSTING = 'adjusting'
 STATUS_SUCCESS = 'success'
@@ -53,10 +67,12 @@ SYNC_DRIFT = 'drift'
 SYNC_UNKNOWN = 'unknown'
 
 # The extension is served by a paste filter in front of Nova's API and
-# takes no microversion; 2.61 lists flavors with their extra specs and
-# 2.84 adds the ``details`` of instance action events.
+# takes no microversion; 2.61 lists flavors with their extra specs, 2.73
+# filters servers by ``locked`` and shows ``locked_reason``, and 2.84 adds
+# the ``details`` of instance action events.
 EXTENSION_MICROVERSION = '2.1'
 FLAVOR_MICROVERSION = '2.61'
+LOCK_MICROVERSION = '2.73'
 ACTION_MICROVERSION = '2.84'
 
 # How many of the newest adjustments the history shows; each costs one
@@ -89,15 +105,20 @@ class Flavor:
     minimum_cpu: int | None = None
     minimum_memory: int | None = None
     is_public: bool = True
+    # The seed's unscoped keys the flavor still holds.
+    legacy_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_nova(cls, body: dict[str, Any]) -> Flavor:
         specs = body.get('extra_specs') or {}
         return cls(id=body['id'], name=body['name'], vcpus=body['vcpus'],
                    memory_mb=body['ram'],
-                   minimum_cpu=_positive_int(specs.get(MINIMUM_CPU)),
-                   minimum_memory=_positive_int(specs.get(MINIMUM_MEMORY)),
-                   is_public=body.get('os-flavor-access:is_public', True))
+                   minimum_cpu=_minimum(specs, MINIMUM_CPU, body['vcpus']),
+                   minimum_memory=_minimum(specs, MINIMUM_MEMORY,
+                                           body['ram']),
+                   is_public=body.get('os-flavor-access:is_public', True),
+                   legacy_keys=tuple(LEGACY_KEYS[key] for key in LEGACY_KEYS
+                                     if LEGACY_KEYS[key] in specs))
 
     @classmethod
     def from_extension(cls, body: dict[str, Any]) -> Flavor:
@@ -174,14 +195,66 @@ class InstanceSize:
     updated_at: datetime.datetime | None
     adjustment_status: str | None
     adjustment_error: str | None
+    # Why a dimension cannot be adjusted (its flavor, image or devices),
+    # by VCPUS / MEMORY; None where it can.
+    not_adjustable: dict[str, str | None] = dataclasses.field(
+        default_factory=lambda: {VCPUS: None, MEMORY: None})
     # Only the single GET carries them, newest first.
     changes: tuple[SizeChange, ...] = ()
     # From the audit, when the page asked for it; None when not audited.
     sync: SyncState | None = None
+    # From Nova's server API (with_lock_states, server_lock_state); None
+    # when not asked.
+    locked: bool | None = None
+    locked_reason: str | None = None
 
     @property
     def is_adjusting(self) -> bool:
         return self.adjustment_status == STATUS_ADJUSTING
+
+    def fixed_reason(self, dimension: str) -> str | None:
+        """Why ``dimension`` (VCPUS or MEMORY) cannot be adjusted, or None.
+
+        The extension's reason (a setting that makes it non-elastic), or
+        a floor equal to the maximum: nothing to adjust.
+        """
+        reason = self.not_adjustable.get(dimension)
+        if reason:
+            return reason
+        low, high = ((self.min_vcpus, self.max_vcpus) if dimension == VCPUS
+                     else (self.min_memory_mb, self.max_memory_mb))
+        if low >= high:
+            if dimension == VCPUS:
+                return _("The flavor allows no other number of vCPUs "
+                         "(minimum = maximum = %d).") % high
+            return _("The flavor allows no other amount of memory "
+                     "(minimum = maximum = %d MB).") % high
+        return None
+
+    def adjustable(self, dimension: str) -> bool:
+        return self.fixed_reason(dimension) is None
+
+    def adjust_refusal(self) -> str | None:
+        """Why the instance cannot be adjusted now, or None when it can.
+
+        What the extension would answer 409 or 400 to without a doubt:
+        an adjustment in flight, an instance in error, a locked one
+        (when its lock state was asked), nothing adjustable.
+        """
+        if self.is_adjusting:
+            return _("An adjustment is in progress.")
+        if self.status == STATUS_ERROR_SERVER:
+            return _("The instance is in error.")
+        if self.locked:
+            if self.locked_reason:
+                return _("The instance is locked: %s") % self.locked_reason
+            return _("The instance is locked.")
+        reasons = [self.fixed_reason(dimension)
+                   for dimension in (VCPUS, MEMORY)]
+        if all(reasons):
+            # One setting often fixes both: say it once.
+            return ' '.join(dict.fromkeys(str(reason) for reason in reasons))
+        return None
 
     @classmethod
     def from_api(cls, body: dict[str, Any]) -> InstanceSize:
@@ -201,6 +274,9 @@ class InstanceSize:
             updated_at=_parse_time(body.get('updated_at')),
             adjustment_status=adjustment.get('status'),
             adjustment_error=adjustment.get('error'),
+            not_adjustable={
+                dimension: (body.get('not_adjustable') or {}).get(dimension)
+                for dimension in (VCPUS, MEMORY)},
             changes=tuple(SizeChange.from_api(change)
                           for change in body.get('changes') or ()))
 
@@ -243,12 +319,81 @@ class HistoryEntry:
     changes: dict[str, tuple[int, int]]
 
 
+@dataclasses.dataclass(frozen=True)
+class MinimumsOutcome:
+    """What applying a flavor's minimums did with one instance."""
+
+    server_id: str
+    cell: str
+    result: str
+    below_minimum: bool
+    recorded: bool
+    current_vcpus: int | None
+    current_memory_mb: int | None
+    message: str | None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> MinimumsOutcome:
+        return cls(server_id=body['server_id'], cell=body['cell'],
+                   result=body['result'],
+                   below_minimum=body['below_minimum'],
+                   recorded=body['recorded'],
+                   current_vcpus=body.get('current_vcpus'),
+                   current_memory_mb=body.get('current_memory_mb'),
+                   message=body.get('message'))
+
+
+@dataclasses.dataclass(frozen=True)
+class MinimumsReport:
+    """How the instances of a flavor stand against its minimums.
+
+    ``current`` carry them in their embedded flavor (which governs them),
+    ``stale`` carry others, ``busy`` of those have an operation in
+    progress. After an apply, ``updated`` and ``servers`` say what it
+    did.
+    """
+
+    flavor_id: str
+    instances: int
+    current: int
+    stale: int
+    busy: int
+    below_minimum: int
+    memory_floor_mb: int
+    errors: tuple[str, ...] = ()
+    updated: int | None = None
+    servers: tuple[MinimumsOutcome, ...] = ()
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> MinimumsReport:
+        return cls(flavor_id=body['flavor']['id'],
+                   instances=body['instances'], current=body['current'],
+                   stale=body['stale'], busy=body['busy'],
+                   below_minimum=body['below_minimum'],
+                   memory_floor_mb=body['memory_floor_mb'],
+                   errors=tuple(body.get('errors') or ()),
+                   updated=body.get('updated'),
+                   servers=tuple(MinimumsOutcome.from_api(server)
+                                 for server in body.get('servers') or ()))
+
+
 def _positive_int(raw: Any) -> int | None:
     try:
         value = int(str(raw).strip())
     except (TypeError, ValueError):
         return None
     return value if value >= 1 else None
+
+
+def _minimum(specs: dict[str, str], key: str, maximum: int) -> int | None:
+    """A flavor's minimum as the extension reads it
+    (``nova_ext.sizing.flavor_minimum``): the scoped key wins over the
+    seed's, a value above the flavor's size is capped to it."""
+    for name in (key, LEGACY_KEYS[key]):
+        if name in specs:
+            value = _positive_int(specs[name])
+            return None if value is None else min(value, maximum)
+    return None
 
 
 def _parse_time(raw: str | None) -> datetime.datetime | None:
@@ -482,6 +627,45 @@ def with_sync_states(request, sizes: list[InstanceSize]
             for size in sizes]
 
 
+def locked_server_ids(request) -> set[str]:
+    """The ids of every locked server, from Nova's server list filtered by
+    ``locked`` (microversion 2.73): ids only, few calls whatever the size
+    of the cloud (Nova pages them by ``[api] max_limit``)."""
+    locked = set()
+    params: dict[str, Any] = {'all_tenants': 1, 'locked': 'true'}
+    while True:
+        body = _get(request, '/servers', LOCK_MICROVERSION, params=params)
+        servers = body.get('servers') or []
+        locked.update(server['id'] for server in servers)
+        more = any(link.get('rel') == 'next'
+                   for link in body.get('servers_links') or ())
+        if not more or not servers:
+            return locked
+        params = {**params, 'marker': servers[-1]['id']}
+
+
+def with_lock_states(request, sizes: list[InstanceSize]
+                     ) -> list[InstanceSize]:
+    """The sizes with whether each instance is locked, in one call."""
+    if not sizes:
+        return sizes
+    locked = locked_server_ids(request)
+    return [dataclasses.replace(size, locked=size.id in locked)
+            for size in sizes]
+
+
+def server_lock_state(request, server_id: str) -> tuple[bool, str | None]:
+    """Whether Nova has the server locked, and the reason it was given."""
+    body = _get(request, f'/servers/{server_id}', LOCK_MICROVERSION)
+    server = body['server']
+    return bool(server.get('locked')), server.get('locked_reason')
+
+
+def with_lock_state(request, size: InstanceSize) -> InstanceSize:
+    locked, reason = server_lock_state(request, size.id)
+    return dataclasses.replace(size, locked=locked, locked_reason=reason)
+
+
 def _is_elastic(size: InstanceSize) -> bool:
     return (size.flavor.minimum_cpu is not None or
             size.flavor.minimum_memory is not None)
@@ -532,21 +716,47 @@ def flavor_get(request, flavor_id: str) -> Flavor:
 def flavor_set_minimums(request, flavor_id: str, *,
                         minimum_cpu: int | None,
                         minimum_memory: int | None) -> None:
-    """Write the minimums as extra specs; None removes one."""
+    """Write the minimums as the scoped extra specs; None removes one.
+
+    The seed's unscoped key of each minimum is deleted once the scoped
+    one is written (or when the minimum is removed): it is read only
+    where the scoped key is absent, and an unscoped key is taken for a
+    host requirement by Nova's aggregate and capabilities filters.
+    """
     values = {MINIMUM_CPU: minimum_cpu, MINIMUM_MEMORY: minimum_memory}
+    path = f'/flavors/{flavor_id}/os-extra_specs'
+    present = _get(request, path, FLAVOR_MICROVERSION).get(
+        'extra_specs') or {}
     to_set = {key: str(value) for key, value in values.items()
               if value is not None}
-    path = f'/flavors/{flavor_id}/os-extra_specs'
     if to_set:
         _call(request, 'POST', path, microversion=FLAVOR_MICROVERSION,
               json={'extra_specs': to_set})
-    for key, value in values.items():
-        if value is not None:
+    to_delete = [key for key, value in values.items() if value is None]
+    to_delete += [LEGACY_KEYS[key] for key in values]
+    for key in to_delete:
+        if key not in present:
             continue
-        # A minimum that is not set has nothing to clear.
+        # Deleted meanwhile: nothing left to clear.
         with contextlib.suppress(NotFound):
             _call(request, 'DELETE', f'{path}/{key}',
                   microversion=FLAVOR_MICROVERSION)
+
+
+def flavor_minimums_get(request, flavor_id: str) -> MinimumsReport:
+    """How many instances of the flavor carry its minimums (one call)."""
+    body = _get(request, f'{FLAVOR_MINIMUMS_PATH}/{flavor_id}',
+                EXTENSION_MICROVERSION)
+    return MinimumsReport.from_api(body['flavor_minimums'])
+
+
+def flavor_minimums_apply(request, flavor_id: str) -> MinimumsReport:
+    """Apply the flavor's minimums to its instances; what became of each
+    one that did not carry them."""
+    body = _call(request, 'POST',
+                 f'{FLAVOR_MINIMUMS_PATH}/{flavor_id}/action',
+                 microversion=EXTENSION_MICROVERSION, json={'apply': {}})
+    return MinimumsReport.from_api(body['flavor_minimums'])
 
 
 def adjustment_history(request, server_id: str,

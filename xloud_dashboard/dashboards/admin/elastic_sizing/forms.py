@@ -1,5 +1,7 @@
 import dataclasses
 
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from horizon import forms, messages
@@ -23,6 +25,16 @@ def limit_field(field: forms.IntegerField, minimum: int, maximum: int):
         'minimum': minimum, 'maximum': maximum}
 
 
+def fix_field(field: forms.IntegerField, reason: str) -> None:
+    """Show a dimension that cannot be adjusted, and why; not sent."""
+    field.disabled = True
+    field.required = False
+    field.help_text = reason
+
+
+DIMENSIONS = (('vcpus', elastic.VCPUS), ('memory_mb', elastic.MEMORY))
+
+
 class AdjustForm(forms.SelfHandlingForm):
     instance_id = forms.CharField(widget=forms.HiddenInput())
     vcpus = forms.IntegerField(label=_("vCPUs"))
@@ -36,9 +48,56 @@ class AdjustForm(forms.SelfHandlingForm):
                  **kwargs):
         super().__init__(request, *args, **kwargs)
         self.size = size
-        limit_field(self.fields['vcpus'], size.min_vcpus, size.max_vcpus)
-        limit_field(self.fields['memory_mb'], size.min_memory_mb,
-                    size.max_memory_mb)
+        limits = {elastic.VCPUS: (size.min_vcpus, size.max_vcpus),
+                  elastic.MEMORY: (size.min_memory_mb, size.max_memory_mb)}
+        for name, dimension in DIMENSIONS:
+            reason = size.fixed_reason(dimension)
+            if reason:
+                fix_field(self.fields[name], reason)
+            else:
+                limit_field(self.fields[name], *limits[dimension])
+
+    def clean(self):
+        """Refuse, with the extension's reason, what it would refuse now.
+
+        The instance is read again (its size, and Nova's lock): it may
+        have been locked, started another operation, or had new flavor
+        minimums applied since the form was shown.
+        """
+        data = super().clean()
+        size = self.size
+        try:
+            fresh = elastic.with_lock_state(
+                self.request, elastic.instance_size_get(self.request,
+                                                        size.id))
+        except elastic.ApiError as exc:
+            raise forms.ValidationError(
+                _('Unable to read instance "%(name)s": %(reason)s')
+                % {'name': size.name, 'reason': exc.message})
+        self.size = fresh
+        refusal = fresh.adjust_refusal()
+        if refusal is not None:
+            raise forms.ValidationError(
+                _('Instance "%(name)s" cannot be adjusted: %(reason)s')
+                % {'name': fresh.name, 'reason': refusal})
+        limits = {elastic.VCPUS: (fresh.min_vcpus, fresh.max_vcpus),
+                  elastic.MEMORY: (fresh.min_memory_mb,
+                                   fresh.max_memory_mb)}
+        for name, dimension in DIMENSIONS:
+            if self.fields[name].disabled:
+                data[name] = None
+                continue
+            reason = fresh.fixed_reason(dimension)
+            if reason:
+                self.add_error(name, reason)
+                continue
+            low, high = limits[dimension]
+            value = data.get(name)
+            if value is not None and not low <= value <= high:
+                self.add_error(name, _(
+                    "From %(minimum)s to %(maximum)s now.") % {
+                    'minimum': low, 'maximum': high})
+        return data
 
     def handle(self, request, data):
         size = self.size
@@ -51,11 +110,14 @@ class AdjustForm(forms.SelfHandlingForm):
                 _('Unable to adjust instance "%(name)s": %(reason)s')
                 % {'name': size.name, 'reason': exc.message})
             return False
+        vcpus = size.current_vcpus if data['vcpus'] is None else data['vcpus']
+        memory_mb = (size.current_memory_mb if data['memory_mb'] is None
+                     else data['memory_mb'])
         messages.success(
             request,
             _('Adjusting instance "%(name)s" to %(vcpus)s vCPUs and '
-              '%(memory)s.') % {'name': size.name, 'vcpus': data['vcpus'],
-                                'memory': memory(data['memory_mb'])})
+              '%(memory)s.') % {'name': size.name, 'vcpus': vcpus,
+                                'memory': memory(memory_mb)})
         return True
 
 
@@ -64,23 +126,30 @@ class Plan:
     """What a bulk adjustment does to one instance."""
 
     size: elastic.InstanceSize
-    vcpus: int
-    memory_mb: int
+    # None: a dimension that cannot be adjusted, left alone (not sent).
+    vcpus: int | None
+    memory_mb: int | None
     clamped: bool = False
     refused: str | None = None
 
     @property
     def unchanged(self) -> bool:
-        return (self.vcpus == self.size.current_vcpus
-                and self.memory_mb == self.size.current_memory_mb)
+        return (self.vcpus in (None, self.size.current_vcpus)
+                and self.memory_mb in (None, self.size.current_memory_mb))
 
     def describe(self) -> str:
         size = self.size
-        text = _("%(name)s: %(old_vcpus)s → %(vcpus)s vCPUs, "
-                 "%(old_memory)s → %(memory)s") % {
-            'name': size.name, 'old_vcpus': size.current_vcpus,
-            'vcpus': self.vcpus, 'old_memory': memory(size.current_memory_mb),
-            'memory': memory(self.memory_mb)}
+        parts = []
+        if self.vcpus is not None:
+            parts.append(_("%(old)s → %(new)s vCPUs") % {
+                'old': size.current_vcpus, 'new': self.vcpus})
+        if self.memory_mb is not None:
+            parts.append(_("%(old)s → %(new)s") % {
+                'old': memory(size.current_memory_mb),
+                'new': memory(self.memory_mb)})
+        text = _("%(name)s: %(changes)s") % {
+            'name': size.name,
+            'changes': ', '.join(str(part) for part in parts)}
         if self.clamped:
             text = _("%(change)s (held to the flavor's limits)") % {
                 'change': text}
@@ -94,21 +163,40 @@ def plan_adjustment(size: elastic.InstanceSize, *, mode: str,
 
     In relative mode ``vcpus``/``memory_mb`` are steps added to the
     current size. A value outside ``[min, max]`` is clamped to the nearest
-    limit or refuses the whole instance, as ``out_of_limits`` says.
+    limit or refuses the whole instance, as ``out_of_limits`` says; so is
+    a change of a dimension that cannot be adjusted (held: left alone).
+    An instance that cannot be adjusted at all is refused.
     """
     def target(current: int, value: int | None) -> int:
         if value is None:
             return current
         return current + value if mode == MODE_RELATIVE else value
 
+    refusal = size.adjust_refusal()
+    if refusal is not None:
+        return Plan(size, None, None, refused=str(
+            _("%(name)s: %(reason)s") % {'name': size.name,
+                                         'reason': refusal}))
     wanted = {'vcpus': target(size.current_vcpus, vcpus),
               'memory_mb': target(size.current_memory_mb, memory_mb)}
+    asked = {'vcpus': vcpus is not None, 'memory_mb': memory_mb is not None}
     limits = {'vcpus': (size.min_vcpus, size.max_vcpus),
               'memory_mb': (size.min_memory_mb, size.max_memory_mb)}
     labels = {'vcpus': _("vCPUs"), 'memory_mb': _("memory (MB)")}
     held = {}
     clamped = False
-    for key, value in wanted.items():
+    for key, dimension in DIMENSIONS:
+        value = wanted[key]
+        reason = size.fixed_reason(dimension)
+        if reason:
+            if asked[key] and value != getattr(size, f'current_{key}'):
+                if out_of_limits == OUT_OF_LIMITS_REFUSE:
+                    return Plan(size, None, None, refused=str(
+                        _("%(name)s: %(reason)s") % {
+                            'name': size.name, 'reason': reason}))
+                clamped = True
+            held[key] = None
+            continue
         low, high = limits[key]
         inside = min(max(value, low), high)
         if inside != value:
@@ -241,12 +329,15 @@ class EditMinimumsForm(forms.SelfHandlingForm):
     minimum_memory = forms.IntegerField(
         label=_("Minimum memory (MB)"), required=False, min_value=1)
 
-    def __init__(self, request, *args, flavor: elastic.Flavor, **kwargs):
+    def __init__(self, request, *args, flavor: elastic.Flavor,
+                 memory_floor_mb: int = elastic.DEFAULT_MEMORY_FLOOR_MB,
+                 **kwargs):
         super().__init__(request, *args, **kwargs)
         self.flavor = flavor
         limit_field(self.fields['minimum_cpu'], 1, flavor.vcpus)
-        limit_field(self.fields['minimum_memory'], 1,
-                          flavor.memory_mb)
+        # The extension refuses a memory minimum below its floor.
+        limit_field(self.fields['minimum_memory'], memory_floor_mb,
+                    flavor.memory_mb)
         for name in ('minimum_cpu', 'minimum_memory'):
             self.fields[name].help_text = _(
                 "%(range)s Leave empty to remove the minimum.") % {
@@ -264,6 +355,109 @@ class EditMinimumsForm(forms.SelfHandlingForm):
                   '%(reason)s') % {'name': flavor.name,
                                    'reason': exc.message})
             return False
-        messages.success(request, _('Updated the minimums of flavor '
-                                    '"%(name)s".') % {'name': flavor.name})
+        updated = _('Updated the minimums of flavor "%(name)s".') % {
+            'name': flavor.name}
+        try:
+            report = elastic.flavor_minimums_get(request, flavor.id)
+        except elastic.ApiError:
+            # A cloud without the flavor minimums API (or its policy):
+            # nothing to say about the instances.
+            messages.success(request, updated)
+            return True
+        existing = existing_instances_message(report)
+        if report.stale:
+            messages.success(request, updated)
+            messages.warning(request, format_html(
+                '{} <a href="{}" class="btn btn-default btn-xs ajax-modal '
+                'xloud-apply-minimums">{}</a>', existing,
+                reverse('horizon:admin:elastic_sizing:apply_minimums',
+                        args=[flavor.id]),
+                _("Apply to Instances")))
+        else:
+            messages.success(request, f'{updated} {existing}')
+        return True
+
+
+def existing_instances_message(report: elastic.MinimumsReport) -> str:
+    """How the flavor's existing instances stand against its minimums."""
+    if not report.instances:
+        return str(_("It has no instances."))
+    if not report.stale:
+        return ngettext(
+            "Its instance carries them.",
+            "All %(count)d of its instances carry them.",
+            report.instances) % {'count': report.instances}
+    text = ngettext(
+        "%(stale)d of its %(count)d instance carries other minimums and "
+        "keeps them until the flavor's are applied to it.",
+        "%(stale)d of its %(count)d instances carry other minimums and "
+        "keep them until the flavor's are applied to them.",
+        report.instances) % {'stale': report.stale,
+                             'count': report.instances}
+    if report.busy:
+        text += ' ' + ngettext(
+            "%(busy)d of them has an operation in progress.",
+            "%(busy)d of them have an operation in progress.",
+            report.busy) % {'busy': report.busy}
+    return text
+
+
+class ApplyMinimumsForm(forms.SelfHandlingForm):
+    flavor_id = forms.CharField(widget=forms.HiddenInput())
+
+    def __init__(self, request, *args, flavor: elastic.Flavor, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        self.flavor = flavor
+
+    def handle(self, request, data):
+        flavor = self.flavor
+        try:
+            report = elastic.flavor_minimums_apply(request, flavor.id)
+        except elastic.ApiError as exc:
+            self.api_error(
+                _('Unable to apply the minimums of flavor "%(name)s": '
+                  '%(reason)s') % {'name': flavor.name,
+                                   'reason': exc.message})
+            return False
+        if report.updated:
+            messages.success(request, ngettext(
+                'Applied the minimums of flavor "%(name)s" to %(count)d '
+                'instance.',
+                'Applied the minimums of flavor "%(name)s" to %(count)d '
+                'instances.', report.updated) % {
+                'name': flavor.name, 'count': report.updated})
+        elif not report.stale:
+            messages.success(request, _(
+                'Every instance of flavor "%(name)s" carries its '
+                'minimums.') % {'name': flavor.name})
+        by_result = {}
+        for outcome in report.servers:
+            by_result.setdefault(outcome.result, []).append(outcome)
+        busy = by_result.get('busy', [])
+        if busy:
+            messages.warning(request, ngettext(
+                '%(count)d instance has an operation in progress and keeps '
+                'its minimums; apply again once it has ended: %(ids)s',
+                '%(count)d instances have an operation in progress and keep '
+                'their minimums; apply again once they have ended: %(ids)s',
+                len(busy)) % {'count': len(busy), 'ids': ', '.join(
+                    outcome.server_id for outcome in busy)})
+        below = [outcome for outcome in report.servers
+                 if outcome.result == 'updated' and outcome.below_minimum]
+        if below:
+            messages.warning(request, ngettext(
+                '%(count)d instance runs below the new minimums and keeps '
+                'running as it is; adjust it: %(ids)s',
+                '%(count)d instances run below the new minimums and keep '
+                'running as they are; adjust them: %(ids)s',
+                len(below)) % {'count': len(below), 'ids': ', '.join(
+                    outcome.server_id for outcome in below)})
+        failures = [_("%(id)s: %(reason)s") % {
+                        'id': outcome.server_id, 'reason': outcome.message}
+                    for outcome in by_result.get('error', [])]
+        failures += list(report.errors)
+        if failures:
+            messages.error(request, _(
+                'Not applied: %(failures)s') % {
+                'failures': '; '.join(str(failure) for failure in failures)})
         return True

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 from urllib import parse
 
@@ -14,7 +15,10 @@ from xloud_dashboard.api import elastic
 
 ADJUST_POLICY = (('compute', 'xloud:elastic_sizing:adjust'),)
 AUDIT_POLICY = (('compute', 'xloud:elastic_sizing:audit'),)
+FLAVOR_MINIMUMS_POLICY = (('compute',
+                           'xloud:elastic_sizing:flavor_minimums'),)
 EXTRA_SPECS_POLICY = (
+    ('compute', 'os_compute_api:os-flavor-extra-specs:index'),
     ('compute', 'os_compute_api:os-flavor-extra-specs:create'),
     ('compute', 'os_compute_api:os-flavor-extra-specs:delete'),
 )
@@ -70,6 +74,24 @@ def adjustment_status(size: elastic.InstanceSize) -> str:
     return size.adjustment_status or ''
 
 
+def adjustability(size: elastic.InstanceSize) -> str:
+    """Yes / vCPUs only / Memory only / No, with why in its tooltip."""
+    refusal = size.adjust_refusal()
+    fixed = {dimension: size.fixed_reason(dimension)
+             for dimension in (elastic.VCPUS, elastic.MEMORY)}
+    if refusal is not None:
+        reasons = [refusal]
+    else:
+        reasons = list(dict.fromkeys(str(reason) for reason in fixed.values()
+                                     if reason))
+    return loader.render_to_string(
+        'admin/elastic_sizing/_adjustable.html', {
+            'refused': refusal is not None,
+            'vcpus_fixed': bool(fixed[elastic.VCPUS]),
+            'memory_fixed': bool(fixed[elastic.MEMORY]),
+            'reasons': '\n'.join(str(reason) for reason in reasons)})
+
+
 def sync_state(size: elastic.InstanceSize) -> str | None:
     """In sync / Drift (what, in its tooltip) / Unknown; None (shown as
     "-") for an instance the audit does not cover."""
@@ -88,7 +110,9 @@ class AdjustInstance(tables.LinkAction):
     policy_rules = ADJUST_POLICY
 
     def allowed(self, request, size=None) -> bool:
-        return size is None or not size.is_adjusting
+        # Not offered where the extension would refuse it: the row's
+        # Adjustable column says why.
+        return size is None or size.adjust_refusal() is None
 
 
 class ViewHistory(tables.LinkAction):
@@ -139,8 +163,17 @@ class InstanceFilterAction(tables.FilterAction):
 class UpdateRow(tables.Row):
     ajax = True
 
+    def can_be_selected(self, datum) -> bool:
+        # A bulk adjustment leaves out what cannot be adjusted.
+        return datum.adjust_refusal() is None
+
     def get_data(self, request, instance_id):
         size = elastic.instance_size_get(request, instance_id)
+        if not size.is_adjusting:
+            # Whether it may be offered an adjustment again; unknown when
+            # Nova does not say (the form's clean() asks again).
+            with contextlib.suppress(elastic.ApiError):
+                size = elastic.with_lock_state(request, size)
         if 'sync' not in self.table.columns:
             return size
         if size.is_adjusting:
@@ -173,6 +206,11 @@ class InstancesTable(tables.DataTable):
     max_memory = tables.Column(lambda size: memory(size.max_memory_mb),
                                verbose_name=_("Max Memory"))
     changed = tables.Column(size_changed, verbose_name=_("Size Changed"))
+    adjustable = tables.Column(
+        adjustability, verbose_name=_("Adjustable"),
+        classes=('xloud-adjustable',),
+        help_text=_("Whether the instance's vCPUs and memory can be "
+                    "adjusted now, and why not."))
     adjustment = tables.Column(
         adjustment_status, verbose_name=_("Adjustment"), status=True,
         status_choices=ADJUSTMENT_STATUS_CHOICES,
@@ -215,6 +253,15 @@ class EditMinimums(tables.LinkAction):
     policy_rules = EXTRA_SPECS_POLICY
 
 
+class ApplyMinimums(tables.LinkAction):
+    name = 'apply_minimums'
+    verbose_name = _("Apply to Instances")
+    url = 'horizon:admin:elastic_sizing:apply_minimums'
+    classes = ('ajax-modal',)
+    icon = 'refresh'
+    policy_rules = FLAVOR_MINIMUMS_POLICY
+
+
 class FlavorFilterAction(tables.FilterAction):
     name = 'filter_elastic_flavors'
 
@@ -239,7 +286,7 @@ class FlavorsTable(tables.DataTable):
         name = 'flavors'
         verbose_name = _("Flavors")
         table_actions = (FlavorFilterAction,)
-        row_actions = (EditMinimums,)
+        row_actions = (EditMinimums, ApplyMinimums)
 
 
 def history_result(entry: elastic.HistoryEntry) -> str:

@@ -1,3 +1,5 @@
+import contextlib
+
 from django.utils.translation import gettext_lazy as _
 from horizon import exceptions, tabs
 
@@ -32,6 +34,11 @@ class InstancesTab(tabs.TableTab):
             exceptions.handle(self.request,
                               _("Unable to retrieve instance sizes."))
             return []
+        # One call for the page: which instances Nova has locked. When it
+        # fails their Adjust is offered; the form's clean() and the
+        # extension refuse a locked one.
+        with contextlib.suppress(elastic.ApiError):
+            sizes = elastic.with_lock_states(self.request, sizes)
         if 'sync' in table.columns:
             # One audit call for the page, not one per row.
             audited = elastic.with_sync_states(self.request, sizes)

@@ -12,4 +12,6 @@ urlpatterns = [
             views.HistoryView.as_view(), name='history'),
     re_path(r'^flavors/(?P<flavor_id>[^/]+)/minimums/$',
             views.EditMinimumsView.as_view(), name='edit_minimums'),
+    re_path(r'^flavors/(?P<flavor_id>[^/]+)/apply_minimums/$',
+            views.ApplyMinimumsView.as_view(), name='apply_minimums'),
 ]

@@ -133,10 +133,74 @@ class EditMinimumsView(ObjectModalFormView):
                               _("Unable to retrieve the flavor."),
                               redirect=self.get_success_url())
 
+    @memoized.memoized_method
+    def get_report(self) -> elastic.MinimumsReport | None:
+        """The flavor's instances and the cloud's memory floor; None when
+        the cloud does not offer the flavor minimums API to this user."""
+        try:
+            return elastic.flavor_minimums_get(self.request,
+                                               self.kwargs['flavor_id'])
+        except elastic.ApiError:
+            return None
+
+    def memory_floor_mb(self) -> int:
+        report = self.get_report()
+        return (elastic.DEFAULT_MEMORY_FLOOR_MB if report is None
+                else report.memory_floor_mb)
+
+    def get_form_kwargs(self):
+        kwargs = super().get_form_kwargs()
+        kwargs['memory_floor_mb'] = self.memory_floor_mb()
+        return kwargs
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context['memory_floor_mb'] = self.memory_floor_mb()
+        return context
+
     def get_initial(self):
         flavor = self.get_object()
         return {'flavor_id': flavor.id, 'minimum_cpu': flavor.minimum_cpu,
                 'minimum_memory': flavor.minimum_memory}
+
+
+class ApplyMinimumsView(ObjectModalFormView):
+    form_class = es_forms.ApplyMinimumsForm
+    template_name = 'admin/elastic_sizing/apply_minimums.html'
+    modal_id = 'apply_minimums_modal'
+    page_title = _("Apply Flavor Minimums to Instances")
+    submit_label = _("Apply")
+    submit_url = 'horizon:admin:elastic_sizing:apply_minimums'
+    success_url = INDEX_URL
+    url_kwarg = 'flavor_id'
+    object_name = 'flavor'
+
+    def get_success_url(self):
+        return f'{self.success_url}?tab=elastic_sizing__flavors'
+
+    @memoized.memoized_method
+    def get_object(self) -> elastic.Flavor:
+        try:
+            return elastic.flavor_get(self.request, self.kwargs['flavor_id'])
+        except elastic.ApiError:
+            exceptions.handle(self.request,
+                              _("Unable to retrieve the flavor."),
+                              redirect=self.get_success_url())
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        if self.request.method == 'GET':
+            try:
+                context['report'] = elastic.flavor_minimums_get(
+                    self.request, self.kwargs['flavor_id'])
+            except elastic.ApiError:
+                exceptions.handle(
+                    self.request,
+                    _("Unable to count the instances of the flavor."))
+        return context
+
+    def get_initial(self):
+        return {'flavor_id': self.get_object().id}
 
 
 class HistoryView(tables.DataTableView):
