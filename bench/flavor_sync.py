@@ -4,6 +4,7 @@ Usage, from the repository root::
 
     PYTHONPATH=. .venv/bin/python bench/flavor_sync.py [--backend sqlite]
         [--backend mysql] [--sizes 1000,10000,100000] [--repeat 3]
+        [--migrate-keys]
 
 Each database gets Nova's nova_api schema from Nova's migrations; the
 RequestSpecs are copies of specs written by Nova's own ``RequestSpec``
@@ -19,6 +20,15 @@ grows linearly, the median wall and CPU time, and the highest peak RSS.
 Dirty pages are written back (``sync``) before each run, so that no run
 pays for the populating's or another run's writes. On a machine shared
 with other work, CPU time is the steadier figure.
+
+With ``--migrate-keys`` the modes are those of the key migration
+(``--migrate-keys``, ``--migrate-keys --run``, ``--migrate-keys --verify``
+and the restore of its backup, which brings the legacy keys back for the
+next round), and a cell database with Nova's schema is added, mapped in
+nova_api, holding as many instances as there are RequestSpecs: copies of
+an instance row and its ``instance_extra.flavor`` written by Nova's own
+``Instance`` code. Every flavor, RequestSpec and instance then holds both
+legacy keys, so every row is rewritten.
 """
 
 import argparse
@@ -38,7 +48,7 @@ from tests.flavor_sync import novaapi
 
 STALE_EVERY = 10
 CHUNK = 5000
-ELAPSED = re.compile(r'(?:Sync|Restore) Complete \(([\d.]+) s\)')
+ELAPSED = re.compile(r'(?:Sync|Restore|Migration) Complete \(([\d.]+) s\)')
 SUMMARY = re.compile(r'Summary: .*')
 
 
@@ -107,6 +117,37 @@ def populate(api: novaapi.NovaApi, count: int) -> int:
     return total_bytes // count
 
 
+def populate_cell(api: novaapi.NovaApi, url: str, count: int) -> int:
+    """A cell with ``count`` copies of an instance Nova created."""
+    cell = api.add_cell('cell1', url)
+    flavor = novaapi.objects.Flavor.get_by_flavor_id(api.context, 'fresh')
+    template_uuid = str(uuid.uuid4())
+    cell.create_instance(template_uuid, flavor)
+    instances = sa.Table('instances', sa.MetaData(), autoload_with=cell.engine)
+    extra = sa.Table('instance_extra', sa.MetaData(),
+                     autoload_with=cell.engine)
+    with cell.engine.connect() as connection:
+        instance_row = dict(connection.execute(sa.select(instances).where(
+            instances.c.uuid == template_uuid)).one()._mapping)
+        extra_row = dict(connection.execute(sa.select(extra).where(
+            extra.c.instance_uuid == template_uuid)).one()._mapping)
+        # The template instance goes; its copies are inserted below.
+        for table in novaapi.MysqlCellDatabases.TABLES:
+            connection.exec_driver_sql(f'DELETE FROM {table}')
+        del instance_row['id'], extra_row['id']
+        for start in range(0, count, CHUNK):
+            uuids = [str(uuid.uuid4())
+                     for _ in range(start, min(count, start + CHUNK))]
+            connection.execute(instances.insert(), [
+                dict(instance_row, uuid=instance_uuid)
+                for instance_uuid in uuids])
+            connection.execute(extra.insert(), [
+                dict(extra_row, instance_uuid=instance_uuid)
+                for instance_uuid in uuids])
+            connection.commit()
+    return len(extra_row['flavor'])
+
+
 # Runs the command and reports its peak RSS from /proc (VmHWM belongs to
 # the process image; getrusage's maxrss would count the parent's memory
 # copied at fork).
@@ -154,9 +195,14 @@ def run_tool(url: str, state_dir: str, *args: str) -> dict:
 
 MODES = (('dry-run', ()), ('run', ('--run',)), ('verify', ('--verify',)),
          ('restore', ('--restore', '{backup}', '--run')))
+MIGRATION_MODES = (
+    ('dry-run', ('--migrate-keys',)), ('run', ('--migrate-keys', '--run')),
+    ('verify', ('--migrate-keys', '--verify')),
+    ('restore', ('--restore', '{backup}', '--run')))
 
 
-def bench(backend: str, sizes: list[int], workdir: str, repeat: int) -> None:
+def bench(backend: str, sizes: list[int], workdir: str, repeat: int,
+          migrate_keys: bool = False) -> None:
     novaapi.prepare_nova()
     if backend == 'mysql':
         reason = novaapi.mysql_available()
@@ -166,30 +212,44 @@ def bench(backend: str, sizes: list[int], workdir: str, repeat: int) -> None:
     print(f'\n{backend}: median of {repeat} runs; work = what the command '
           'reports for itself; wall and CPU (user+sys) include interpreter '
           'start-up; the restore puts the stale specs back for the next run')
+    modes = MIGRATION_MODES if migrate_keys else MODES
+    if migrate_keys:
+        print('key migration: as many instances in one cell as specs; '
+              'us/spec is per RequestSpec + instance pair')
     print(f'{"specs":>8} {"bytes/spec":>10} {"mode":>8} {"work s":>7} '
           f'{"us/spec":>7} {"wall s":>7} {"CPU s":>6} {"peak RSS MiB":>12}'
           '  summary')
     for size in sizes:
         directory = tempfile.mkdtemp(dir=workdir)
+        cells = None
         if backend == 'sqlite':
             template = novaapi.SqliteTemplate(directory)
             url = template.new_database(directory)
             database = None
+            if migrate_keys:
+                [cell_url] = novaapi.SqliteCellTemplate(
+                    directory).new_databases(directory, ['cell1'])
         else:
             database = novaapi.MysqlDatabase()
             url = database.url
+            if migrate_keys:
+                cells = novaapi.MysqlCellDatabases(1)
+                [cell_url] = cells.urls
         api = novaapi.NovaApi(url, backend)
         try:
             spec_bytes = populate(api, size)
+            if migrate_keys:
+                flavor_bytes = populate_cell(api, cell_url, size)
+                print(f'{"":>8} instance_extra.flavor: {flavor_bytes} bytes')
             state_dir = os.path.join(directory, 'state')
-            results: dict[str, list[dict]] = {mode: [] for mode, _ in MODES}
+            results: dict[str, list[dict]] = {mode: [] for mode, _ in modes}
             for _ in range(repeat):
-                for mode, args in MODES:
+                for mode, args in modes:
                     backup = _newest_backup(state_dir)
                     results[mode].append(run_tool(
                         url, state_dir,
                         *[arg.format(backup=backup) for arg in args]))
-            for mode, _ in MODES:
+            for mode, _ in modes:
                 runs = results[mode]
                 work, wall, cpu = (
                     statistics.median(run[key] for run in runs)
@@ -202,6 +262,8 @@ def bench(backend: str, sizes: list[int], workdir: str, repeat: int) -> None:
             api.close()
             if database is not None:
                 database.drop()
+            if cells is not None:
+                cells.drop()
 
 
 def _newest_backup(state_dir: str) -> str:
@@ -222,11 +284,14 @@ def main() -> None:
     parser.add_argument('--repeat', type=int, default=3,
                         help='runs of each mode per size (the median is '
                              'printed)')
+    parser.add_argument('--migrate-keys', action='store_true',
+                        help='bench the key migration (with a cell) '
+                             'instead of the sync')
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(',')]
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         for backend in args.backend or ['sqlite', 'mysql']:
-            bench(backend, sizes, workdir, args.repeat)
+            bench(backend, sizes, workdir, args.repeat, args.migrate_keys)
 
 
 if __name__ == '__main__':

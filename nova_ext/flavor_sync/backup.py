@@ -16,6 +16,27 @@ from one Nova rewrote since. What replaced a spec is kept as the one span
 of it that changed (its embedded flavor; the whole spec when the sync had
 to re-serialise it), which halves what is written, hashed and read back.
 
+The key migration (``--migrate-keys``) keeps its own kind of backup, with
+the same header, trailer and checksum but format
+``xloud-flavor-sync-key-migration-backup`` (an older tool refuses it rather
+than misreading it), named ``minimum_keys_*.jsonl``, and records of three
+kinds, told by their ``table``::
+
+    {"table": "flavor_extra_specs", "flavor_id": 3, "flavorid": "...",
+     "name": "...", "rows": [[ID, KEY, VALUE, CREATED_AT, UPDATED_AT], ...],
+     "renames": [[ID, "<new key>" or null], ...]}
+    {"table": "request_specs", "id": ..., "instance_uuid": ..., "spec": ...,
+     "patch": [...]}
+    {"table": "instance_extra", "cell": "<cell uuid>", "id": ...,
+     "instance_uuid": ..., "flavor": "<original>", "patch": [...]}
+
+A flavor record holds the flavor's rows for the legacy and the namespaced
+keys as they were (timestamps as the database stores them, so a restore
+puts them back exactly) and what the migration did to each: renamed it, or
+deleted it (null) because the namespaced key already held the same value.
+An instance record holds ``instance_extra.flavor`` of an instance in the
+named cell; cell database URLs are never written to a backup.
+
 A backup is written to a temporary file in the backup directory, fsynced,
 then linked to its final name, so it either exists complete or not at all;
 files are created 0600 in a 0700 directory because specs carry project and
@@ -30,13 +51,17 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from nova_ext.flavor_sync.spec import Patch, loads, orjson
 
 FORMAT = 'xloud-flavor-sync-backup'
+KEY_MIGRATION_FORMAT = 'xloud-flavor-sync-key-migration-backup'
 VERSION = 1
 PREFIX = 'request_specs_'
+KEY_MIGRATION_PREFIX = 'minimum_keys_'
+# Each kind of backup and the prefix of its file names.
+PREFIXES = {FORMAT: PREFIX, KEY_MIGRATION_FORMAT: KEY_MIGRATION_PREFIX}
 SUFFIX = '.jsonl'
 TIMESTAMP_FORMAT = '%Y%m%d_%H%M%S'
 
@@ -58,6 +83,63 @@ class BackupRecord:
         return self.patch.applied_to(self.spec)
 
 
+class ExtraSpecRow(NamedTuple):
+    """A ``flavor_extra_specs`` row; timestamps as the database stores them."""
+
+    id: int
+    key: str
+    value: str
+    created_at: str | None
+    updated_at: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlavorKeysRecord:
+    """A flavor's legacy and namespaced key rows, and what became of them."""
+
+    flavor_id: int
+    flavorid: str
+    name: str | None
+    rows: tuple[ExtraSpecRow, ...]
+    # Row id -> its new key; None when the row was deleted.
+    renames: tuple[tuple[int, str | None], ...]
+
+    @property
+    def original(self) -> frozenset[tuple[int, str, str]]:
+        """(id, key, value) of the rows before the migration."""
+        return frozenset((row.id, row.key, row.value) for row in self.rows)
+
+    @property
+    def migrated(self) -> frozenset[tuple[int, str, str]]:
+        """(id, key, value) of the rows the migration leaves."""
+        renames = dict(self.renames)
+        result = set()
+        for row in self.rows:
+            key = renames.get(row.id, row.key)
+            if key is not None:
+                result.add((row.id, key, row.value))
+        return frozenset(result)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceFlavorRecord:
+    """An instance's ``instance_extra.flavor`` and what replaces it."""
+
+    cell_uuid: str
+    id: int
+    instance_uuid: str
+    flavor: str
+    patch: Patch
+
+    @property
+    def synced(self) -> str:
+        """The text the migration writes."""
+        return self.patch.applied_to(self.flavor)
+
+
+KeyMigrationRecord = FlavorKeysRecord | BackupRecord | InstanceFlavorRecord
+
+
 @dataclasses.dataclass(frozen=True)
 class BackupSummary:
     path: str
@@ -76,10 +158,31 @@ def _line(document: dict[str, Any]) -> bytes:
     return (json.dumps(document) + '\n').encode('utf-8')
 
 
+def _document(record: BackupRecord | KeyMigrationRecord,
+              kind: str) -> dict[str, Any]:
+    """A record as its backup line holds it."""
+    if isinstance(record, FlavorKeysRecord):
+        return {'table': 'flavor_extra_specs',
+                'flavor_id': record.flavor_id, 'flavorid': record.flavorid,
+                'name': record.name,
+                'rows': [list(row) for row in record.rows],
+                'renames': [list(rename) for rename in record.renames]}
+    if isinstance(record, InstanceFlavorRecord):
+        return {'table': 'instance_extra', 'cell': record.cell_uuid,
+                'id': record.id, 'instance_uuid': record.instance_uuid,
+                'flavor': record.flavor, 'patch': list(record.patch)}
+    document = {'id': record.id, 'instance_uuid': record.instance_uuid,
+                'spec': record.spec, 'patch': list(record.patch)}
+    if kind == KEY_MIGRATION_FORMAT:
+        return {'table': 'request_specs', **document}
+    return document
+
+
 class BackupWriter:
     """Streams records into a new backup, published only when complete."""
 
-    def __init__(self, directory: str, source: str) -> None:
+    def __init__(self, directory: str, source: str,
+                 kind: str = FORMAT) -> None:
         try:
             ensure_private_directory(directory)
             fd, self.temp_path = tempfile.mkstemp(
@@ -88,23 +191,21 @@ class BackupWriter:
             raise BackupError(f'cannot create a backup in {directory}: '
                               f'{exc.strerror}') from None
         self.directory = directory
+        self.kind = kind
         self.timestamp = datetime.datetime.now().strftime(TIMESTAMP_FORMAT)
         self.records = 0
         self._digest = hashlib.sha256()
         os.fchmod(fd, 0o600)
         self._file: IO[bytes] = os.fdopen(fd, 'wb')
-        self._write(_line({'format': FORMAT, 'version': VERSION,
+        self._write(_line({'format': kind, 'version': VERSION,
                            'timestamp': self.timestamp, 'source': source}))
 
     def _write(self, data: bytes) -> None:
         self._digest.update(data)
         self._file.write(data)
 
-    def add(self, record: BackupRecord) -> None:
-        self._write(_line({'id': record.id,
-                           'instance_uuid': record.instance_uuid,
-                           'spec': record.spec,
-                           'patch': list(record.patch)}))
+    def add(self, record: BackupRecord | KeyMigrationRecord) -> None:
+        self._write(_line(_document(record, self.kind)))
         self.records += 1
 
     def close(self) -> str:
@@ -123,7 +224,7 @@ class BackupWriter:
             suffix = f'_{attempt}' if attempt else ''
             path = os.path.join(
                 self.directory,
-                f'{PREFIX}{self.timestamp}{suffix}{SUFFIX}')
+                f'{PREFIXES[self.kind]}{self.timestamp}{suffix}{SUFFIX}')
             try:
                 os.link(self.temp_path, path)
             except FileExistsError:
@@ -159,10 +260,12 @@ class BackupReader:
             raise BackupError(
                 f'cannot open backup {path}: {exc.strerror}') from None
         self.header = self._parse(self._file.readline(), 1)
-        if (self.header.get('format') != FORMAT or
+        if (self.header.get('format') not in PREFIXES or
                 self.header.get('version') != VERSION):
             self.close()
             raise BackupError(f'{path} is not a flavor sync backup')
+        # Which kind of backup: FORMAT or KEY_MIGRATION_FORMAT.
+        self.kind = self.header['format']
         self.timestamp = str(self.header.get('timestamp', ''))
         self.records = 0
 
@@ -176,21 +279,17 @@ class BackupReader:
                               f'object; the file is damaged')
         return document
 
-    def _record(self, line: bytes, number: int) -> BackupRecord:
+    def _record(self, line: bytes,
+                number: int) -> BackupRecord | KeyMigrationRecord:
         document = self._parse(line, number)
         try:
-            spec = document['spec']
-            start, end, text = document['patch']
-            valid = (type(spec) is str and type(text) is str and
-                     type(start) is int and type(end) is int and
-                     0 <= start <= end <= len(spec))
-            record = BackupRecord(
-                id=int(document['id']),
-                instance_uuid=str(document['instance_uuid']),
-                spec=spec, patch=Patch(start, end, text))
+            if self.kind == FORMAT:
+                record = _spec_record(document)
+            else:
+                record = _KEY_MIGRATION_RECORDS[document['table']](document)
         except (KeyError, TypeError, ValueError):
-            valid = False
-        if not valid:
+            record = None
+        if record is None:
             raise BackupError(f'{self.path}: line {number} is not a backup '
                               f'record')
         return record
@@ -232,7 +331,7 @@ class BackupReader:
             raise bad_record
         self.records = records
 
-    def __iter__(self) -> Iterator[BackupRecord]:
+    def __iter__(self) -> Iterator[BackupRecord | KeyMigrationRecord]:
         """The records, in file order (call verify() first)."""
         self._file.seek(0)
         self._file.readline()
@@ -247,6 +346,69 @@ class BackupReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _patch(document: dict[str, Any], original: Any) -> Patch | None:
+    """The record's patch, when it fits the text it patches."""
+    start, end, text = document['patch']
+    if (type(original) is str and type(text) is str and
+            type(start) is int and type(end) is int and
+            0 <= start <= end <= len(original)):
+        return Patch(start, end, text)
+    return None
+
+
+def _spec_record(document: dict[str, Any]) -> BackupRecord | None:
+    patch = _patch(document, document['spec'])
+    if patch is None:
+        return None
+    return BackupRecord(id=int(document['id']),
+                        instance_uuid=str(document['instance_uuid']),
+                        spec=document['spec'], patch=patch)
+
+
+def _instance_flavor_record(
+        document: dict[str, Any]) -> InstanceFlavorRecord | None:
+    patch = _patch(document, document['flavor'])
+    if patch is None or type(document['cell']) is not str:
+        return None
+    return InstanceFlavorRecord(
+        cell_uuid=document['cell'], id=int(document['id']),
+        instance_uuid=str(document['instance_uuid']),
+        flavor=document['flavor'], patch=patch)
+
+
+def _optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _flavor_keys_record(document: dict[str, Any]) -> FlavorKeysRecord | None:
+    rows = tuple(ExtraSpecRow(*row) for row in document['rows'])
+    renames = tuple((row_id, key) for row_id, key in document['renames'])
+    row_ids = [row.id for row in rows]
+    valid = (
+        type(document['flavor_id']) is int and
+        type(document['flavorid']) is str and
+        _optional_str(document['name']) and
+        all(type(row.id) is int and type(row.key) is str and
+            type(row.value) is str and _optional_str(row.created_at) and
+            _optional_str(row.updated_at) for row in rows) and
+        len(set(row_ids)) == len(row_ids) and
+        all(row_id in row_ids and _optional_str(key)
+            for row_id, key in renames) and
+        len({row_id for row_id, _ in renames}) == len(renames))
+    if not valid:
+        return None
+    return FlavorKeysRecord(
+        flavor_id=document['flavor_id'], flavorid=document['flavorid'],
+        name=document['name'], rows=rows, renames=renames)
+
+
+_KEY_MIGRATION_RECORDS = {
+    'flavor_extra_specs': _flavor_keys_record,
+    'request_specs': _spec_record,
+    'instance_extra': _instance_flavor_record,
+}
 
 
 def _last_line(path: str) -> bytes:
@@ -269,7 +431,8 @@ def list_backups(directory: str) -> list[BackupSummary]:
         return []
     summaries = []
     for name in os.listdir(directory):
-        if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+        if not (name.startswith(tuple(PREFIXES.values())) and
+                name.endswith(SUFFIX)):
             continue
         path = os.path.join(directory, name)
         timestamp, records = '?', -1
@@ -282,6 +445,8 @@ def list_backups(directory: str) -> list[BackupSummary]:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         summaries.append(BackupSummary(path, timestamp, records))
-    summaries.sort(key=lambda summary: os.path.basename(summary.path),
+    # Both kinds of backup in one list, so by timestamp first.
+    summaries.sort(key=lambda summary: (summary.timestamp,
+                                        os.path.basename(summary.path)),
                    reverse=True)
     return summaries

@@ -3,12 +3,15 @@
 Nova copies the flavor into an instance's RequestSpec at boot and the
 scheduler reads that copy for live migration and evacuation; this command
 finds the copies that no longer match their flavor and rewrites them.
-``doc/flavor-sync.md`` is the operator guide.
+With ``--migrate-keys`` it renames the legacy ``minimum_cpu`` /
+``minimum_memory`` extra specs instead, in the flavors and in every copy
+of them (``key_migration``). ``doc/flavor-sync.md`` is the operator guide.
 
-Exit status: 0 when done (and, with ``--verify``, everything is in sync);
-1 when ``--verify`` finds stale RequestSpecs or any RequestSpec could not be
-processed; 2 when the command could not run at all (bad arguments or
-configuration, unreachable database, unusable backup).
+Exit status: 0 when done (and, with ``--verify``, everything is in sync or
+migrated); 1 when ``--verify`` finds stale RequestSpecs (legacy keys) or
+any record could not be processed or was refused; 2 when the command could
+not run at all (bad arguments or configuration, unreachable database,
+unusable backup).
 """
 
 import argparse
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from nova_ext.flavor_sync import backup, database, sync
+from nova_ext.flavor_sync import backup, database, key_migration, sync
 
 LOG = sync.LOG
 STATE_DIR_NAME = 'xloud-flavor-sync'
@@ -54,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=invoked_as if invoked_as in PROGRAM_NAMES else PROGRAM_NAMES[0],
         description='Synchronise the flavor stored in Nova RequestSpecs '
-                    'with the current flavor definitions. Dry run unless '
-                    '--run is given.')
+                    'with the current flavor definitions, or (with '
+                    '--migrate-keys) rename the legacy minimum extra specs '
+                    'everywhere. Dry run unless --run is given.')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--verify', action='store_true',
                       help='check only, print just the summary; exit '
@@ -65,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument('--restore', metavar='BACKUP_FILE',
                       help='restore RequestSpecs from a backup file (dry '
                            'run unless --run is given)')
+    renames = ', '.join(f'{legacy} -> {new}' for legacy, new in
+                        key_migration.LEGACY_KEYS.items())
+    parser.add_argument('--migrate-keys', action='store_true',
+                        help=f'rename the legacy extra specs ({renames}) '
+                             f'in the flavors, the RequestSpecs and the '
+                             f'instances of every cell, instead of a sync')
     parser.add_argument('--run', action='store_true',
                         help='write to the database (default: dry run)')
     parser.add_argument('--verbose', '-v', action='store_true',
@@ -158,8 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                      '--list-backups')
     if args.no_backup and (args.restore or args.list_backups):
         parser.error('--no-backup applies to a sync only')
+    if args.migrate_keys and (args.restore or args.list_backups):
+        parser.error('--migrate-keys cannot be combined with --restore or '
+                     '--list-backups')
     if (args.flavor or args.instance) and (args.restore or
-                                           args.list_backups):
+                                           args.list_backups or
+                                           args.migrate_keys):
         parser.error('--flavor and --instance apply to a sync only')
 
     state_dir = args.state_dir or default_state_dir()
@@ -200,6 +214,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str],
     try:
         if args.restore:
             return _restore(engine, args, argv, parser)
+        if args.migrate_keys:
+            return _migrate_keys(engine, args, argv, parser, backup_dir)
         return _sync(engine, args, argv, parser, backup_dir)
     finally:
         engine.dispose()
@@ -247,6 +263,29 @@ def _sync(engine: sa.engine.Engine, args: argparse.Namespace,
     return EXIT_OK
 
 
+def _migrate_keys(engine: sa.engine.Engine, args: argparse.Namespace,
+                  argv: list[str], parser: argparse.ArgumentParser,
+                  backup_dir: str) -> int:
+    started = time.monotonic()
+    LOG.info('=== Starting Minimum Keys Migration ===')
+    LOG.info('Mode: %s', _mode(args))
+    LOG.info('Connecting to database: %s', database.describe(engine))
+    options = key_migration.MigrationOptions(
+        apply=args.run, keep_backup=not args.no_backup,
+        verbose=args.verbose, batch_size=args.batch_size,
+        backup_dir=backup_dir, config_file=args.config_file)
+    summary = key_migration.migrate(engine, options)
+    LOG.info('=== Migration Complete (%.2f s) ===',
+             time.monotonic() - started)
+    # Without --run, Updated counts what a run would update.
+    LOG.info('%s', summary.line('Updated'), extra={'console': True})
+    if not args.run and not args.verify and summary.changed:
+        LOG.info('>>> To apply changes, run: %s', _rerun_hint(argv, parser))
+    if summary.errors or (args.verify and summary.changed):
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
 def _restore(engine: sa.engine.Engine, args: argparse.Namespace,
              argv: list[str], parser: argparse.ArgumentParser) -> int:
     started = time.monotonic()
@@ -254,9 +293,16 @@ def _restore(engine: sa.engine.Engine, args: argparse.Namespace,
     LOG.info('Mode: %s', _mode(args))
     LOG.info('Connecting to database: %s', database.describe(engine))
     LOG.info('Backup file: %s', args.restore)
-    summary = sync.restore(engine, args.restore, apply=args.run,
-                           verbose=args.verbose,
-                           batch_size=args.batch_size)
+    with backup.BackupReader(args.restore) as reader:
+        kind = reader.kind
+    if kind == backup.KEY_MIGRATION_FORMAT:
+        summary = key_migration.restore(
+            engine, args.restore, apply=args.run, verbose=args.verbose,
+            batch_size=args.batch_size, config_file=args.config_file)
+    else:
+        summary = sync.restore(engine, args.restore, apply=args.run,
+                               verbose=args.verbose,
+                               batch_size=args.batch_size)
     LOG.info('=== Restore Complete (%.2f s) ===', time.monotonic() - started)
     LOG.info('%s', summary.line('Restored'), extra={'console': True})
     if not args.run and summary.changed:

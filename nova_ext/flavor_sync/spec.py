@@ -42,6 +42,37 @@ class Patch(NamedTuple):
     def applied_to(self, spec: str) -> str:
         return spec[:self.start] + self.text + spec[self.end:]
 
+    @classmethod
+    def between(cls, original: str, replacement: str) -> 'Patch':
+        """The one span that turns ``original`` into ``replacement``.
+
+        The common head and tail are found by comparing slices (binary
+        search), so the work is done in C whatever the texts' length.
+        """
+        head = _common_length(original, replacement,
+                              lambda text, length: text[:length])
+        longest_tail = min(len(original), len(replacement)) - head
+        tail = _common_length(
+            original, replacement,
+            lambda text, length: text[len(text) - length:],
+            longest_tail)
+        return cls(head, len(original) - tail,
+                   replacement[head:len(replacement) - tail])
+
+
+def _common_length(first: str, second: str, part, longest: int | None = None
+                   ) -> int:
+    """The longest length for which ``part`` of both texts is equal."""
+    low = 0
+    high = min(len(first), len(second)) if longest is None else longest
+    while low < high:
+        middle = (low + high + 1) // 2
+        if part(first, middle) == part(second, middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
 
 class MalformedSpec(ValueError):
     """The spec column is not a RequestSpec with an embedded Flavor."""
@@ -313,12 +344,20 @@ class RequestSpecDocument:
         whole.
         """
         _bring_up_to_date(self.flavor, flavor)
-        span = _embedded_flavor_span(self._text)
+        return self._flavor_patch().applied_to(self._text)
+
+    def with_extra_specs(self, extra_specs: Mapping[str, str]) -> Patch:
+        """What gives the embedded flavor these extra specs, nothing else
+        changed; spliced in as ``synchronised`` does."""
+        self.flavor['extra_specs'] = dict(extra_specs)
+        return self._flavor_patch()
+
+    def _flavor_patch(self) -> Patch:
+        span = embedded_flavor_span(self._text)
         if span is None:
-            return dumps(self._document)
+            return Patch(0, len(self._text), dumps(self._document))
         start, end = span
-        return (self._text[:start] + dumps(self._flavor_envelope) +
-                self._text[end:])
+        return Patch(start, end, dumps(self._flavor_envelope))
 
 
 def _bring_up_to_date(embedded: dict, flavor: Flavor) -> None:
@@ -327,19 +366,30 @@ def _bring_up_to_date(embedded: dict, flavor: Flavor) -> None:
     embedded['extra_specs'] = dict(flavor.extra_specs)
 
 
-def _embedded_flavor_span(
+def embedded_flavor_text(text: str) -> str | None:
+    """The embedded flavor envelope's exact text, without parsing the rest.
+
+    None when ``text`` is not a RequestSpec with a flavor that the decoder
+    can take out (malformed, or not written like Nova writes it). The
+    decoder still validates the whole text as JSON.
+    """
+    # The decoder gives the embedded flavor's exact text, whatever the
+    # strings around or inside it hold.
+    try:
+        return bytes(_flavor_text_decoder.decode(text).data.flavor).decode()
+    except msgspec.DecodeError:
+        return None
+
+
+def embedded_flavor_span(
         text: str, embedded: str | None = None) -> tuple[int, int] | None:
     """Where the embedded flavor's text is, if found once as Nova writes it.
 
     ``embedded`` is that text when the caller already took it out.
     """
     if embedded is None:
-        # The decoder gives the embedded flavor's exact text, whatever the
-        # strings around or inside it hold.
-        try:
-            embedded = bytes(
-                _flavor_text_decoder.decode(text).data.flavor).decode()
-        except msgspec.DecodeError:
+        embedded = embedded_flavor_text(text)
+        if embedded is None:
             return None
     start = text.find(_FLAVOR_KEY + embedded)
     if start < 0 or text.find(_FLAVOR_KEY + embedded, start + 1) >= 0:
@@ -370,7 +420,7 @@ class SpecRewriter:
         """What brings ``text`` up to date: its embedded flavor replaced,
         or the whole of it when it is not written the way Nova writes
         specs. ``embedded`` is as in EmbeddedFlavor, when known."""
-        span = _embedded_flavor_span(text, embedded)
+        span = embedded_flavor_span(text, embedded)
         if span is None:
             return Patch(0, len(text),
                          RequestSpecDocument(text).synchronised(flavor))

@@ -54,9 +54,17 @@ class Summary:
     skipped: int = 0
     errors: int = 0
 
-    def line(self, changed_label: str) -> str:
-        return (f'Summary: {changed_label}={self.changed}, '
+    def counts(self, changed_label: str) -> str:
+        return (f'{changed_label}={self.changed}, '
                 f'Skipped={self.skipped}, Errors={self.errors}')
+
+    def line(self, changed_label: str) -> str:
+        return f'Summary: {self.counts(changed_label)}'
+
+    def add(self, other: 'Summary') -> None:
+        self.changed += other.changed
+        self.skipped += other.skipped
+        self.errors += other.errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +78,13 @@ class SyncOptions:
     backup_dir: str = '.'
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
+def batches(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
 
 
-def _stop_for_test(batch_number: int) -> None:
+def stop_for_test(batch_number: int) -> None:
     stop_after = os.environ.get(STOP_AFTER_BATCH_ENV)
     if stop_after and int(stop_after) == batch_number:
         LOG.info('Stopping after batch %d (%s)', batch_number,
@@ -256,11 +264,11 @@ def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,
     with backup.BackupReader(plan) as reader:
         reader.verify(written_sha256=plan_sha256)
         for number, batch in enumerate(
-                _batches(reader, options.batch_size), start=1):
+                batches(reader, options.batch_size), start=1):
             try:
                 with database.write_transaction(engine) as connection:
-                    written_in_batch = _write_batch(connection, batch,
-                                                    summary)
+                    written_in_batch = write_spec_batch(connection, batch,
+                                                        summary)
             except sa.exc.DBAPIError as exc:
                 summary.errors += len(batch)
                 LOG.error('Batch %d (%d request specs) rolled back: %s',
@@ -271,11 +279,13 @@ def _write(engine: sa.engine.Engine, options: SyncOptions, plan: str,
             if options.verbose:
                 LOG.info('Progress: %d/%d request specs written', written,
                          planned)
-            _stop_for_test(number)
+            stop_for_test(number)
 
 
-def _write_batch(connection: sa.engine.Connection,
-                 batch: list[backup.BackupRecord], summary: Summary) -> int:
+def write_spec_batch(connection: sa.engine.Connection,
+                     batch: list[backup.BackupRecord], summary: Summary,
+                     activity: str = 'sync') -> int:
+    """Rewrite the rows still as the scan saw them; returns how many."""
     current = database.current_specs(
         connection, [record.id for record in batch])
     updates = []
@@ -286,8 +296,8 @@ def _write_batch(connection: sa.engine.Connection,
             # Nova moved, resized or deleted the instance since the scan;
             # what it wrote is newer than anything we could write.
             summary.skipped += 1
-            LOG.warning('RequestSpec %s changed during the sync; left as '
-                        'Nova wrote it', record.instance_uuid)
+            LOG.warning('RequestSpec %s changed during the %s; left as '
+                        'Nova wrote it', record.instance_uuid, activity)
             continue
         updates.append((record.id, record.synced))
     database.write_specs(connection, updates)
@@ -307,20 +317,24 @@ def restore(engine: sa.engine.Engine, path: str, apply: bool,
     """
     summary = Summary()
     with backup.BackupReader(path) as reader:
+        if reader.kind != backup.FORMAT:
+            raise backup.BackupError(
+                f'{path} is a key migration backup; restore it with '
+                f'key_migration.restore')
         reader.verify()
         LOG.info('Backup timestamp: %s', reader.timestamp)
         LOG.info('Records in backup: %d', reader.records)
-        for number, batch in enumerate(_batches(reader, batch_size),
+        for number, batch in enumerate(batches(reader, batch_size),
                                        start=1):
             try:
                 if apply:
                     with database.write_transaction(engine) as connection:
-                        _restore_batch(connection, batch, apply, verbose,
-                                       summary)
+                        restore_spec_batch(connection, batch, apply,
+                                           verbose, summary)
                 else:
                     with engine.connect() as connection:
-                        _restore_batch(connection, batch, apply, verbose,
-                                       summary)
+                        restore_spec_batch(connection, batch, apply,
+                                           verbose, summary)
             except sa.exc.DBAPIError as exc:
                 summary.errors += len(batch)
                 LOG.error('Batch %d (%d records) rolled back: %s', number,
@@ -332,9 +346,12 @@ def restore(engine: sa.engine.Engine, path: str, apply: bool,
     return summary
 
 
-def _restore_batch(connection: sa.engine.Connection,
-                   batch: list[backup.BackupRecord], apply: bool,
-                   verbose: bool, summary: Summary) -> None:
+def restore_spec_batch(connection: sa.engine.Connection,
+                       batch: list[backup.BackupRecord], apply: bool,
+                       verbose: bool, summary: Summary,
+                       activity: str = 'sync') -> None:
+    """Put back the records whose rows are still as ``activity`` left
+    them; written only with ``apply``."""
     current = database.current_specs(
         connection, [record.id for record in batch], lock=apply)
     mapped = database.mapped_instances(
@@ -356,8 +373,8 @@ def _restore_batch(connection: sa.engine.Connection,
         elif row.spec != record.synced:
             summary.skipped += 1
             LOG.warning('Skipping %s: its RequestSpec changed after the '
-                        'sync; restoring would undo that change',
-                        record.instance_uuid)
+                        '%s; restoring would undo that change',
+                        record.instance_uuid, activity)
         else:
             summary.changed += 1
             if verbose:

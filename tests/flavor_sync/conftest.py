@@ -1,4 +1,4 @@
-"""Fixtures: a real nova_api database per test, SQLite and MariaDB."""
+"""Fixtures: real nova_api and cell databases per test, SQLite and MariaDB."""
 
 import pytest
 
@@ -31,6 +31,38 @@ def nova_api(request, tmp_path):
                           request.param)
     yield api
     api.close()
+
+
+@pytest.fixture(scope='session')
+def sqlite_cell_template(tmp_path_factory):
+    return novaapi.SqliteCellTemplate(str(tmp_path_factory.mktemp('cells')))
+
+
+@pytest.fixture(scope='session')
+def mysql_cell_databases(mysql_database):
+    databases = novaapi.MysqlCellDatabases(2)
+    yield databases
+    databases.drop()
+
+
+@pytest.fixture
+def cell_urls(nova_api, request, tmp_path):
+    """Two empty cell databases with Nova's schema, on nova_api's backend."""
+    if nova_api.backend == 'sqlite':
+        databases = request.getfixturevalue('sqlite_cell_template')
+    else:
+        databases = request.getfixturevalue('mysql_cell_databases')
+    return databases.new_databases(str(tmp_path), ['cell0', 'cell1'])
+
+
+@pytest.fixture
+def cells(nova_api, cell_urls):
+    """cell0 and cell1, mapped in nova_api as nova-manage maps them."""
+    from nova import objects
+    cell0 = nova_api.add_cell('cell0', cell_urls[0],
+                              objects.CellMapping.CELL0_UUID)
+    cell1 = nova_api.add_cell('cell1', cell_urls[1])
+    return cell0, cell1
 
 
 @pytest.fixture

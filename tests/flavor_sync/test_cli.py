@@ -69,6 +69,11 @@ def test_unreachable_database(run, tmp_path):
     ['--restore', 'x', '--no-backup'],
     ['--list-backups', '--flavor', 'x'],
     ['--batch-size', '0'],
+    ['--migrate-keys', '--restore', 'x'],
+    ['--migrate-keys', '--list-backups'],
+    ['--migrate-keys', '--flavor', 'x'],
+    ['--migrate-keys', '--instance', 'x'],
+    ['--migrate-keys', '--verify', '--run'],
 ])
 def test_conflicting_options(run, args, state_dir):
     with pytest.raises(SystemExit) as exit_info:
