@@ -121,6 +121,14 @@ def placement_conf(lay: Layout) -> str:
     })
 
 
+SCHEDULER_FILTERS = (
+    "ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
+    "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter",
+    "AggregateInstanceExtraSpecsFilter", "NUMATopologyFilter",
+    "PciPassthroughFilter", "AggregateMultiTenancyIsolation",
+)
+
+
 def nova_conf(lay: Layout, ext: Extension,
               xloud_options: dict[str, object] | None = None) -> str:
     """Nova's configuration; ``xloud_options`` fill its ``[xloud]`` section
@@ -166,6 +174,10 @@ def nova_conf(lay: Layout, ext: Extension,
         "oslo_messaging_notifications": {"driver": "noop"},
         # Hosts are mapped by the launcher right after the computes start.
         "scheduler": {"discover_hosts_in_cells_interval": -1},
+        # Nova's defaults and the filters production clouds add, the
+        # aggregate extra specs filter among them: it takes every
+        # unscoped flavor extra spec for a host requirement.
+        "filter_scheduler": {"enabled_filters": ",".join(SCHEDULER_FILTERS)},
         "quota": {"instances": 50, "cores": 200, "ram": 409600},
         "libvirt": {"virt_type": "kvm"},
         "vnc": {"enabled": False},
