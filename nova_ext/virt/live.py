@@ -96,10 +96,10 @@ def parse_definition(xml: str) -> Definition:
     vcpu = tree.find('./vcpu')
     maximum_vcpus = int(vcpu.text)
     memory = tree.find('./memory')
-    maximum_kib = _to_kib(int(memory.text), memory.get('unit', 'KiB'))
+    maximum_kib = unit_to_kib(int(memory.text), memory.get('unit', 'KiB'))
     current = tree.find('./currentMemory')
     current_kib = (maximum_kib if current is None else
-                   _to_kib(int(current.text), current.get('unit', 'KiB')))
+                   unit_to_kib(int(current.text), current.get('unit', 'KiB')))
     return Definition(
         current=LiveSize(vcpus=int(vcpu.get('current', maximum_vcpus)),
                          memory_mb=kib_to_mib(current_kib)),
@@ -121,7 +121,7 @@ def persist_size(domain: libvirt.virDomain, vcpus: int,
     defined = read_definition(domain).current
     try:
         if defined.vcpus != vcpus:
-            domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            _set_config_vcpus(domain, vcpus)
         if defined.memory_mb != memory_mb:
             domain.setMemoryFlags(mib_to_kib(memory_mb),
                                   libvirt.VIR_DOMAIN_AFFECT_CONFIG)
@@ -162,7 +162,7 @@ def apply_vcpus(domain: libvirt.virDomain, vcpus: int,
             f'{observed}', requested=vcpus, observed=observed)
     if persist:
         try:
-            domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            _set_config_vcpus(domain, vcpus)
         except libvirt.libvirtError as e:
             raise HypervisorRefused(
                 f'{vcpus} vCPUs applied live but libvirt refused to persist '
@@ -226,6 +226,25 @@ def wait_for_memory(domain: libvirt.virDomain, memory_mb: int,
         time.sleep(_POLL_INTERVAL)
 
 
+def _set_config_vcpus(domain: libvirt.virDomain, vcpus: int) -> None:
+    """Set the definition's vCPU count, every vCPU it enables
+    hot-pluggable.
+
+    Without VIR_DOMAIN_VCPU_HOTPLUGGABLE libvirt gives a vCPU it enables
+    the flag of the one before it, and vCPU 0 never has it: a persisted
+    grow from one vCPU would start next time with vCPUs that cannot be
+    unplugged. libvirt's test driver knows no such flag.
+    """
+    try:
+        domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG |
+                             libvirt.VIR_DOMAIN_VCPU_HOTPLUGGABLE)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or (
+                'unsupported flags' not in str(e)):
+            raise
+        domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+
 def _reset_memory_target(domain: libvirt.virDomain) -> int:
     """Set the balloon target to what the guest holds; what it holds then.
 
@@ -247,7 +266,8 @@ _UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1,
              'gb': 1000 ** 3 / 1024}
 
 
-def _to_kib(value: int, unit: str) -> int:
+def unit_to_kib(value: int, unit: str) -> int:
+    """A libvirt XML memory value in ``unit`` (``unit=`` attribute) in KiB."""
     return int(value * _UNIT_KIB[unit.lower()])
 
 

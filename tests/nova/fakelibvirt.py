@@ -1,18 +1,22 @@
 """Nova's fake libvirt, taught vCPU hotplug and memory ballooning.
 
 ``nova.tests.fixtures.libvirt.Domain`` keeps one definition, ignores the
-``current`` attribute of ``<vcpu>`` and ``<currentMemory>``, and has no
-``setVcpusFlags``, ``setMemoryFlags`` or ``vcpusFlags``. :class:`ElasticDomain`
-adds them the way libvirt's QEMU driver behaves: a persistent definition and
-a live state that starts from it, the same flag rules, and libvirt's own
-error messages and codes. :class:`ElasticLibvirtFixture` installs it over
-Nova's ``LibvirtFixture`` and offers hooks to make a guest misbehave as
-real guests do.
+``current`` attribute of ``<vcpu>``, ``<currentMemory>`` and the ``<vcpus>``
+list, and has no ``setVcpusFlags``, ``setMemoryFlags`` or ``vcpusFlags``.
+:class:`ElasticDomain` adds them the way libvirt's QEMU driver behaves: a
+persistent definition and a live state that starts from it, the same flag
+rules, which vCPUs can be unplugged and how a count change moves the
+``<vcpus>`` flags, a balloon that moves only while the guest runs, and
+libvirt's own error messages and codes (tests/libvirt and tests/realguest
+compare it with libvirt's test driver and with real QEMU).
+:class:`ElasticLibvirtFixture` installs it over Nova's ``LibvirtFixture``
+and offers hooks to make a guest misbehave as real guests do.
 
 Importable without pytest: the local cloud runs compute hosts with it.
 """
 
 import dataclasses
+import itertools
 
 import fixtures
 from lxml import etree
@@ -24,6 +28,7 @@ MISSING_CONSTANTS = {
     'VIR_DOMAIN_VCPU_CONFIG': 2,
     'VIR_DOMAIN_VCPU_MAXIMUM': 4,
     'VIR_DOMAIN_VCPU_GUEST': 8,
+    'VIR_DOMAIN_VCPU_HOTPLUGGABLE': 16,
     'VIR_DOMAIN_MEM_LIVE': 1,
     'VIR_DOMAIN_MEM_CONFIG': 2,
     'VIR_DOMAIN_MEM_MAXIMUM': 4,
@@ -31,10 +36,21 @@ MISSING_CONSTANTS = {
 _LIVE = fakelibvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG
 _MAXIMUM = MISSING_CONSTANTS['VIR_DOMAIN_VCPU_MAXIMUM']
+_HOTPLUGGABLE = MISSING_CONSTANTS['VIR_DOMAIN_VCPU_HOTPLUGGABLE']
 
 _UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1,
              'kb': 1000 / 1024, 'm': 1024, 'mib': 1024,
              'g': 1024 ** 2, 'gib': 1024 ** 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class VcpuState:
+    """One vCPU of a definition or of the running domain (``<vcpus>``)."""
+
+    enabled: bool
+    hotpluggable: bool
+    # The position in which an enabled vCPU came online; 0: none.
+    order: int = 0
 
 
 @dataclasses.dataclass
@@ -46,7 +62,9 @@ class GuestBehaviour:
     # as QEMU gives it, and its balloon reaches <currentMemory> only once
     # the driver runs; setting this back to True is the driver loading.
     balloon_driver: bool = True
-    # The guest does not release vCPUs: QEMU's unplug request times out.
+    # False: libvirt's wait for a vCPU unplug times out and it keeps
+    # counting the vCPU (a guest ignoring the request; QEMU 7.2 under TCG
+    # always, doc/realguest.md).
     releases_vcpus: bool = True
     # libvirt refuses the next call of a method: {name: (message, code)}.
     refuse: dict = dataclasses.field(default_factory=dict)
@@ -61,7 +79,87 @@ def _error(message: str, code: int,
 
 def _invalid_arg(message: str):
     return _error(f'invalid argument: {message}',
-                  fakelibvirt.VIR_ERR_INVALID_ARG)
+                  fakelibvirt.VIR_ERR_INVALID_ARG, fakelibvirt.VIR_FROM_QEMU)
+
+
+def _unsupported(message: str):
+    return _error(f'unsupported configuration: {message}',
+                  fakelibvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+                  fakelibvirt.VIR_FROM_QEMU)
+
+
+def _parse_vcpus(tree, maximum: int,
+                 current: int) -> tuple[tuple[VcpuState, ...], bool]:
+    """The vCPUs of a definition, and whether it lists them (``<vcpus>``).
+
+    Without the list every vCPU enabled at start is non-hotpluggable (QEMU
+    starts them with ``-smp``); with it, a vCPU not listed is disabled and
+    one listed without ``hotpluggable`` is hotpluggable only if disabled.
+    """
+    listed = tree.find('./vcpus')
+    if listed is None:
+        return tuple(VcpuState(enabled=vcpu_id < current,
+                               hotpluggable=vcpu_id >= current)
+                     for vcpu_id in range(maximum)), False
+    vcpus = [VcpuState(enabled=False, hotpluggable=True)] * maximum
+    for node in listed.findall('vcpu'):
+        vcpu_id = int(node.get('id'))
+        if vcpu_id >= maximum:
+            raise _error(f"XML error: vcpu id '{vcpu_id}' is out of range "
+                         f"of maximum vcpu count",
+                         fakelibvirt.VIR_ERR_XML_ERROR)
+        enabled = node.get('enabled') == 'yes'
+        hotpluggable = node.get('hotpluggable',
+                                'no' if enabled else 'yes') == 'yes'
+        vcpus[vcpu_id] = VcpuState(enabled, hotpluggable,
+                                   int(node.get('order', 0)))
+    _validate_vcpus(vcpus)
+    return tuple(vcpus), True
+
+
+def _validate_vcpus(vcpus: list[VcpuState]) -> None:
+    """What libvirt's QEMU driver refuses in a ``<vcpus>`` list."""
+    first = vcpus[0]
+    if not first.enabled:
+        raise _unsupported("vcpu 0 can't be offline")
+    if first.hotpluggable:
+        raise _unsupported("vcpu0 can't be hotpluggable")
+    if first.order not in (0, 1):
+        raise _unsupported('vcpu0 must be enabled first')
+    for previous, vcpu in itertools.pairwise(vcpus):
+        if vcpu.enabled and bool(vcpu.order) != bool(first.order):
+            raise _unsupported(
+                'all vcpus must have either set or unset order')
+        if not vcpu.hotpluggable and previous.hotpluggable:
+            raise _unsupported(
+                'online non-hotpluggable vcpus need to be ordered prior to '
+                'hotplugable vcpus')
+
+
+def _enabled(vcpus) -> int:
+    return sum(vcpu.enabled for vcpu in vcpus)
+
+
+def _plugged(vcpus, count: int) -> tuple[VcpuState, ...]:
+    """``count`` more vCPUs online, the lowest disabled first, each next in
+    order (QEMU adds them as hotpluggable devices)."""
+    plugged = list(vcpus)
+    order = max(vcpu.order for vcpu in plugged)
+    for vcpu_id, vcpu in enumerate(plugged):
+        if count == 0:
+            break
+        if not vcpu.enabled:
+            order += 1
+            plugged[vcpu_id] = VcpuState(True, True, order)
+            count -= 1
+    return tuple(plugged)
+
+
+def _unplugged(vcpus, vcpu_ids) -> tuple[VcpuState, ...]:
+    unplugged = list(vcpus)
+    for vcpu_id in vcpu_ids:
+        unplugged[vcpu_id] = VcpuState(False, True)
+    return tuple(unplugged)
 
 
 def _not_running():
@@ -95,7 +193,10 @@ class ElasticDomain(fakelibvirt.Domain):
             raise _error(
                 f'XML error: maxvcpus must not be less than current vcpus '
                 f'({maximum} < {current})', fakelibvirt.VIR_ERR_XML_ERROR)
-        definition['vcpu']['current'] = current
+        definition['vcpus'], definition['vcpus_listed'] = _parse_vcpus(
+            tree, maximum, current)
+        # With a <vcpus> list libvirt counts what it enables.
+        definition['vcpu']['current'] = _enabled(definition['vcpus'])
         memory = definition['memory']
         node = tree.find('./currentMemory')
         current_memory = memory
@@ -116,13 +217,23 @@ class ElasticDomain(fakelibvirt.Domain):
         # QEMU starts the guest with all of <memory>; <currentMemory> is
         # only the balloon's first target, reached through the guest's
         # driver (vCPUs, by contrast, are exact from the start).
+        vcpus = self._def['vcpus']
+        if not any(vcpu.order for vcpu in vcpus):
+            # libvirt records the order in which QEMU brought them up.
+            order = iter(range(1, len(vcpus) + 1))
+            vcpus = tuple(dataclasses.replace(vcpu, order=next(order))
+                          if vcpu.enabled else vcpu for vcpu in vcpus)
         self._live = {'vcpus': self._def['vcpu']['current'],
+                      'vcpu_states': vcpus,
+                      'vcpus_listed': self._def['vcpus_listed'],
                       'memory': self._def['memory'],
                       'balloon_target': self._def['current_memory']}
 
     def _live_memory(self) -> int:
-        """What the guest holds: the balloon moves only with a driver."""
-        if self._def['balloon'] and self.behaviour.balloon_driver:
+        """What the guest holds: the balloon moves only with a driver, and
+        only while the guest runs (QEMU's balloon needs the guest)."""
+        if self._def['balloon'] and self.behaviour.balloon_driver and (
+                self._state != fakelibvirt.VIR_DOMAIN_PAUSED):
             self._live['memory'] = self._live['balloon_target']
         return self._live['memory']
 
@@ -142,8 +253,17 @@ class ElasticDomain(fakelibvirt.Domain):
         super().managedSave(flags)
         self._live = None
 
+    def suspend(self):
+        self._live_memory()  # the balloon stops where it stands
+        super().suspend()
+
+    def isActive(self):
+        # libvirt counts a paused domain as active; Nova's fake does not.
+        return int(self._state in (fakelibvirt.VIR_DOMAIN_RUNNING,
+                                   fakelibvirt.VIR_DOMAIN_PAUSED))
+
     def _running(self) -> bool:
-        return self._live is not None and self.isActive()
+        return self._live is not None and bool(self.isActive())
 
     def _affected(self, flags: int) -> tuple[bool, bool]:
         """Which of live and config a call changes (AFFECT_CURRENT = 0)."""
@@ -173,28 +293,103 @@ class ElasticDomain(fakelibvirt.Domain):
                 raise _error('Requested operation is not valid: cannot '
                              'change maximum vCPU count of a live domain',
                              fakelibvirt.VIR_ERR_OPERATION_INVALID)
-            self._def['vcpu']['number'] = nvcpus
-            self._def['vcpu']['current'] = min(
-                self._def['vcpu']['current'], nvcpus)
+            self._set_maximum_vcpus(nvcpus)
             return 0
         live, config = self._affected(flags)
         maximum = self._def['vcpu']['number']
         if nvcpus > maximum:
-            raise _invalid_arg(
-                f'requested cpu amount exceeds maximum ({nvcpus} > '
-                f'{maximum})')
+            raise _error(
+                f'invalid argument: requested vcpus is greater than max '
+                f'allowable vcpus for the '
+                f'{"live" if live else "persistent"} domain: {nvcpus} > '
+                f'{maximum}', fakelibvirt.VIR_ERR_INVALID_ARG,
+                fakelibvirt.VIR_FROM_QEMU)
         if live:
-            if nvcpus < self._live['vcpus'] and (
-                    not self.behaviour.releases_vcpus):
+            self._set_live_vcpus(nvcpus)
+        if config:
+            self._set_config_vcpus(nvcpus, bool(flags & _HOTPLUGGABLE))
+        return 0
+
+    def _live_vcpus(self) -> tuple[VcpuState, ...]:
+        """The running vCPUs. A count put into ``_live`` from outside (the
+        local cloud restores a saved live state) wins over the flags."""
+        vcpus = self._live['vcpu_states']
+        online, wanted = _enabled(vcpus), self._live['vcpus']
+        if online < wanted:
+            vcpus = _plugged(vcpus, wanted - online)
+        elif online > wanted:
+            vcpus = _unplugged(vcpus, [
+                vcpu_id for vcpu_id in range(len(vcpus) - 1, 0, -1)
+                if vcpus[vcpu_id].enabled][:online - wanted])
+        self._live['vcpu_states'] = vcpus
+        return vcpus
+
+    def _set_live_vcpus(self, nvcpus: int) -> None:
+        """Plug the lowest disabled vCPUs, or unplug the highest
+        hotpluggable ones, as libvirt's QEMU driver selects them."""
+        vcpus = self._live_vcpus()
+        online = self._live['vcpus']
+        if nvcpus > online:
+            vcpus = _plugged(vcpus, nvcpus - online)
+            # A plugged vCPU makes libvirt list every vCPU of the domain.
+            self._live['vcpus_listed'] = True
+        elif nvcpus < online:
+            # vCPU 0 and every vCPU QEMU started as part of -smp stay.
+            removable = [vcpu_id for vcpu_id in range(len(vcpus) - 1, 0, -1)
+                         if vcpus[vcpu_id].enabled and
+                         vcpus[vcpu_id].hotpluggable]
+            if online - len(removable) > nvcpus:
+                raise _unsupported(
+                    'failed to find appropriate hotpluggable vcpus to '
+                    'reach the desired target vcpu count')
+            if not self.behaviour.releases_vcpus:
                 raise _error(
                     'Timed out during operation: vcpu unplug request timed '
                     'out. Unplug result must be manually inspected in the '
                     'domain', fakelibvirt.VIR_ERR_OPERATION_TIMEOUT,
                     fakelibvirt.VIR_FROM_QEMU)
-            self._live['vcpus'] = nvcpus
-        if config:
-            self._def['vcpu']['current'] = nvcpus
-        return 0
+            vcpus = _unplugged(vcpus, removable[:online - nvcpus])
+        self._live['vcpu_states'] = vcpus
+        self._live['vcpus'] = nvcpus
+
+    def _set_config_vcpus(self, nvcpus: int, hotpluggable: bool) -> None:
+        """The persistent count as libvirt's QEMU driver changes it.
+
+        The order goes (it may no longer be valid); a vCPU enabled takes
+        the hotpluggable flag of the vCPU before it, unless the call asks
+        for hotpluggable ones (``VIR_DOMAIN_VCPU_HOTPLUGGABLE``); a vCPU
+        disabled, the highest first, becomes hotpluggable.
+        """
+        vcpus = [VcpuState(vcpu.enabled, vcpu.hotpluggable)
+                 for vcpu in self._def['vcpus']]
+        online = _enabled(vcpus)
+        if nvcpus > online:
+            for vcpu_id, vcpu in enumerate(vcpus):
+                if online == nvcpus:
+                    break
+                if not vcpu.enabled:
+                    vcpus[vcpu_id] = VcpuState(
+                        True, hotpluggable or vcpus[vcpu_id - 1].hotpluggable)
+                    online += 1
+            if hotpluggable:
+                self._def['vcpus_listed'] = True
+        else:
+            for vcpu_id in range(len(vcpus) - 1, 0, -1):
+                if online == nvcpus:
+                    break
+                if vcpus[vcpu_id].enabled:
+                    vcpus[vcpu_id] = VcpuState(False, True)
+                    online -= 1
+        self._def['vcpus'] = tuple(vcpus)
+        self._def['vcpu']['current'] = nvcpus
+
+    def _set_maximum_vcpus(self, maximum: int) -> None:
+        vcpus = [VcpuState(vcpu.enabled, vcpu.hotpluggable)
+                 for vcpu in self._def['vcpus'][:maximum]]
+        vcpus += [VcpuState(False, True)] * (maximum - len(vcpus))
+        self._def['vcpus'] = tuple(vcpus)
+        self._def['vcpu']['number'] = maximum
+        self._def['vcpu']['current'] = _enabled(vcpus)
 
     def vcpusFlags(self, flags=0):
         live, _config = self._affected(flags & (_LIVE | _CONFIG))
@@ -251,16 +446,34 @@ class ElasticDomain(fakelibvirt.Domain):
         if self._running() and not flags & (
                 fakelibvirt.VIR_DOMAIN_XML_INACTIVE):
             vcpus, memory = self._live['vcpus'], self._live_memory()
+            states = self._live_vcpus()
+            listed = self._live['vcpus_listed']
         else:
             vcpus = self._def['vcpu']['current']
             memory = self._def['current_memory']
+            states, listed = self._def['vcpus'], self._def['vcpus_listed']
         # libvirt writes current only when it differs from the maximum.
+        vcpu = tree.find('./vcpu')
         if vcpus != self._def['vcpu']['number']:
-            tree.find('./vcpu').set('current', str(vcpus))
+            vcpu.set('current', str(vcpus))
+        if listed:
+            vcpu.addnext(_format_vcpus(states))
         tree.find('./currentMemory').text = str(memory)
         if not self._def['balloon']:
             tree.find('./devices/memballoon').set('model', 'none')
         return etree.tostring(tree, encoding='unicode')
+
+
+def _format_vcpus(vcpus) -> etree._Element:
+    listed = etree.Element('vcpus')
+    for vcpu_id, vcpu in enumerate(vcpus):
+        node = etree.SubElement(
+            listed, 'vcpu', id=str(vcpu_id),
+            enabled='yes' if vcpu.enabled else 'no',
+            hotpluggable='yes' if vcpu.hotpluggable else 'no')
+        if vcpu.order:
+            node.set('order', str(vcpu.order))
+    return listed
 
 
 class ElasticLibvirtFixture(fixtures.Fixture):

@@ -1,4 +1,9 @@
-"""Fixtures: the guest images, a private libvirtd, two booted guests."""
+"""Fixtures: the guest images, a private libvirtd, two booted guests.
+
+The balloon guest boots at the flavor's minimum (1 vCPU, 512 MiB); the
+plain one (no balloon driver) as after a persisted grow to
+``guests.GROWN_VCPUS`` vCPUs.
+"""
 
 import contextlib
 import time
@@ -65,7 +70,8 @@ def booted_guests(libvirtd, guest_images, progress):
     try:
         for kind, image in guest_images.items():
             started[kind] = guests.define_and_start(
-                conn, f'xloud-realguest-{kind}', image, console_dir)
+                conn, f'xloud-realguest-{kind}', image, console_dir,
+                boot_vcpus=guests.GROWN_VCPUS if kind == 'plain' else None)
         progress('guests defined and started: ' + ', '.join(started))
         for guest in started.values():
             guest.console.wait_for(lambda view: True, BOOT_TIMEOUT,

@@ -1,9 +1,12 @@
 """Domain XML for the tiny guest, built the way Nova's libvirt driver does.
 
 Nova's ``LibvirtConfigGuest`` with the flavor's maximum as ``<vcpu>`` and
-``<memory>`` (as ``LibvirtDriver._get_guest_config`` sets them), Nova's
-virtio ``<memballoon>`` (as ``_guest_add_memory_balloon``), ACPI for CPU
-hotplug, a direct kernel boot and a serial console on a file.
+``<memory>`` (as ``LibvirtDriver._get_guest_config`` sets them), the
+guest's architecture (as ``_configure_guest_by_virt_type``), Nova's virtio
+``<memballoon>`` (as ``_guest_add_memory_balloon``), ACPI for CPU hotplug,
+a direct kernel boot and a serial console on a file. Without an image the
+domain runs the firmware only: enough for what libvirt decides before the
+guest takes part.
 """
 
 import pathlib
@@ -18,9 +21,10 @@ from tests.realguest import images
 MEM_STATS_PERIOD_SECONDS = 10
 
 
-def guest_config(name: str, image: images.GuestImage, max_vcpus: int,
-                 max_memory_mb: int,
-                 console_path: pathlib.Path) -> vconfig.LibvirtConfigGuest:
+def guest_config(name: str, image: images.GuestImage | None,
+                 max_vcpus: int, max_memory_mb: int,
+                 console_path: pathlib.Path | None = None
+                 ) -> vconfig.LibvirtConfigGuest:
     guest = vconfig.LibvirtConfigGuest()
     guest.virt_type = 'qemu'
     guest.name = name
@@ -28,18 +32,21 @@ def guest_config(name: str, image: images.GuestImage, max_vcpus: int,
     guest.vcpus = max_vcpus
     guest.memory = max_memory_mb * units.Ki
     guest.os_type = 'hvm'
+    guest.os_arch = 'x86_64'
     guest.os_mach_type = 'q35'
-    guest.os_kernel = str(image.kernel)
-    guest.os_initrd = str(image.initrd)
-    guest.os_cmdline = image.cmdline
+    if image is not None:
+        guest.os_kernel = str(image.kernel)
+        guest.os_initrd = str(image.initrd)
+        guest.os_cmdline = image.cmdline
     guest.features = [vconfig.LibvirtConfigGuestFeatureACPI(),
                       vconfig.LibvirtConfigGuestFeatureAPIC()]
 
-    serial = vconfig.LibvirtConfigGuestSerial()
-    serial.type = 'file'
-    serial.source_path = str(console_path)
-    serial.target_port = 0
-    guest.add_device(serial)
+    if console_path is not None:
+        serial = vconfig.LibvirtConfigGuestSerial()
+        serial.type = 'file'
+        serial.source_path = str(console_path)
+        serial.target_port = 0
+        guest.add_device(serial)
 
     balloon = vconfig.LibvirtConfigMemoryBalloon()
     balloon.model = 'virtio'

@@ -20,6 +20,9 @@ FLAVOR_VCPUS = 4
 FLAVOR_MEMORY_MB = 1024
 MINIMUM_CPU = 1
 MINIMUM_MEMORY_MB = 512
+# The guest without a balloon driver boots as a regeneration after a
+# persisted grow to this many vCPUs does: all of them present at boot.
+GROWN_VCPUS = 3
 
 # The tools the tests run; tools/setup.sh installs their packages.
 REQUIRED_COMMANDS = {
@@ -83,16 +86,29 @@ class RealGuest:
         return self.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
 
+def record_boot_size(instance: objects.Instance, vcpus: int,
+                     memory_mb: int) -> None:
+    """Record ``vcpus``/``memory_mb`` as the instance's boot size, as a
+    persisted adjustment does."""
+    sizing.RecordUpdate().size(
+        instance, vcpus=vcpus, memory_mb=memory_mb, boot_vcpus=vcpus,
+        boot_memory_mb=memory_mb).apply_to(instance)
+
+
 def define_and_start(conn: libvirt.virConnect, name: str,
-                     image: images.GuestImage,
-                     console_dir: pathlib.Path) -> RealGuest:
+                     image: images.GuestImage, console_dir: pathlib.Path,
+                     boot_vcpus: int | None = None) -> RealGuest:
     """Define the guest from Nova's config with its elastic size, start it.
 
     The XML is Nova's ``LibvirtConfigGuest`` with the instance's boot size
     written by this project's ``apply_elastic_size``, as the compute driver
-    writes it for every domain it generates.
+    writes it for every domain it generates. ``boot_vcpus`` records a
+    persisted grow first: the guest boots as a regeneration after one
+    would.
     """
     instance = elastic_instance()
+    if boot_vcpus is not None:
+        record_boot_size(instance, boot_vcpus, MINIMUM_MEMORY_MB)
     console_path = console_dir / f'{name}.console'
     config = domain.guest_config(name, image, FLAVOR_VCPUS,
                                  FLAVOR_MEMORY_MB, console_path)
