@@ -493,11 +493,13 @@ class ElasticSizeController(wsgi.Controller):
                 'Server %s is stopped: only a persistent adjustment '
                 '(persist=true) applies to it, at its next start.') %
                 instance.uuid)
-        if instance.vm_state == vm_states.PAUSED and memory_mb is not None:
+        if instance.vm_state == vm_states.PAUSED:
+            # Its balloon cannot move, and a vCPU unplug cannot be
+            # acknowledged, until the guest runs again: libvirt would
+            # carry them out later, behind the record.
             raise webob.exc.HTTPConflict(explanation=_(
-                'Server %s is paused: its balloon cannot move until it runs '
-                'again, so its memory cannot be changed now.') %
-                instance.uuid)
+                'Server %s is paused: it cannot take a new size until it '
+                'runs again (unpause it first).') % instance.uuid)
 
     @staticmethod
     def _abandon(context, instance: objects.Instance, reason: str) -> None:

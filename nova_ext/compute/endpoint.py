@@ -391,10 +391,11 @@ class ElasticSizingEndpoint:
         target_vcpus = start.vcpus if vcpus is None else vcpus
         target_memory = start.memory_mb if memory_mb is None else memory_mb
         _check_bounds(size, target_vcpus, target_memory)
-        if target_memory != start.memory_mb and live.is_paused(domain):
+        if live.is_paused(domain) and (target_vcpus, target_memory) != (
+                start.vcpus, start.memory_mb):
             raise AdjustmentFailed(reason=_(
-                'The instance is paused: its balloon cannot move until it '
-                'runs again; memory was not changed'))
+                'The instance is paused: it cannot take a new size until it '
+                'runs again'))
 
         # Grow first: a host without room refuses before the guest grows.
         placement.claim_at_least(

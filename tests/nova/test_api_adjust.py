@@ -356,11 +356,11 @@ class AdjustTest(base.ElasticAPITestBase):
         with self.subTest('paused'):
             self.api.post_server_action(server_id, {'pause': {}})
             self._wait_for_state_change(self.server, 'PAUSED')
-            resp = self._post_adjust(server_id, body)
-            self.assertEqual(202, resp.status_code, resp.text)
-            # Its balloon cannot move until it runs again.
-            resp = self._assert_refused({'current_memory_mb': 3072}, 409)
-            self.assertIn('is paused', resp.text)
+            # Its balloon cannot move, nor a vCPU unplug be acknowledged,
+            # until it runs again.
+            for paused_body in (body, {'current_memory_mb': 3072}):
+                resp = self._assert_refused(paused_body, 409)
+                self.assertIn('is paused', resp.text)
             self.api.post_server_action(server_id, {'unpause': {}})
             self._wait_for_state_change(self.server, 'ACTIVE')
 
