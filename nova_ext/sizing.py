@@ -53,6 +53,11 @@ SYSMETA_BOOT_MEMORY = 'xloud_boot_memory_mb'
 SYSMETA_LIVE_VCPUS = 'xloud_live_vcpus'
 SYSMETA_LIVE_MEMORY = 'xloud_live_memory_mb'
 SYSMETA_UPDATED_AT = 'xloud_updated_at'
+# The boot size recorded for the flavor an instance had before its last
+# resize: a revert returns to it (Nova keeps old_vm_state the same way).
+SYSMETA_PREVIOUS_FLAVOR = 'xloud_previous_flavorid'
+SYSMETA_PREVIOUS_BOOT_VCPUS = 'xloud_previous_boot_vcpus'
+SYSMETA_PREVIOUS_BOOT_MEMORY = 'xloud_previous_boot_memory_mb'
 SYSMETA_STATUS = 'xloud_status'
 SYSMETA_REQUEST_ID = 'xloud_request_id'
 SYSMETA_ERROR = 'xloud_error'
@@ -199,6 +204,19 @@ class ElasticSize:
         default_memory = (floor_memory if min_memory is not None
                           else flavor.memory_mb)
         recorded = sysmeta.get(SYSMETA_FLAVOR) == flavor.flavorid
+        if not recorded and sysmeta.get(SYSMETA_PREVIOUS_FLAVOR) == (
+                flavor.flavorid):
+            # Back to the flavor of before a resize (a revert): the boot
+            # size recorded for it, which its domain starts at again.
+            sysmeta = dict(sysmeta)
+            sysmeta[SYSMETA_BOOT_VCPUS] = sysmeta.get(
+                SYSMETA_PREVIOUS_BOOT_VCPUS, '')
+            sysmeta[SYSMETA_BOOT_MEMORY] = sysmeta.get(
+                SYSMETA_PREVIOUS_BOOT_MEMORY, '')
+            for key in (SYSMETA_LIVE_VCPUS, SYSMETA_LIVE_MEMORY,
+                        SYSMETA_UPDATED_AT):
+                sysmeta.pop(key, None)
+            recorded = True
 
         def _recorded(key: str, default: int, floor: int, ceiling: int):
             if not recorded or key not in sysmeta:
@@ -294,8 +312,17 @@ class RecordUpdate:
             SYSMETA_LIVE_MEMORY: str(memory_mb),
             SYSMETA_UPDATED_AT: timeutils.utcnow().isoformat(),
         })
-        first_record = (instance.system_metadata or {}).get(
-            SYSMETA_FLAVOR) != instance.flavor.flavorid
+        sysmeta = instance.system_metadata or {}
+        first_record = sysmeta.get(SYSMETA_FLAVOR) != instance.flavor.flavorid
+        if first_record and SYSMETA_FLAVOR in sysmeta:
+            # A resize: keep the other flavor's boot size for a revert.
+            self.values.update({
+                SYSMETA_PREVIOUS_FLAVOR: sysmeta[SYSMETA_FLAVOR],
+                SYSMETA_PREVIOUS_BOOT_VCPUS: sysmeta.get(
+                    SYSMETA_BOOT_VCPUS, ''),
+                SYSMETA_PREVIOUS_BOOT_MEMORY: sysmeta.get(
+                    SYSMETA_BOOT_MEMORY, ''),
+            })
         if first_record and (boot_vcpus is None or boot_memory_mb is None):
             current = ElasticSize.from_instance(instance)
             boot_vcpus = boot_vcpus or current.boot_vcpus
@@ -304,6 +331,11 @@ class RecordUpdate:
             self.values[SYSMETA_BOOT_VCPUS] = str(boot_vcpus)
         if boot_memory_mb is not None:
             self.values[SYSMETA_BOOT_MEMORY] = str(boot_memory_mb)
+        return self
+
+    def forget_previous_flavor(self) -> RecordUpdate:
+        """A resize was confirmed: there is no flavor to revert to."""
+        self.values[SYSMETA_PREVIOUS_FLAVOR] = ''
         return self
 
     def status(self, status: str, request_id: str | None,

@@ -150,6 +150,14 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                                  **kwargs)
         self._record_started_domain(context, instance)
 
+    def confirm_migration(self, context, migration, instance, network_info):
+        super().confirm_migration(context, migration, instance,
+                                  network_info)
+        # Nova saves the instance right after; a later resize back to the
+        # old flavor starts over from its minimum.
+        if _has_record(instance):
+            sizing.RecordUpdate().forget_previous_flavor().apply_to(instance)
+
     def finish_revert_migration(self, context, instance, *args, **kwargs):
         self._claim_regeneration(context, instance)
         super().finish_revert_migration(context, instance, *args, **kwargs)

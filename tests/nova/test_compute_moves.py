@@ -118,13 +118,12 @@ class MovesTest(compute_base.ElasticMigrationMixin,
         xml = self._domain_xml(self.server)
         self.assertIsNone(xml.find('vcpu').get('current'))
 
-    def test_revert_resize_starts_from_the_old_flavor(self) -> None:
+    def test_revert_resize_returns_to_the_persisted_boot_size(self) -> None:
         bigger = self._create_flavor(
             vcpu=8, memory_mb=8192, extra_spec={'minimum_cpu': '6'})
         self.server = self._resize_server(self.server, bigger)
         self._assert_runs_at((6, 8192), 'compute2', boot=(6, 8192))
         self.server = self._revert_resize(self.server)
-        # The record was re-tagged for the new flavor when the resize
-        # finished (doc/compute.md, known limits): the old flavor's
-        # minimum, with placement following it.
-        self._assert_runs_at((2, 2048), 'compute1', boot=(2, 2048))
+        # The boot size persisted under the old flavor, with placement
+        # following it.
+        self._assert_runs_at(BOOT, 'compute1', boot=BOOT)
