@@ -128,3 +128,47 @@ def test_flavor_minimum_edit_and_boot_at_minimum(admin_conn, elastic_driver):
             admin_conn.compute.wait_for_delete(server, wait=120)
     finally:
         admin_conn.compute.delete_flavor(flavor.id)
+
+
+def test_a_new_flavor_minimum_reaches_existing_instances(admin_conn,
+                                                         elastic_driver):
+    """Which minimum governs an existing instance: its embedded flavor,
+    until the flavor's new minimum is applied to it."""
+    flavor = admin_conn.compute.create_flavor(
+        name="x1.e2e-raise", vcpus=4, ram=4096, disk=1)
+    path = f"/os-xloud-flavor-minimums/{flavor.id}"
+    try:
+        admin_conn.compute.create_flavor_extra_specs(
+            flavor, {"xloud:minimum_cpu": "1",
+                     "xloud:minimum_memory": "1024"})
+        image = admin_conn.compute.get(
+            "/images", microversion="2.35").json()["images"][0]["id"]
+        server = admin_conn.compute.create_server(
+            name="e2e-raise", image_id=image, flavor_id=flavor.id,
+            networks="none")
+        try:
+            helpers.wait_for_status(admin_conn, server.id, "ACTIVE")
+            assert helpers.size(admin_conn, server.id)["min_vcpus"] == 1
+
+            admin_conn.compute.update_flavor_extra_specs_property(
+                flavor, "xloud:minimum_cpu", "2")
+            report = admin_conn.compute.get(path).json()["flavor_minimums"]
+            assert (report["instances"], report["stale"]) == (1, 1), report
+            # The instance is still governed by the copy it booted with.
+            assert helpers.size(admin_conn, server.id)["min_vcpus"] == 1
+
+            resp = admin_conn.compute.post(f"{path}/action",
+                                           json={"apply": {}})
+            assert resp.status_code == 200, resp.text
+            applied = resp.json()["flavor_minimums"]
+            assert (applied["updated"], applied["stale"]) == (1, 0), applied
+            assert helpers.size(admin_conn, server.id)["min_vcpus"] == 2
+            refused = helpers.adjust(admin_conn, server.id,
+                                     current_vcpus=1)
+            assert refused.status_code == 400, refused.text
+            assert "xloud:minimum_cpu 2" in refused.text
+        finally:
+            admin_conn.compute.delete_server(server)
+            admin_conn.compute.wait_for_delete(server, wait=120)
+    finally:
+        admin_conn.compute.delete_flavor(flavor)

@@ -147,9 +147,16 @@ def test_adjust_one_row_updates_when_done(admin_panel, admin_conn):
 def test_bulk_adjust_reports_the_refused_one(admin_panel, admin_conn):
     grow = [helpers.take(admin_conn, flavor="x1.elastic", max_vcpus_now=3)
             for _ in range(2)]
-    # x1.small has no minimums: it runs at its flavor size, the maximum,
-    # so one more vCPU is refused by its flavor limit.
-    full = helpers.take(admin_conn, flavor="x1.small")
+    # One already at its flavor's 4 vCPUs: one more is refused by its
+    # flavor limit. (x1.small, with no minimums, is not elastic at all:
+    # the panel offers no row to select.)
+    full = helpers.take(admin_conn, flavor="x1.elastic", max_vcpus_now=3)
+    resp = helpers.adjust(admin_conn, full["id"], current_vcpus=4,
+                          persist=False)
+    assert resp.status_code == 202, resp.text
+    done = helpers.wait_for_action(admin_conn, full["id"],
+                                   resp.json()["adjustment"]["request_id"])
+    assert done["event"]["result"] == "Success", done
     targets = [e["id"] for e in (*grow, full)]
     admin_panel.open("?all_tenants=1")
     admin_panel.select_rows("instances", targets)
@@ -170,7 +177,7 @@ def test_bulk_adjust_reports_the_refused_one(admin_panel, admin_conn):
         live = helpers.size(admin_conn, entry["id"])
         assert live["current_vcpus"] == entry["current_vcpus"] + 1
     admin_panel.shot("bulk-adjusted")
-    assert helpers.size(admin_conn, full["id"])["current_vcpus"] == 2
+    assert helpers.size(admin_conn, full["id"])["current_vcpus"] == 4
 
 
 def test_flavor_minimums_then_boot_at_minimum(admin_panel, admin_conn):

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import openstack.exceptions
-
 from tests.e2e import helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,8 +68,5 @@ def test_legacy_keys_boot_after_the_migration(cloud, admin_conn,
         for server in servers:
             admin_conn.compute.delete_server(server, ignore_missing=True)
         for server in servers:
-            try:
-                admin_conn.compute.wait_for_delete(server, wait=120)
-            except openstack.exceptions.ResourceNotFound:
-                pass
+            admin_conn.compute.wait_for_delete(server, wait=120)
         admin_conn.compute.delete_flavor(flavor, ignore_missing=True)
