@@ -30,6 +30,8 @@ import urllib.parse
 import uuid
 from typing import Any
 
+from nova_ext import compatibility, conf, sizing
+
 ADMIN_PROJECT = 'admin-project'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
@@ -38,27 +40,21 @@ ADJUSTING_TASK_STATE = 'resize_prep'
 # The compute keeps the change records of the newest 20 adjustments.
 CHANGE_HISTORY_LIMIT = 20
 
-# nova_ext.sizing and the [xloud] defaults.
-MINIMUM_CPU = 'xloud:minimum_cpu'
-MINIMUM_MEMORY = 'xloud:minimum_memory'
-LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
+# The extension's own keys and rules (nova_ext.sizing,
+# nova_ext.compatibility), and the [xloud] defaults (nova_ext.conf).
+MINIMUM_CPU = sizing.MINIMUM_CPU
+MINIMUM_MEMORY = sizing.MINIMUM_MEMORY
+LEGACY_KEYS = sizing.LEGACY_KEYS
 _ALL_MINIMUM_KEYS = (MINIMUM_CPU, MINIMUM_MEMORY, *LEGACY_KEYS.values())
-MEMORY_FLOOR_MB = 256
-VCPU_FLOOR = 1
-VCPUS = 'vcpus'
-MEMORY = 'memory_mb'
+_DEFAULTS = {opt.name: opt.default for opt in conf.OPTS}
+MEMORY_FLOOR_MB = _DEFAULTS['memory_floor_mb']
+VCPU_FLOOR = _DEFAULTS['vcpu_floor']
+VCPUS = compatibility.VCPUS
+MEMORY = compatibility.MEMORY
+spec_conflicts = compatibility.spec_conflicts
 
 CELLS = {'cell1': '8e1c2d4a-6f0b-4b8e-9a53-1d7f0c2b3a41',
          'cell2': '2b6f9e0d-3c1a-4d7e-8f25-6a9b0c1d2e53'}
-
-# nova_ext.compatibility's reasons, word for word.
-_PINNED = ('pins vCPUs to host CPUs (placement PCPU, Nova\'s pinning), '
-           'which a hot-plugged vCPU would not follow')
-_NUMA = ('gives the guest a NUMA topology, which Nova\'s resource tracker '
-         'and NUMATopologyFilter count at the flavor\'s size')
-_RESIDENT = ('keeps all guest memory resident on the host whatever the '
-             'balloon says')
-
 
 class HTTPError(Exception):
     def __init__(self, status: int, message: str):
@@ -82,51 +78,6 @@ AUDIT_SEVERITIES = {
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime(
         '%Y-%m-%dT%H:%M:%S.%f')
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ('1', 'true', 'yes', 'on', 'y')
-
-
-def spec_conflicts(extra_specs: dict, image_properties: dict | None = None
-                   ) -> dict[str, str]:
-    """``nova_ext.compatibility.spec_conflicts``: ``{dimension: reason}``."""
-    image_properties = image_properties or {}
-    conflicts: dict[str, str] = {}
-
-    def refuse(dimensions, setting, reason):
-        for dimension in dimensions:
-            conflicts.setdefault(dimension, f'{setting} {reason}')
-
-    both = (VCPUS, MEMORY)
-    policy = (extra_specs.get('hw:cpu_policy') or
-              image_properties.get('hw_cpu_policy'))
-    if policy in ('dedicated', 'mixed'):
-        refuse(both, f'hw:cpu_policy={policy}', _PINNED)
-    if 'resources:PCPU' in extra_specs:
-        refuse(both, 'resources:PCPU', _PINNED)
-    if _truthy(extra_specs.get('hw:cpu_realtime', False)) or (
-            _truthy(image_properties.get('hw_cpu_realtime', False))):
-        refuse(both, 'hw:cpu_realtime', _PINNED)
-    page_size = (extra_specs.get('hw:mem_page_size') or
-                 image_properties.get('hw_mem_page_size'))
-    if page_size:
-        refuse(both, f'hw:mem_page_size={page_size}', _NUMA)
-    for key in sorted(extra_specs):
-        if key.startswith('hw:numa_'):
-            refuse(both, key, _NUMA)
-    if image_properties.get('hw_numa_nodes'):
-        refuse(both, 'hw_numa_nodes', _NUMA)
-    if _truthy(extra_specs.get('hw:locked_memory', False)) or (
-            _truthy(image_properties.get('hw_locked_memory', False))):
-        refuse((MEMORY,), 'hw:locked_memory', _RESIDENT)
-    if extra_specs.get('pci_passthrough:alias'):
-        refuse((MEMORY,), 'pci_passthrough:alias', _RESIDENT)
-    for key in sorted(extra_specs):
-        if key in ('resources:VGPU', 'resources:PGPU') or key.startswith(
-                'resources:CUSTOM_'):
-            refuse((MEMORY,), key, _RESIDENT)
-    return conflicts
 
 
 def minimum_spec(specs: dict, key: str) -> tuple[str, str] | None:
@@ -610,7 +561,8 @@ class FakeCloud:
         filters (microversion 2.73)."""
         servers = sorted(self.servers.values(), key=lambda s: s.id)
         if 'locked' in query:
-            wanted = _truthy(query['locked'])
+            wanted = query['locked'].strip().lower() in (
+                '1', 'true', 'yes', 'on', 'y')
             servers = [server for server in servers
                        if server.locked == wanted]
         page, links = self._page(servers, query, '/servers')
