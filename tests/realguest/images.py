@@ -179,14 +179,20 @@ def fetch_kernel(cache_dir: pathlib.Path = CACHE_DIR,
         unpacked = tmp / 'unpacked'
         unpacked.mkdir()
         progress(f'unpacking {deb.name}')
-        tarball = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', str(deb)],
-                                   stdout=subprocess.PIPE)
-        _run(['tar', '-x', '-C', str(unpacked), '--wildcards',
-              './boot/vmlinuz-*', './lib/modules/*/kernel/drivers/virtio/*'],
-             stdin=tarball.stdout)
-        tarball.stdout.close()
-        if tarball.wait() != 0:
-            raise GuestImageUnavailable(f'dpkg-deb cannot read {deb}')
+        # Through a file, not a pipe between two processes: the suite
+        # imports Nova's fake libvirt, which monkey-patches eventlet, and a
+        # green pipe handed to tar as its stdin reads as empty.
+        tar = tmp / 'filesystem.tar'
+        try:
+            with open(tar, 'wb') as out:
+                subprocess.run(['dpkg-deb', '--fsys-tarfile', str(deb)],
+                               stdout=out, check=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise GuestImageUnavailable(
+                f'dpkg-deb cannot read {deb}: {exc}')
+        _run(['tar', '-x', '-f', str(tar), '-C', str(unpacked),
+              '--wildcards', './boot/vmlinuz-*',
+              './lib/modules/*/kernel/drivers/virtio/*'])
         if root.exists():
             shutil.rmtree(root)
         kernel.module_dir.mkdir(parents=True)
