@@ -251,7 +251,7 @@ class ElasticSizeController(wsgi.Controller):
                             'user_id': instance.user_id})
 
         size = sizing.ElasticSize.from_instance(instance)
-        self._check_elastic(instance, vcpus, memory_mb)
+        self._check_elastic(instance, size, vcpus, memory_mb)
         self._check_bounds('current_vcpus', vcpus, size.floor_vcpus,
                            size.max_vcpus, size.minimum_vcpus,
                            _minimum_key(instance, sizing.MINIMUM_CPU),
@@ -448,12 +448,13 @@ class ElasticSizeController(wsgi.Controller):
                 'field': field, 'value': value, 'floor': floor})
 
     @staticmethod
-    def _check_elastic(instance: objects.Instance, vcpus: int | None,
+    def _check_elastic(instance: objects.Instance, size: sizing.ElasticSize,
+                       vcpus: int | None,
                        memory_mb: int | None) -> None:
         """409 for a dimension the server's flavor, image or devices make
         non-elastic (``nova_ext.compatibility``); 400 for vCPUs that would
         leave a core of its CPU topology with part of its threads."""
-        step = sizing.ElasticSize.from_instance(instance).vcpu_step
+        step = size.vcpu_step
         if vcpus is not None and vcpus % step:
             raise webob.exc.HTTPBadRequest(explanation=_(
                 'current_vcpus %(vcpus)d is not a multiple of %(step)d, the '

@@ -342,33 +342,38 @@ class ElasticSizingEndpoint:
                             '(task_state %s)', context.request_id,
                             instance.task_state, instance=instance)
                 return
+            # The record (and the end of the task state) is saved before
+            # the event finishes: whoever sees the event finished reads
+            # the outcome, and may start the next operation at once.
             try:
                 with compute_utils.EventReporter(
                         context, EVENT, self.host, instance.uuid):
-                    update = self._adjust(context, instance, vcpus,
-                                          memory_mb, persist)
-            except Exception as e:
-                # The event holds the error; the instance's record says
-                # the last adjustment failed, keeping any size libvirt
-                # did confirm before the failure.
-                expected = isinstance(e, _EXPECTED_FAILURES)
-                message = (e.format_message() if expected
-                           else f'{type(e).__name__}: {e}')
-                update = (e.record if isinstance(e, AdjustmentFailed)
-                          and e.record else sizing.RecordUpdate())
-                update.status(sizing.STATUS_ERROR, context.request_id,
-                              message)
-                update.change(context.request_id,
-                              _describe_failure(e, message))
-                sizing.save_record(instance, update, end_task=True)
-                if not expected:
-                    raise
-                LOG.error('Elastic size adjustment failed: %s', message,
-                          instance=instance)
-                return
-            sizing.save_record(instance, update, end_task=True)
+                    try:
+                        update = self._adjust(context, instance, vcpus,
+                                              memory_mb, persist)
+                    except Exception as e:
+                        self._record_failure(context, instance, e)
+                        raise
+                    sizing.save_record(instance, update, end_task=True)
+            except _EXPECTED_FAILURES as e:
+                LOG.error('Elastic size adjustment failed: %s',
+                          e.format_message(), instance=instance)
 
         locked_adjust()
+
+    @staticmethod
+    def _record_failure(context: nova_context.RequestContext,
+                        instance: objects.Instance, error: Exception) -> None:
+        """The instance's record says the last adjustment failed, keeping
+        any size libvirt did confirm before the failure."""
+        expected = isinstance(error, _EXPECTED_FAILURES)
+        message = (error.format_message() if expected
+                   else f'{type(error).__name__}: {error}')
+        update = (error.record if isinstance(error, AdjustmentFailed)
+                  and error.record else sizing.RecordUpdate())
+        update.status(sizing.STATUS_ERROR, context.request_id, message)
+        update.change(context.request_id, _describe_failure(error, message))
+        sizing.save_record(instance, update, end_task=True)
 
     def _adjust(self, context: nova_context.RequestContext,
                 instance: objects.Instance, vcpus: int | None,
