@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sqlite: one Nova process, SQLite, in-process "
                          "messaging (default); mariadb: one process per "
                          "Nova service over MariaDB and RabbitMQ")
+    up.add_argument("--hypervisor", choices=layout.HYPERVISORS,
+                    default="fake",
+                    help="fake: Nova's fake libvirt, guests inside "
+                         "nova-compute (default, quick); qemu: each compute "
+                         "host runs its own libvirtd and real QEMU guests")
     up.add_argument("--no-seed", action="store_true",
                     help="do not create the demo projects, flavors and "
                          "instances")
@@ -93,7 +98,8 @@ def main(argv: list[str]) -> int:
         return 0
     ports = layout.Ports(**{name: getattr(args, f"{name}_port")
                             for name, _ in layout.Ports().items()})
-    lay = layout.Layout(args.state_dir.resolve(), ports, args.mode)
+    lay = layout.Layout(args.state_dir.resolve(), ports, args.mode,
+                        args.hypervisor)
     try:
         if args.wipe:
             cloud.wipe(lay, _say)

@@ -29,6 +29,9 @@ SERVICE_USERS = ("nova", "placement")
 COMPUTE_HOSTS = ("compute1", "compute2")
 
 MODES = ("sqlite", "mariadb")
+# fake: Nova's fake libvirt, guests live inside nova-compute (quick on two
+# cores); qemu: each host its own libvirtd running real QEMU guests.
+HYPERVISORS = ("fake", "qemu")
 MARIADB_HOST_PORT = (HOST, 3306)
 RABBITMQ_HOST_PORT = (HOST, 5672)
 
@@ -38,6 +41,7 @@ class Ports:
     keystone: int = 5000
     placement: int = 8778
     nova: int = 8774
+    glance: int = 9292
     horizon: int = 8000
 
     def items(self) -> list[tuple[str, int]]:
@@ -90,6 +94,7 @@ class Layout:
     state: Path
     ports: Ports
     mode: str = "sqlite"
+    hypervisor: str = "fake"
 
     @property
     def etc(self) -> Path:
@@ -168,6 +173,7 @@ class Layout:
         """What the run file records: enough for a client to log in."""
         return {
             "mode": self.mode,
+            "hypervisor": self.hypervisor,
             "state_dir": str(self.state),
             "region": REGION,
             "auth_url": self.url("keystone"),

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.realguest import daemon, guests, images
+from deploy.localcloud import guestimage as images
+from tests.realguest import daemon, guests
 
 # A TCG guest boots in about 7 s on an idle core; two boot at once on a
 # machine other work shares.

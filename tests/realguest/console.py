@@ -5,7 +5,7 @@ import pathlib
 import time
 from collections.abc import Callable
 
-from tests.realguest import images
+from deploy.localcloud import guestimage as images
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import uuid
 from nova.virt.libvirt import config as vconfig
 from oslo_utils import units
 
-from tests.realguest import images
+from deploy.localcloud import guestimage as images
 
 # Nova's [libvirt]mem_stats_period_seconds default.
 MEM_STATS_PERIOD_SECONDS = 10

@@ -10,9 +10,10 @@ from nova import context as nova_context
 from nova import objects
 from oslo_utils import uuidutils
 
+from deploy.localcloud import guestimage as images
 from nova_ext import sizing
 from nova_ext.virt import guest_config as elastic_guest_config
-from tests.realguest import console, domain, images
+from tests.realguest import console, domain
 
 # One flavor for every guest: small enough for TCG on a shared 2-core
 # machine, large enough to balloon by hundreds of MiB.

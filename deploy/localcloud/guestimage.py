@@ -1,7 +1,7 @@
 """A tiny Linux guest: a Debian kernel and a busybox initramfs.
 
 The kernel comes from Debian's own package (``apt-get download``), unpacked
-once into ``var/realguest/`` and reused by later runs. The initramfs is
+once into ``var/guest-image/`` and reused by later runs. The initramfs is
 rebuilt each run (a fraction of a second): its ``/init`` optionally loads
 ``virtio_balloon``, onlines every CPU that appears (what udev does on a
 distribution image) and prints a status line to the serial console whenever
@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-CACHE_DIR = REPO_ROOT / 'var' / 'realguest'
+CACHE_DIR = REPO_ROOT / 'var' / 'guest-image'
 
 # Debian's meta package always depends on the current kernel ABI package.
 KERNEL_META_PACKAGE = 'linux-image-amd64'
