@@ -26,6 +26,11 @@ from nova.i18n import _
 
 VCPUS = 'vcpus'
 MEMORY = 'memory_mb'
+# System metadata key set (to the size asked, in MiB) when the guest's
+# balloon did not reach the size asked, at its boot or in an adjustment: a
+# guest without a balloon driver. Cleared when a start or an adjustment
+# sees the balloon answer. Written by sizing.RecordUpdate.balloon.
+SYSMETA_BALLOON_UNANSWERED = 'xloud_balloon_unanswered'
 
 _PINNED = _('pins vCPUs to host CPUs (placement PCPU, Nova\'s pinning), '
             'which a hot-plugged vCPU would not follow')
@@ -33,6 +38,9 @@ _NUMA = _('gives the guest a NUMA topology, which Nova\'s resource tracker '
           'and NUMATopologyFilter count at the flavor\'s size')
 _RESIDENT = _('keeps all guest memory resident on the host whatever the '
               'balloon says')
+_NO_BALLOON = _('its guest did not take the balloon to %(target)s MiB '
+                'when last asked (no balloon driver?); memory is adjustable '
+                'again once a start sees the balloon answer')
 
 
 def _truthy(value) -> bool:
@@ -107,11 +115,26 @@ def image_properties(instance: objects.Instance) -> dict:
             if key.startswith('image_hw_')}
 
 
+def guest_conflicts(instance: objects.Instance) -> dict[str, str]:
+    """``{dimension: reason}`` from what its guest showed since its start.
+
+    These hold live adjustments back, not the boot size: the next start
+    still asks the balloon for it, and answered, clears them.
+    """
+    unanswered = (instance.system_metadata or {}).get(
+        SYSMETA_BALLOON_UNANSWERED)
+    if unanswered:
+        return {MEMORY: _NO_BALLOON % {'target': unanswered}}
+    return {}
+
+
 def instance_conflicts(instance: objects.Instance, *,
-                       devices: bool = False) -> dict[str, str]:
-    """``{dimension: reason}`` for an instance, from its flavor and image;
-    with ``devices`` also from the PCI devices it was given (SR-IOV ports
-    bring some that no flavor or image names), which needs them loaded."""
+                       devices: bool = False,
+                       guest: bool = True) -> dict[str, str]:
+    """``{dimension: reason}`` for an instance, from its flavor and image,
+    with ``guest`` from its guest (:func:`guest_conflicts`); with
+    ``devices`` also from the PCI devices it was given (SR-IOV ports bring
+    some that no flavor or image names), which needs them loaded."""
     conflicts = spec_conflicts(instance.flavor.extra_specs or {},
                                image_properties(instance))
     if devices and MEMORY not in conflicts:
@@ -122,4 +145,6 @@ def instance_conflicts(instance: objects.Instance, *,
             conflicts[MEMORY] = _('its PCI devices (%(names)s) '
                                   '%(reason)s') % {
                 'names': ', '.join(names), 'reason': _RESIDENT}
+    if guest:
+        conflicts = {**guest_conflicts(instance), **conflicts}
     return conflicts

@@ -189,8 +189,8 @@ class ElasticSize:
         (``compatibility.instance_conflicts``)."""
         flavor = instance.flavor
         sysmeta = instance.system_metadata or {}
-        conflicts = compatibility.instance_conflicts(instance,
-                                                     devices=devices)
+        conflicts = compatibility.instance_conflicts(
+            instance, devices=devices, guest=False)
         min_vcpus = flavor_minimum(flavor, MINIMUM_CPU)
         min_memory = flavor_minimum(flavor, MINIMUM_MEMORY)
         floor_vcpus, floor_memory = floors(flavor)
@@ -250,7 +250,9 @@ class ElasticSize:
             error=sysmeta.get(SYSMETA_ERROR),
             floor_vcpus=floor_vcpus,
             floor_memory_mb=floor_memory,
-            conflicts=conflicts,
+            # What the guest showed holds live changes back too.
+            conflicts={**compatibility.guest_conflicts(instance),
+                       **conflicts},
             vcpu_step=compatibility.vcpu_step(
                 flavor.extra_specs or {},
                 compatibility.image_properties(instance)),
@@ -331,6 +333,16 @@ class RecordUpdate:
             self.values[SYSMETA_BOOT_VCPUS] = str(boot_vcpus)
         if boot_memory_mb is not None:
             self.values[SYSMETA_BOOT_MEMORY] = str(boot_memory_mb)
+        return self
+
+    def balloon(self, answered: bool, boot_memory_mb: int) -> RecordUpdate:
+        """Record whether the guest took its balloon to the boot size.
+
+        An unanswered balloon makes memory non-elastic for the instance
+        (``compatibility.instance_conflicts``) until a boot answers it.
+        """
+        self.values[compatibility.SYSMETA_BALLOON_UNANSWERED] = (
+            '' if answered else str(boot_memory_mb))
         return self
 
     def forget_previous_flavor(self) -> RecordUpdate:

@@ -407,13 +407,19 @@ class ElasticSizingEndpoint:
             context, instance, max(target_vcpus, start.vcpus),
             max(target_memory, start.memory_mb))
         failure = None
+        balloon_answered = None
         try:
             if target_vcpus != start.vcpus:
                 live.apply_vcpus(domain, target_vcpus, persist=False)
             if target_memory != start.memory_mb:
-                live.apply_memory(domain, target_memory, persist=False,
-                                  confirm_timeout=(
-                                      CONF.xloud.memory_confirm_timeout))
+                try:
+                    live.apply_memory(domain, target_memory, persist=False,
+                                      confirm_timeout=(
+                                          CONF.xloud.memory_confirm_timeout))
+                except live.NotConfirmed:
+                    balloon_answered = False
+                    raise
+                balloon_answered = True
         except live.LiveSizeError as e:
             failure = e
         # Whatever part of the request went through, what the domain
@@ -429,6 +435,8 @@ class ElasticSizingEndpoint:
         update = sizing.RecordUpdate().size(
             instance, vcpus=final.vcpus, memory_mb=final.memory_mb,
             boot_vcpus=boot.vcpus, boot_memory_mb=boot.memory_mb)
+        if balloon_answered is not None:
+            update.balloon(balloon_answered, target_memory)
         placement_error = None
         try:
             placement.set_allocation(context, instance, final.vcpus,

@@ -232,10 +232,14 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                         size.boot_vcpus, instance=instance)
         # Nova's own copy of the instance, in the middle of Nova's
         # operation: changed and saved as Nova does, not read again.
-        sizing.RecordUpdate().size(
+        update = sizing.RecordUpdate().size(
             instance, vcpus=running.vcpus, memory_mb=running.memory_mb,
-            boot_vcpus=boot.vcpus,
-            boot_memory_mb=boot.memory_mb).apply_to(instance)
+            boot_vcpus=boot.vcpus, boot_memory_mb=boot.memory_mb)
+        if running.memory_mb == boot.memory_mb:
+            # Nothing left for the balloon to answer at this start: what
+            # an earlier one showed no longer holds memory back.
+            update.balloon(True, boot.memory_mb)
+        update.apply_to(instance)
         instance.save()
         if not domain.isActive():
             # Defined, not started (a migration finished with power_on
@@ -280,7 +284,8 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                     sizing.save_record(
                         instance, sizing.RecordUpdate().size(
                             instance, vcpus=running.vcpus,
-                            memory_mb=running.memory_mb),
+                            memory_mb=running.memory_mb).balloon(
+                            running.memory_mb == memory_mb, memory_mb),
                         expected_task_state=[None])
                 except exception.UnexpectedTaskStateError:
                     LOG.info('An operation started before the boot memory '

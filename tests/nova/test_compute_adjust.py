@@ -137,6 +137,10 @@ class AdjustTest(compute_base.ElasticComputeTestBase):
             'failed, applied vcpus 2 -> 3, not persisted: memory change to '
             '3072 MiB not confirmed'), change.details)
         self.assertNotIn('(applied:', change.details)
+        # Until a start sees the balloon answer, the API refuses memory
+        # changes for it, with this reason.
+        self.assertIn('did not take the balloon to 3072 MiB',
+                      self._elastic_size(self.uuid).conflicts['memory_mb'])
 
         # The target the guest did not reach was set back to what it
         # holds: a balloon driver loading now (or a paused guest resuming)

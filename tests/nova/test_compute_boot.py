@@ -7,6 +7,7 @@ import time
 from lxml import etree
 from nova.virt.libvirt import driver as libvirt_driver
 
+from nova_ext import compatibility
 from nova_ext.virt import driver
 from tests.nova import compute_base
 
@@ -160,6 +161,7 @@ class BootMemoryConfirmationTest(compute_base.ElasticComputeTestBase):
         self._wait_for_log('Boot memory of 2048 MiB confirmed')
         self._assert_recorded(server, live=(2, 2048))
         self.assertEqual((2, 2048), self._domain_size(server))
+        self.assertEqual({}, self._elastic_size(server['id']).conflicts)
 
     def test_guest_without_balloon_driver_is_recorded_at_its_maximum(
             self) -> None:
@@ -168,6 +170,26 @@ class BootMemoryConfirmationTest(compute_base.ElasticComputeTestBase):
         self._wait_for_log('did not reach its boot memory of 2048 MiB')
         self._assert_recorded(server, live=(2, 4096))
         self.assertEqual((2, 4096), self._domain_size(server))
+        # Its memory is not elastic until a boot answers the balloon; the
+        # API refuses a memory change with this reason.
+        self.assertIn('balloon to 2048 MiB',
+                      self._elastic_size(server['id']).conflicts[
+                          compatibility.MEMORY])
+
+    def test_a_boot_answering_the_balloon_makes_memory_elastic_again(
+            self) -> None:
+        self.flags(boot_memory_confirm_timeout=0.3, group='xloud')
+        server = self._boot()
+        self._wait_for_log('did not reach its boot memory of 2048 MiB')
+        self.assertIn(compatibility.MEMORY,
+                      self._elastic_size(server['id']).conflicts)
+
+        # Started again with a balloon driver, it holds its boot size at
+        # once (the fake's driver answers without delay).
+        self.elastic_libvirt.new_guests(balloon_driver=True)
+        self._reboot_server(server, hard=True)
+        self._assert_recorded(server, live=(2, 2048))
+        self.assertEqual({}, self._elastic_size(server['id']).conflicts)
 
     def test_adjustment_while_the_balloon_is_pending(self) -> None:
         server = self._boot()
