@@ -2,7 +2,8 @@
 
 Every step is what an operator runs for a new deployment (``keystone-manage
 db_sync/fernet_setup/bootstrap``, ``placement-manage db sync``,
-``nova-manage api_db sync``, ``cell_v2 map_cell0/create_cell``, ``db sync``)
+``glance-manage db_sync``, ``nova-manage api_db sync``, ``cell_v2
+map_cell0/create_cell``, ``db sync``)
 and is skipped when the state directory says it was already done, so a
 restart is quick and a ``--wipe`` starts from nothing.
 """
@@ -53,7 +54,8 @@ def create_mariadb_databases(lay: Layout, say: Say) -> None:
     import pymysql
 
     host, port = layout_mod.MARIADB_HOST_PORT
-    names = ("keystone", "placement", "nova_api", "nova_cell0", "nova_cell1")
+    names = ("keystone", "placement", "glance", "nova_api", "nova_cell0",
+             "nova_cell1")
     conn = pymysql.connect(host=host, port=port, user="root")
     try:
         with conn.cursor() as cur:
@@ -129,15 +131,28 @@ def keystone(lay: Layout, say: Say) -> None:
     done.touch()
 
 
-def placement(lay: Layout, say: Say) -> None:
-    done = _once(lay, "placement")
+def _database_once(lay: Layout, say: Say, service: str,
+                   argv: list[str]) -> None:
+    """Create ``service``'s database with its own manage command, once."""
+    done = _once(lay, service)
     if done.exists():
         return
-    say("placement: creating its database (first start)")
-    _run(lay, "placement-manage db sync",
-         [str(BIN / "placement-manage"), "--config-file",
-          str(lay.etc / "placement" / "placement.conf"), "db", "sync"])
+    say(f"{service}: creating its database (first start)")
+    # Named as a person would type it: "placement-manage db sync".
+    _run(lay, " ".join([Path(argv[0]).name, *argv[3:]]), argv)
     done.touch()
+
+
+def placement(lay: Layout, say: Say) -> None:
+    _database_once(lay, say, "placement", [
+        str(BIN / "placement-manage"), "--config-file",
+        str(lay.etc / "placement" / "placement.conf"), "db", "sync"])
+
+
+def glance(lay: Layout, say: Say) -> None:
+    _database_once(lay, say, "glance", [
+        str(BIN / "glance-manage"), "--config-file",
+        str(lay.etc / "glance" / "glance-api.conf"), "db_sync"])
 
 
 def nova(lay: Layout, say: Say) -> None:
@@ -171,7 +186,8 @@ def discover_hosts(lay: Layout) -> None:
 
 
 def catalog(lay: Layout, say: Say) -> None:
-    """Service users and the compute and placement endpoints, idempotently."""
+    """Service users and the compute, placement and image endpoints,
+    idempotently."""
     import openstack
 
     conn = openstack.connect(
@@ -200,6 +216,7 @@ def catalog(lay: Layout, say: Say) -> None:
     for name, stype, url in (
         ("nova", "compute", lay.url("nova")),
         ("placement", "placement", lay.url("placement")),
+        ("glance", "image", lay.url("glance")),
     ):
         svc = ident.find_service(name) or ident.create_service(
             name=name, type=stype, enabled=True)
@@ -218,4 +235,4 @@ def catalog(lay: Layout, say: Say) -> None:
         for ep in ident.endpoints(service_id=keystone_svc.id):
             if ep.url != lay.url("keystone"):
                 ident.update_endpoint(ep, url=lay.url("keystone"))
-    say("keystone: catalog has identity, compute and placement")
+    say("keystone: catalog has identity, compute, placement and image")

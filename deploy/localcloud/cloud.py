@@ -52,6 +52,18 @@ def check_prerequisites(lay: Layout) -> None:
                     f"--mode mariadb needs {what} at {hp[0]}:{hp[1]}, which "
                     f"does not answer. Start it, or use the default mode "
                     f"(SQLite and the in-process transport).")
+    if lay.hypervisor == "qemu":
+        from deploy.localcloud import libvirthost
+        missing = libvirthost.missing_prerequisites()
+        if missing:
+            raise CloudError("--hypervisor qemu needs " + "; ".join(missing))
+    kind_file = lay.state / "nova" / "hypervisor-kind"
+    if kind_file.exists() and kind_file.read_text().strip() != lay.hypervisor:
+        raise CloudError(
+            f"{lay.state} holds a cloud of --hypervisor "
+            f"{kind_file.read_text().strip()}, whose instances this "
+            f"hypervisor does not have: start it with that option, or "
+            f"with --wipe to start afresh.")
 
 
 def wipe(lay: Layout, say: Say) -> None:
@@ -91,6 +103,8 @@ def _nova_children(lay: Layout) -> list[Child]:
     base = [PYTHON, "-m", "deploy.localcloud.novaservices",
             "--config-dir", str(lay.etc / "nova"),
             "--hypervisor-state", str(lay.hypervisor_state)]
+    if lay.hypervisor == "qemu":
+        base += ["--libvirt-hosts", str(lay.libvirt_hosts)]
     env = child_env()
 
     def child(name: str, args: list[str], ready,
@@ -116,6 +130,38 @@ def _nova_children(lay: Layout) -> list[Child]:
     children.append(child("nova-api", ["--api", str(lay.ports.nova)],
                           api_ready))
     return children
+
+
+def _libvirt_children(lay: Layout) -> list[Child]:
+    """One libvirtd per compute host (``--hypervisor qemu``).
+
+    Stopped after Nova: a nova-compute still running would see its guests
+    power off and record them as stopped, and would not boot them again
+    on the next start.
+    """
+    return [Child(f"libvirt-{host}",
+                  [PYTHON, "-m", "deploy.localcloud.libvirthost",
+                   "--root", str(lay.libvirt_hosts / host), "--host", host],
+                  lay.logs / f"libvirt-{host}.log", child_env(),
+                  log_ready("libvirt: "), timeout=90, stop_last=True)
+            for host in layout_mod.COMPUTE_HOSTS]
+
+
+def _probe_virt_type(lay: Layout, say: Say) -> str:
+    """KVM if a guest really runs under it here, else QEMU's TCG."""
+    from deploy.localcloud import guestimage, libvirthost
+
+    kernel = guestimage.fetch_kernel(progress=say)
+    probe = guestimage.build_initramfs(
+        kernel, lay.state / "nova" / "kvm-probe.initrd", balloon_driver=False)
+    # What the machine can run, not the cloud: kept beside the kernel, so
+    # a wiped state directory does not probe again.
+    virt_type = libvirthost.virt_type(
+        probe.kernel, probe.initrd, guestimage.CACHE_DIR / "virt-type.json")
+    say(f"hypervisor: real QEMU, virt_type {virt_type}"
+        + ("" if virt_type == "kvm" else
+           " (KVM does not run a guest here: TCG emulation)"))
+    return virt_type
 
 
 def _horizon_child(lay: Layout) -> Child:
@@ -151,12 +197,15 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
         ext = configs.Extension.detect()
         for line in ext.summary():
             say(line)
-        configs.write_all(lay, ext, xloud_options)
+        virt_type = (_probe_virt_type(lay, say) if lay.hypervisor == "qemu"
+                     else "kvm")
+        configs.write_all(lay, ext, xloud_options, virt_type)
+        (lay.state / "nova" / "hypervisor-kind").write_text(lay.hypervisor)
         if lay.mode == "mariadb":
             bootstrap.create_mariadb_databases(lay, say)
 
-        # Placement's and Nova's databases do not need Keystone: create
-        # them while Keystone sets up and starts.
+        # Placement's, Glance's and Nova's databases do not need Keystone:
+        # create them while Keystone sets up and starts.
         databases = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="bootstrap")
         prepared = databases.submit(_prepare_databases, lay, say)
@@ -179,7 +228,23 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
              str(lay.ports.placement), str(lay.etc / "placement")],
             lay.logs / "placement.log", child_env(),
             http_ready(lay.url("placement")), timeout=120, stop_last=True))
+        sup.start(Child(
+            "glance",
+            [PYTHON, "-m", "deploy.localcloud.wsgi_server", "glance",
+             str(lay.ports.glance), str(lay.etc / "glance")],
+            lay.logs / "glance.log", child_env(),
+            http_ready(lay.url("glance")), timeout=120))
+        # Nova needs the images only to boot: they are built and uploaded
+        # (the kernel downloaded, the first time) while Nova starts.
+        uploads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="images")
+        guest_images = uploads.submit(
+            seed.upload_guest_images, seed.admin_connection(lay), say)
+        uploads.shutdown(wait=False)
 
+        if lay.hypervisor == "qemu":
+            for child in _libvirt_children(lay):
+                sup.start(child)
         for child in _nova_children(lay):
             sup.start(child)
         if lay.mode == "mariadb":
@@ -188,6 +253,7 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
 
         sup.start(_horizon_child(lay))
 
+        guest_images.result()
         if do_seed:
             seed.seed(lay, say)
 
@@ -223,9 +289,10 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
 
 def _prepare_databases(lay: Layout, say: Say) -> None:
     bootstrap.placement(lay, say)
+    bootstrap.glance(lay, say)
     bootstrap.nova(lay, say)
-    bootstrap.sqlite_wal(lay, "placement", "nova_api", "nova_cell0",
-                         "nova_cell1")
+    bootstrap.sqlite_wal(lay, "placement", "glance", "nova_api",
+                         "nova_cell0", "nova_cell1")
 
 
 def _print_banner(lay: Layout, say: Say, seconds: float) -> None:
@@ -241,6 +308,7 @@ def _print_banner(lay: Layout, say: Say, seconds: float) -> None:
         f"  Keystone:   {lay.url('keystone')}",
         f"  Nova API:   {lay.url('nova')}",
         f"  Placement:  {lay.url('placement')}",
+        f"  Glance:     {lay.url('glance')}",
         f"  CLI:        export OS_CLIENT_CONFIG_FILE="
         f"{lay.state / 'clouds.yaml'} OS_CLOUD=localcloud-admin",
         f"  State:      {lay.state} (logs in {lay.logs})",

@@ -1,8 +1,8 @@
 """Configuration files of the local cloud's services.
 
 Each service gets the configuration a small production deployment would
-have (Keystone with fernet tokens, keystonemiddleware in front of Placement
-and Nova, Nova's cells v2 layout), pointed at loopback and at the state
+have (Keystone with fernet tokens, keystonemiddleware in front of Placement,
+Glance and Nova, Nova's cells v2 layout), pointed at loopback and at the state
 directory.  The extension's pieces are switched on when this checkout has
 them, so the cloud also runs as plain upstream OpenStack.
 """
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from deploy.localcloud import layout as layout_mod
+from deploy.localcloud import libvirthost
 from deploy.localcloud.layout import Layout
 from nova_ext.deploy import paste_ini
 
@@ -121,6 +122,27 @@ def placement_conf(lay: Layout) -> str:
     })
 
 
+def glance_conf(lay: Layout) -> str:
+    """Glance's image API (v2, the only one it has) on the file store."""
+    base = lay.state / "glance"
+    return _render({
+        "DEFAULT": {"debug": False, "enabled_backends": "file:file"},
+        "database": {"connection": lay.database_url("glance")},
+        "glance_store": {"default_backend": "file"},
+        "file": {"filesystem_store_datadir": base / "images"},
+        # Where image imports stage their data and tasks keep theirs;
+        # Glance asks for both whenever enabled_backends is set.
+        "os_glance_staging_store": {
+            "filesystem_store_datadir": base / "staging"},
+        "os_glance_tasks_store": {"filesystem_store_datadir": base / "tasks"},
+        "paste_deploy": {
+            "flavor": "keystone",
+            "config_file": lay.etc / "glance" / "glance-api-paste.ini"},
+        "keystone_authtoken": _authtoken(lay, "glance"),
+        "oslo_concurrency": {"lock_path": base / "locks"},
+    })
+
+
 SCHEDULER_FILTERS = (
     "ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
     "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter",
@@ -130,7 +152,8 @@ SCHEDULER_FILTERS = (
 
 
 def nova_conf(lay: Layout, ext: Extension,
-              xloud_options: dict[str, object] | None = None) -> str:
+              xloud_options: dict[str, object] | None = None,
+              virt_type: str = "kvm") -> str:
     """Nova's configuration; ``xloud_options`` fill its ``[xloud]`` section
     (``nova_ext.conf``), left out for the extension's defaults."""
     state = lay.state / "nova"
@@ -170,6 +193,9 @@ def nova_conf(lay: Layout, ext: Extension,
             "region_name": layout_mod.REGION,
             "valid_interfaces": "public",
         },
+        # Glance's endpoint is read from the catalog.
+        "glance": {"region_name": layout_mod.REGION,
+                   "valid_interfaces": "public"},
         "oslo_concurrency": {"lock_path": state / "locks"},
         "oslo_messaging_notifications": {"driver": "noop"},
         # Hosts are mapped by the launcher right after the computes start.
@@ -179,11 +205,17 @@ def nova_conf(lay: Layout, ext: Extension,
         # unscoped flavor extra spec for a host requirement.
         "filter_scheduler": {"enabled_filters": ",".join(SCHEDULER_FILTERS)},
         "quota": {"instances": 50, "cores": 200, "ram": 409600},
-        "libvirt": {"virt_type": "kvm"},
+        # The fake libvirt offers KVM; a real host's is probed
+        # (libvirthost.virt_type).
+        "libvirt": {"virt_type": virt_type},
         "vnc": {"enabled": False},
     }
+    if lay.hypervisor == "qemu":
+        for section, values in libvirthost.nova_options(
+                lay.etc / "nova", virt_type).items():
+            sections.setdefault(section, {}).update(values)
     if xloud_options:
-        sections["xloud"] = dict(xloud_options)
+        sections.setdefault("xloud", {}).update(xloud_options)
     return _render(sections)
 
 
@@ -201,17 +233,29 @@ def api_paste_ini(ext: Extension) -> str:
     return paste_ini.add_filter(str(shipped), text)
 
 
+def glance_api_paste_ini() -> str:
+    """Glance's own pipelines; ``[paste_deploy] flavor`` picks the one with
+    keystonemiddleware."""
+    return (Path(sys.prefix) / "etc" / "glance"
+            / "glance-api-paste.ini").read_text()
+
+
 def write_all(lay: Layout, ext: Extension,
-              xloud_options: dict[str, object] | None = None) -> None:
+              xloud_options: dict[str, object] | None = None,
+              virt_type: str = "kvm") -> None:
     files = {
         lay.etc / "keystone" / "keystone.conf": keystone_conf(lay),
         lay.etc / "placement" / "placement.conf": placement_conf(lay),
-        lay.etc / "nova" / "nova.conf": nova_conf(lay, ext, xloud_options),
+        lay.etc / "nova" / "nova.conf": nova_conf(lay, ext, xloud_options,
+                                                   virt_type),
         lay.etc / "nova" / "api-paste.ini": api_paste_ini(ext),
+        lay.etc / "glance" / "glance-api.conf": glance_conf(lay),
+        lay.etc / "glance" / "glance-api-paste.ini": glance_api_paste_ini(),
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     for sub in ("db", "logs", "keystone", "nova/instances", "nova/locks",
+                "glance/images", "glance/staging", "glance/tasks",
                 "horizon"):
         (lay.state / sub).mkdir(parents=True, exist_ok=True)

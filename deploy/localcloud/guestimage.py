@@ -4,11 +4,13 @@ The kernel comes from Debian's own package (``apt-get download``), unpacked
 once into ``var/guest-image/`` and reused by later runs. The initramfs is
 rebuilt each run (a fraction of a second): its ``/init`` optionally loads
 ``virtio_balloon``, onlines every CPU that appears (what udev does on a
-distribution image) and prints a status line to the serial console whenever
-the guest's own view of its size changes.
+distribution image), powers off when the ACPI power button is pressed and
+prints a status line to the serial console whenever the guest's own view of
+its size changes.
 """
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import shutil
@@ -23,6 +25,13 @@ KERNEL_META_PACKAGE = 'linux-image-amd64'
 # The balloon driver and the PCI transport its device sits on; modinfo
 # supplies what each depends on.
 BALLOON_MODULES = ('virtio_pci', 'virtio_balloon')
+# ACPI's power button driver: without a handler the kernel ignores the
+# button's event (and refuses to enable it).
+POWER_BUTTON_MODULES = ('button',)
+# What is unpacked from the kernel package; a cache without one of them
+# was made by an older version of this module and is unpacked again.
+UNPACKED_MODULES = ('./lib/modules/*/kernel/drivers/virtio/*',
+                    './lib/modules/*/kernel/drivers/acpi/button.ko')
 
 STATUS_PREFIX = 'XLOUD-GUEST'
 
@@ -62,8 +71,19 @@ for module in @MODULES@; do
     insmod "/lib/modules/$module.ko" || echo "@PREFIX@ error insmod $module"
 done
 echo "@PREFIX@ ready modules=@MODULES_CSV@"
+# QEMU's power button (libvirt's shutdown, Nova's stop and soft reboot) is
+# ACPI's fixed-feature button; with its driver loaded the kernel counts
+# each press here, which stands in for acpid.
+button=/sys/firmware/acpi/interrupts/ff_pwr_btn
 last=
 while :; do
+    if [ -e "$button" ]; then
+        read -r presses rest < "$button"
+        if [ "$presses" != 0 ]; then
+            echo "@PREFIX@ power-button"
+            poweroff -f
+        fi
+    fi
     for online in /sys/devices/system/cpu/cpu*/online; do
         [ -e "$online" ] || continue
         read -r value < "$online"
@@ -79,6 +99,15 @@ done
 '''
 
 KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
+
+
+def init_version(balloon_driver: bool) -> str:
+    """Names what an initramfs of this module runs: a changed ``/init`` or
+    module list gives another (the local cloud uploads it again)."""
+    modules = POWER_BUTTON_MODULES + (BALLOON_MODULES if balloon_driver
+                                      else ())
+    return hashlib.sha256(
+        (INIT_SCRIPT + ' '.join(modules)).encode()).hexdigest()[:16]
 
 
 class GuestImageUnavailable(Exception):
@@ -163,7 +192,9 @@ def fetch_kernel(cache_dir: pathlib.Path = CACHE_DIR,
         raise
     root = cache_dir / 'kernel' / package
     kernel = Kernel(package, root / 'vmlinuz', root / 'modules')
-    if (root / 'complete').exists():
+    if (root / 'complete').exists() and all(
+            (kernel.module_dir / f'{name}.ko').exists()
+            for name in POWER_BUTTON_MODULES):
         return kernel
     progress(f'downloading {package} into {root} (once; about 70 MB)')
     with tempfile.TemporaryDirectory(prefix='realguest-kernel-') as tmp:
@@ -191,15 +222,13 @@ def fetch_kernel(cache_dir: pathlib.Path = CACHE_DIR,
             raise GuestImageUnavailable(
                 f'dpkg-deb cannot read {deb}: {exc}')
         _run(['tar', '-x', '-f', str(tar), '-C', str(unpacked),
-              '--wildcards', './boot/vmlinuz-*',
-              './lib/modules/*/kernel/drivers/virtio/*'])
+              '--wildcards', './boot/vmlinuz-*', *UNPACKED_MODULES])
         if root.exists():
             shutil.rmtree(root)
         kernel.module_dir.mkdir(parents=True)
         shutil.copy(next((unpacked / 'boot').glob('vmlinuz-*')),
                     kernel.vmlinuz)
-        for module in unpacked.glob('lib/modules/*/kernel/drivers/virtio/'
-                                    '*.ko'):
+        for module in unpacked.glob('lib/modules/*/kernel/drivers/*/*.ko'):
             shutil.copy(module, kernel.module_dir / module.name)
     (root / 'complete').write_text(package + '\n')
     progress(f'kernel cached: {kernel.vmlinuz}')
@@ -233,8 +262,9 @@ def module_load_order(module_dir: pathlib.Path,
 def build_initramfs(kernel: Kernel, target: pathlib.Path,
                     balloon_driver: bool) -> GuestImage:
     """Write a newc initramfs to ``target`` (overwriting it)."""
-    modules = (module_load_order(kernel.module_dir, BALLOON_MODULES)
-               if balloon_driver else [])
+    modules = module_load_order(
+        kernel.module_dir,
+        POWER_BUTTON_MODULES + (BALLOON_MODULES if balloon_driver else ()))
     script = (INIT_SCRIPT.replace('@PREFIX@', STATUS_PREFIX)
               .replace('@MODULES@', ' '.join(modules))
               .replace('@MODULES_CSV@', ','.join(modules) or 'none'))

@@ -63,8 +63,8 @@ COMPRESS_ROOT = str(_STATE / "horizon" / "compressed")
 Path(COMPRESS_ROOT).mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [*STATICFILES_DIRS, COMPRESS_ROOT]
 STATIC_ROOT = str(_STATE / "horizon" / "static")
-# Nothing but Nova, Placement and Keystone is in the catalog; say so instead
-# of probing for the network and image services.
+# There is no network service in the catalog (Nova's Neutron fixture lives
+# inside the Nova processes): say so instead of probing for it.
 OPENSTACK_NEUTRON_NETWORK = {"enable_router": False, "enable_quotas": False,
                              "enable_fip_topology_check": False}
 LOGGING = {

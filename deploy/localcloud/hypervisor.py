@@ -11,10 +11,10 @@ whether the previous process stopped cleanly or was killed, defines and
 starts them as QEMU would have kept them running.
 
 The guest inside a domain decides how it answers live changes, and the
-guest is what its image holds.  Besides the fixed images of Nova's
-``GlanceFixture``, the local cloud's image service offers images of guests
-that behave differently (:data:`GUEST_IMAGES`); a domain booted from one
-gets that guest behaviour.
+guest is what its image holds.  The local cloud's Glance holds an image of
+each guest kind (``seed.GUEST_KINDS``); a domain booted from one of
+:data:`GUEST_IMAGES` gets that guest's behaviour, any other the default
+one.
 
 This module imports Nova only inside its functions: a Nova process sets its
 concurrency mode before the first import of Nova, and the end-to-end tests
@@ -22,7 +22,6 @@ read the saved domains without Nova.
 """
 
 import contextlib
-import copy
 import functools
 import json
 import os
@@ -55,18 +54,6 @@ _DOMAIN_CHANGES = (
 _GUEST_FIELDS = ("balloon_driver", "releases_vcpus")
 
 RUNNING, PAUSED, SHUTOFF = "running", "paused", "shutoff"
-
-
-def add_guest_images(glance) -> None:
-    """Offer :data:`GUEST_IMAGES` in a Nova process's ``GlanceFixture``.
-
-    Added after the fixture's own images, so the first image listed stays
-    the one the seed and the tests boot.
-    """
-    for image_id, (name, _behaviour) in GUEST_IMAGES.items():
-        image = copy.deepcopy(glance.image1)
-        image.update(id=image_id, name=name)
-        glance.create(None, image)
 
 
 def guest_behaviour_of(xml: str) -> dict:
@@ -124,6 +111,29 @@ def _domain_class(base: type) -> type:
                 balloon_target=live.get("balloon_target_kib",
                                         live["memory_kib"]))
 
+        # libvirt's managed save calls take ``flags=0`` and return 0, and
+        # a domain saved is shut off.  Nova's fake requires the flags,
+        # returns None, leaves the domain's state running, and its own
+        # undefineFlags(VIR_DOMAIN_UNDEFINE_MANAGED_SAVE), which Nova runs
+        # to delete a suspended server, calls managedSaveRemove() without
+        # them (tests/libvirt/test_fake_parity.py).
+        def managedSave(self, flags: int = 0) -> int:  # noqa: N802
+            from nova.tests.fixtures import libvirt as fakelibvirt
+            super().managedSave(flags)
+            self._state = fakelibvirt.VIR_DOMAIN_SHUTOFF
+            return 0
+
+        def managedSaveRemove(self, flags: int = 0) -> int:  # noqa: N802
+            super().managedSaveRemove(flags)
+            return 0
+
+        def hasManagedSaveImage(self, flags: int = 0) -> int:  # noqa: N802
+            return super().hasManagedSaveImage(flags)
+
+        def undefineFlags(self, flags: int = 0) -> int:  # noqa: N802
+            super().undefineFlags(flags)
+            return 0
+
     def saves_after(method):
         @functools.wraps(method)
         def call(self, *args, **kwargs):
@@ -135,8 +145,9 @@ def _domain_class(base: type) -> type:
         return call
 
     for name in _DOMAIN_CHANGES:
-        if hasattr(base, name):
-            setattr(LocalCloudDomain, name, saves_after(getattr(base, name)))
+        if hasattr(LocalCloudDomain, name):
+            setattr(LocalCloudDomain, name,
+                    saves_after(getattr(LocalCloudDomain, name)))
     return LocalCloudDomain
 
 
@@ -216,7 +227,8 @@ class FakeHypervisor:
 
         A running domain gets its live size and balloon target back, which
         may differ from its persistent definition after a live change; a
-        paused one is paused again.  The file is written once, at the end:
+        paused one is paused again, a suspended one keeps its managed save
+        image.  The file is written once, at the end:
         a process killed halfway leaves it as it was.
         """
         if not self.path or not self.path.exists():
@@ -228,6 +240,10 @@ class FakeHypervisor:
                 dom.set_guest(saved.get("guest") or {})
                 state = saved.get("state") or (
                     RUNNING if saved.get("active") else SHUTOFF)
+                if saved.get("managed_save"):
+                    # libvirt keeps the save image of a suspended guest.
+                    dom.create()
+                    dom.managedSave(0)
                 if state == SHUTOFF:
                     continue
                 dom.create()
@@ -256,6 +272,7 @@ class FakeHypervisor:
                     "xml": dom.XMLDesc(fakelibvirt.VIR_DOMAIN_XML_INACTIVE),
                     "live": dom.live_state() if state != SHUTOFF else None,
                     "guest": dom.guest(),
+                    "managed_save": bool(dom.hasManagedSaveImage(0)),
                 })
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f".{self.path.name}.partial")

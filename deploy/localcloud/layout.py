@@ -24,7 +24,7 @@ MEMBER_USER = "demo"
 MEMBER_PASSWORD = "xloud-demo"
 PROJECTS = ("demo", "research")
 SERVICE_PROJECT = "service"
-SERVICE_USERS = ("nova", "placement")
+SERVICE_USERS = ("nova", "placement", "glance")
 
 COMPUTE_HOSTS = ("compute1", "compute2")
 
@@ -122,6 +122,11 @@ class Layout:
     def hypervisor_state(self) -> Path:
         """Each compute host's fake domains, ``<host>.json``."""
         return self.state / "nova" / "hypervisors"
+
+    @property
+    def libvirt_hosts(self) -> Path:
+        """Each real compute host's libvirtd state, ``<host>/``."""
+        return self.state / "nova" / "hosts"
 
     def url(self, service: str) -> str:
         port = getattr(self.ports, service)

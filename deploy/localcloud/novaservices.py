@@ -1,7 +1,11 @@
-"""Nova's own services for the local cloud, over Nova's fake libvirt.
+"""Nova's own services for the local cloud.
 
 ``python -m deploy.localcloud.novaservices --config-dir DIR [--api PORT]
-[--conductor] [--scheduler] [--compute HOST ...]``
+[--conductor] [--scheduler] [--compute HOST ...] [--libvirt-hosts DIR]``
+
+With ``--libvirt-hosts`` (``up --hypervisor qemu``) each compute host talks
+to its own real libvirtd (``deploy.localcloud.libvirthost``, under
+``DIR/<host>``) and only Neutron below is a fake; without it, as follows.
 
 One process may run several services (the default SQLite mode runs all of
 them in one process on Oslo's in-process ``fake:`` transport, as Nova's
@@ -10,8 +14,9 @@ RabbitMQ, as production does.  Every service is Nova's own
 ``nova.service.Service`` (the API is Nova's WSGI application served by
 cheroot), running in Nova's native threading mode.
 
-What is *not* real, because this machine has no hypervisor, image service or
-network service:
+What is *not* real, because this machine has no hypervisor or network
+service (the image service is the local cloud's own Glance, found in the
+catalog):
 
 * libvirt is Nova's fake libvirt (``nova.tests.fixtures.libvirt``), patched
   in with Nova's ``LibvirtFixture`` and the few stubs Nova's libvirt
@@ -21,12 +26,10 @@ network service:
   every change and defined again on start (``deploy.localcloud.hypervisor``),
   so a restarted compute, even one that was killed, finds its guests as
   QEMU would have kept them.
-* Glance and Neutron are Nova's ``GlanceFixture`` and ``NeutronFixture``:
-  in-process fakes inside every Nova process.  Their data is static (fixed
-  images, plus the local cloud's guest images of
-  ``hypervisor.GUEST_IMAGES``, one network), so separate processes agree on
-  it; ports created by a compute live in that compute's process only,
-  which nothing else reads back (Nova caches the network info in its
+* Neutron is Nova's ``NeutronFixture``: an in-process fake inside every
+  Nova process.  Its data is static (one network), so separate processes
+  agree on it; ports created by a compute live in that compute's process
+  only, which nothing else reads back (Nova caches the network info in its
   database).
 """
 
@@ -40,7 +43,8 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-from deploy.localcloud.hypervisor import FakeHypervisor, add_guest_images
+from deploy.localcloud import instancedisks
+from deploy.localcloud.hypervisor import FakeHypervisor
 
 # Native threading, as every Nova service of 2026.2 defaults to; the fake
 # libvirt and the cheroot server need no green threads.  This must be set
@@ -61,6 +65,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hypervisor-state", type=Path,
                         help="directory where each host's fake domains are "
                              "kept across restarts")
+    parser.add_argument("--libvirt-hosts", type=Path,
+                        help="run real guests: each compute host's libvirtd "
+                             "(deploy.localcloud.libvirthost) lives in "
+                             "DIR/<host>; without it, Nova's fake libvirt")
     return parser.parse_args(argv)
 
 
@@ -96,7 +104,6 @@ def install_fakes(host: _FixtureHost) -> None:
     from nova.tests import fixtures as nova_fixtures
 
     host.useFixture(nova_fixtures.PrivsepFixture())
-    add_guest_images(host.useFixture(nova_fixtures.GlanceFixture(host)))
     host.useFixture(nova_fixtures.NeutronFixture(host))
     host.useFixture(nova_fixtures.LibvirtImageBackendFixture())
     host.useFixture(nova_fixtures.CGroupsFixture())
@@ -105,17 +112,21 @@ def install_fakes(host: _FixtureHost) -> None:
     if elastic is not None:
         host.useFixture(elastic)
     host.useFixture(nova_fixtures.OSBrickFixture())
+    # Where Nova's functional tests stub _create_image out, the disk files
+    # the driver later stats and copies are made, empty.
+    host.useFixture(fixtures.MonkeyPatch(
+        "nova.virt.libvirt.LibvirtDriver._create_image",
+        instancedisks.create_image))
     # The same stubs as nova.tests.functional.libvirt.base.ServersTestBase:
-    # no disks are written and the host looks like a 16-CPU Linux box.
+    # the host looks like a 16-CPU Linux box.
     for target, kwargs in (
-        ("nova.virt.libvirt.LibvirtDriver._create_image",
-         {"return_value": (False, False)}),
         ("nova.virt.libvirt.LibvirtDriver._get_local_gb_info",
          {"return_value": {"total": 512, "used": 12, "free": 500}}),
         ("nova.virt.libvirt.driver.libvirt_utils.is_valid_hostname",
          {"return_value": True}),
         ("nova.privsep.utils.supports_direct_io", {"return_value": True}),
-        # There are no disk files to measure.
+        # The disk files hold nothing, so each would count as all
+        # overcommitted.
         ("nova.virt.libvirt.LibvirtDriver._get_disk_over_committed_size_total",
          {"return_value": 0}),
         ("nova.virt.libvirt.host.Host.get_online_cpus",
@@ -125,6 +136,19 @@ def install_fakes(host: _FixtureHost) -> None:
     host.useFixture(fixtures.MockPatch(
         "nova.virt.libvirt.driver.libvirt_utils.file_open",
         side_effect=lambda *a, **k: __import__("io").BytesIO(b"")))
+
+
+def install_network_fake() -> _FixtureHost:
+    """Nova's Neutron fixture alone, for computes on a real hypervisor.
+
+    Its ports are never plugged: the real-hypervisor cloud boots its
+    guests without a network (``networks: none``).
+    """
+    from nova.tests import fixtures as nova_fixtures
+
+    host = _FixtureHost()
+    host.useFixture(nova_fixtures.NeutronFixture(host))
+    return host
 
 
 def _elastic_fake_libvirt():
@@ -139,6 +163,32 @@ def _elastic_fake_libvirt():
     except ImportError:
         return None
     return elastic.ElasticLibvirtFixture()
+
+
+def start_real_compute(hostname: str, connection_uri: str):
+    """Start nova-compute for one host on its own libvirtd.
+
+    The connection URI is read once, when the driver is created, so hosts
+    sharing one process each keep theirs.
+    """
+    from nova import service
+    from nova.compute import rpcapi as compute_rpcapi
+    from nova.conf import CONF
+
+    CONF.set_override("host", hostname)
+    CONF.set_override("connection_uri", connection_uri, group="libvirt")
+    node_uuid = str(uuid.uuid5(NODE_NAMESPACE, hostname))
+    # As for the fake hosts: one state_path, node identities derived.
+    with mock.patch("nova.virt.node.get_local_node_uuid",
+                    return_value=node_uuid), \
+            mock.patch("nova.virt.node.read_local_node_uuid",
+                       return_value=node_uuid):
+        server = service.Service.create(
+            binary="nova-compute", host=hostname,
+            topic=compute_rpcapi.RPC_TOPIC,
+            topic_alt=compute_rpcapi.RPC_TOPIC_ALT)
+        server.start()
+    return server
 
 
 def start_compute(hostname: str, hypervisor: FakeHypervisor):
@@ -230,8 +280,11 @@ def _run(args: argparse.Namespace) -> int:
     from nova.conf import CONF
     objects.register_all()
 
-    fakes = _FixtureHost()
-    install_fakes(fakes)
+    if args.libvirt_hosts:
+        fakes = install_network_fake()
+    else:
+        fakes = _FixtureHost()
+        install_fakes(fakes)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -258,6 +311,12 @@ def _run(args: argparse.Namespace) -> int:
             db_api.DISABLE_DB_ACCESS = True
             objects_base.NovaObject.indirection_api = (
                 conductor_rpcapi.ConductorAPI())
+        if args.libvirt_hosts:
+            from deploy.localcloud import libvirthost
+            uri = libvirthost.connection_uri(args.libvirt_hosts / hostname)
+            services.append(start_real_compute(hostname, uri))
+            print(f"nova: compute {hostname} started on {uri}", flush=True)
+            continue
         hypervisor = FakeHypervisor(hostname, args.hypervisor_state)
         restored = hypervisor.restore()
         services.append(start_compute(hostname, hypervisor))

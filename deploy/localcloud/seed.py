@@ -1,17 +1,25 @@
 """Seed the local cloud through its public APIs (openstacksdk).
 
-Two projects with a member user, flavors with and without elastic minimums,
-and about twenty instances spread by the scheduler over both compute hosts:
-most running, some stopped, some locked, one in error.  Seeding runs once
-per state directory; a restarted cloud keeps what it had.
+The guest images first (:func:`upload_guest_images`, also for a cloud that
+is not seeded otherwise): the tiny Linux guest of ``guestimage``, a Debian
+kernel and a busybox initramfs, once with the balloon driver and once
+without, each as a kernel, a ramdisk and a blank root disk that boots them.
+Then two projects with a member user, flavors with and without elastic
+minimums, and about twenty instances spread by the scheduler over both
+compute hosts: most running, some stopped, some locked, one in error.
+Seeding runs once per state directory; a restarted cloud keeps what it had.
 """
 
+import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import openstack
 import yaml
 
+from deploy.localcloud import guestimage, hypervisor
 from deploy.localcloud import layout as layout_mod
 from deploy.localcloud.layout import Layout
 
@@ -29,6 +37,14 @@ FLAVORS = {
     "x1.elastic-large": (8, 8192, 2, 2048),
 }
 
+# A real host offers no more vCPUs to one guest than it has CPUs (Nova's
+# VCPU max_unit), two on the machines this runs on; its guests are kept
+# small too, as every one is a QEMU process.
+QEMU_FLAVORS = {
+    "x1.tiny": (1, 256, None, None),
+    "x1.elastic": (2, 1024, 1, 512),
+}
+
 # (project, flavor, count, final state)
 INSTANCES = (
     ("demo", "x1.elastic", 4, "active"),
@@ -42,6 +58,13 @@ INSTANCES = (
     ("research", "x1.tiny", 1, "active"),
     ("research", "x1.small", 1, "stopped"),
     ("research", "x1.elastic", 1, "locked"),
+)
+# On a real hypervisor every instance is a QEMU process, under TCG an
+# emulated one: a few, each state and each flavor kind once.
+QEMU_INSTANCES = (
+    ("demo", "x1.elastic", 2, "active"),
+    ("demo", "x1.tiny", 1, "stopped"),
+    ("research", "x1.elastic", 1, "active"),
 )
 
 COMPUTE_MICROVERSION = "2.79"
@@ -115,8 +138,9 @@ def _identity(conn: openstack.connection.Connection, say: Say) -> None:
         f"(member of {demo.name})")
 
 
-def _flavors(conn: openstack.connection.Connection, say: Say) -> None:
-    for name, (vcpus, ram, min_cpu, min_mem) in FLAVORS.items():
+def _flavors(conn: openstack.connection.Connection, say: Say,
+             flavors: dict) -> None:
+    for name, (vcpus, ram, min_cpu, min_mem) in flavors.items():
         flavor = conn.compute.find_flavor(name) or conn.compute.create_flavor(
             name=name, vcpus=vcpus, ram=ram, disk=1, is_public=True)
         specs = {}
@@ -129,15 +153,134 @@ def _flavors(conn: openstack.connection.Connection, say: Say) -> None:
     say("seed: flavors " + ", ".join(
         f"{n} ({v} vCPU/{r} MB"
         + (f", minimum {c}/{m}" if c else "") + ")"
-        for n, (v, r, c, m) in FLAVORS.items()))
+        for n, (v, r, c, m) in flavors.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestKind:
+    """One guest of ``guestimage``, as Glance holds it."""
+
+    name: str
+    balloon_driver: bool
+    # A fixed id for its root disk image, where the fake hypervisor knows
+    # the guest by it (hypervisor.GUEST_IMAGES).
+    image_id: str | None = None
+
+    @property
+    def kernel_name(self) -> str:
+        return f"{self.name}-kernel"
+
+    @property
+    def ramdisk_name(self) -> str:
+        return f"{self.name}-initramfs"
+
+
+GUEST_IMAGE = "localcloud-guest"
+# Uploaded in this order: Glance lists the newest image first, and the
+# seed, the tests and people boot the first image listed.
+GUEST_KINDS = (
+    *(GuestKind(name, behaviour.get("balloon_driver", True), image_id)
+      for image_id, (name, behaviour) in hypervisor.GUEST_IMAGES.items()),
+    GuestKind(GUEST_IMAGE, balloon_driver=True),
+)
+# Property of a ramdisk image: the guestimage.init_version it was built as.
+INIT_VERSION = "xloud_guest_init"
+# The guest runs from its initramfs and never mounts its root disk.
+ROOT_DISK_MIB = 4
+
+
+def _active(image) -> bool:
+    return image is not None and image.status == "active"
+
+
+def upload_guest_images(conn: openstack.connection.Connection, say: Say,
+                        cache_dir: Path = guestimage.CACHE_DIR) -> None:
+    """Put :data:`GUEST_KINDS` into Glance, public, unless already there.
+
+    The kernel is downloaded from Debian once into ``cache_dir``; the
+    initramfs is built only for an image that is missing.
+    """
+    images = {image.name: image for image in conn.image.images()}
+    wanted = [name for kind in GUEST_KINDS
+              for name in (kind.kernel_name, kind.ramdisk_name, kind.name)]
+    for name in wanted:
+        if name in images and not _active(images[name]):
+            raise SeedError(
+                f"image {name} ({images[name].id}) is {images[name].status}, "
+                f"not active: an upload was cut short. Delete it (openstack "
+                f"image delete {images[name].id}) or start with --wipe.")
+    stale = {}
+    for kind in GUEST_KINDS:
+        ramdisk = images.get(kind.ramdisk_name)
+        if ramdisk is not None and (ramdisk.properties or {}).get(
+                INIT_VERSION) != guestimage.init_version(kind.balloon_driver):
+            # Built by an older guestimage: its guest behaves otherwise.
+            stale[kind.ramdisk_name] = images.pop(kind.ramdisk_name)
+    if all(name in images for name in wanted):
+        say("seed: guest images already in Glance: "
+            + ", ".join(kind.name for kind in GUEST_KINDS))
+        return
+
+    try:
+        _build_and_upload(conn, say, images, cache_dir)
+    except guestimage.GuestImageUnavailable as exc:
+        raise SeedError(f"the guest images cannot be built: {exc}") from None
+    for name, image in stale.items():
+        say(f"seed: deleting the outdated image {name} ({image.id})")
+        conn.image.delete_image(image)
+
+
+def _build_and_upload(conn: openstack.connection.Connection, say: Say,
+                      images: dict, cache_dir: Path) -> None:
+    kernel = guestimage.fetch_kernel(
+        cache_dir, progress=lambda line: say(f"seed: {line}"))
+    with tempfile.TemporaryDirectory(prefix="localcloud-guest-") as tmp:
+        root_disk = Path(tmp) / "root.raw"
+        with root_disk.open("wb") as disk:
+            disk.truncate(ROOT_DISK_MIB * 1024 * 1024)
+        for kind in GUEST_KINDS:
+            kernel_image = images.get(kind.kernel_name) or _upload(
+                conn, say, kind.kernel_name, kernel.vmlinuz, "aki")
+            ramdisk_image = images.get(kind.ramdisk_name)
+            if ramdisk_image is None:
+                guest = guestimage.build_initramfs(
+                    kernel, Path(tmp) / f"{kind.name}.initrd",
+                    kind.balloon_driver)
+                ramdisk_image = _upload(
+                    conn, say, kind.ramdisk_name, guest.initrd, "ari",
+                    **{INIT_VERSION: guestimage.init_version(
+                        kind.balloon_driver)})
+            boots = {"kernel_id": kernel_image.id,
+                     "ramdisk_id": ramdisk_image.id,
+                     "os_command_line": guestimage.KERNEL_CMDLINE}
+            root = images.get(kind.name)
+            if root is None:
+                if kind is GUEST_KINDS[-1]:
+                    # Glance may keep creation times to the second: a
+                    # second apart, this image is the newest.
+                    time.sleep(1)
+                extra = {"id": kind.image_id} if kind.image_id else {}
+                _upload(conn, say, kind.name, root_disk, "raw", **boots,
+                        **extra)
+            elif any(getattr(root, key) != value
+                     for key, value in boots.items()):
+                # Its kernel or ramdisk was uploaded again.
+                conn.image.update_image(root, **boots)
+
+
+def _upload(conn: openstack.connection.Connection, say: Say, name: str,
+            path: Path, disk_format: str, **properties: str):
+    size_mib = path.stat().st_size / (1024 * 1024)
+    say(f"seed: uploading image {name} ({disk_format}, {size_mib:.1f} MiB)")
+    container_format = "bare" if disk_format == "raw" else disk_format
+    return conn.image.create_image(
+        name, filename=str(path), disk_format=disk_format,
+        container_format=container_format, visibility="public",
+        allow_duplicates=True, validate_checksum=True, **properties)
 
 
 def _image_id(conn: openstack.connection.Connection) -> str:
-    # Nova's image proxy API (up to microversion 2.35) answers from the
-    # image service Nova is configured with: here Nova's GlanceFixture.
-    resp = conn.compute.get("/images", microversion="2.35")
-    resp.raise_for_status()
-    return resp.json()["images"][0]["id"]
+    return conn.image.find_image(GUEST_IMAGE, ignore_missing=False).id
 
 
 def _wait(conn: openstack.connection.Connection, ids: list[str],
@@ -171,13 +314,15 @@ def seed(lay: Layout, say: Say) -> None:
         return
     admin = admin_connection(lay)
     _identity(admin, say)
-    _flavors(admin, say)
+    qemu = lay.hypervisor == "qemu"
+    _flavors(admin, say, QEMU_FLAVORS if qemu else FLAVORS)
     image = _image_id(admin)
 
-    total = sum(count for _, _, count, _ in INSTANCES)
+    instances = QEMU_INSTANCES if qemu else INSTANCES
+    total = sum(count for _, _, count, _ in instances)
     say(f"seed: booting {total} instances, {BOOT_BATCH} at a time")
     plan = [(project, flavor_name, final)
-            for project, flavor_name, count, final in INSTANCES
+            for project, flavor_name, count, final in instances
             for _ in range(count)]
     created: list[tuple[str, str]] = []
     connections = {p: admin_connection(lay, p) for p in layout_mod.PROJECTS}

@@ -1,9 +1,11 @@
 """Serve one OpenStack WSGI application on loopback with cheroot.
 
-``python -m deploy.localcloud.wsgi_server keystone|placement PORT CONFDIR``
+``python -m deploy.localcloud.wsgi_server keystone|placement|glance PORT
+CONFDIR``
 
 The applications are loaded through their projects' own WSGI entry points
-(``keystone.server.wsgi``, ``placement.wsgi``), exactly as uWSGI or mod_wsgi
+(``keystone.server.wsgi``, ``placement.wsgi``, ``glance.wsgi.api``, which
+calls ``glance.common.wsgi_app.init_app``), exactly as uWSGI or mod_wsgi
 would load them in production; only the server differs.
 """
 
@@ -32,9 +34,45 @@ def _placement(confdir: str) -> Callable:
     return placement_wsgi.init_application()
 
 
+def _glance(confdir: str) -> Callable:
+    os.environ["OS_GLANCE_CONFIG_DIR"] = confdir
+    from glance.common import wsgi_app as glance_wsgi
+    return _input_left_open(glance_wsgi.init_app())
+
+
+class _ServerOwnedInput:
+    """``wsgi.input`` whose ``close()`` leaves the connection alone.
+
+    Glance closes the request body once it has stored an image's data
+    (``glance.location``); cheroot's body reader then closes the
+    connection's socket file, and the next request on that keep-alive
+    connection (Nova's GET right after uploading a snapshot) gets a 500.
+    """
+
+    def __init__(self, body) -> None:
+        self._body = body
+
+    def __getattr__(self, name: str):
+        return getattr(self._body, name)
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        """The server closes the connection, not the application."""
+
+
+def _input_left_open(app: Callable) -> Callable:
+    def serve_request(environ, start_response):
+        environ["wsgi.input"] = _ServerOwnedInput(environ["wsgi.input"])
+        return app(environ, start_response)
+    return serve_request
+
+
 APPS: dict[str, Callable[[str], Callable]] = {
     "keystone": _keystone,
     "placement": _placement,
+    "glance": _glance,
 }
 
 

@@ -15,6 +15,7 @@ them.
 """
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -179,3 +180,12 @@ def dashboard_plugin(elastic_driver, extension):
                     "helper `dashboard`), which this checkout does not have "
                     "yet")
     return extension
+
+
+@pytest.fixture(scope="module")
+def browser_module(dashboard_plugin):
+    try:
+        return importlib.import_module("tests.dashboard.browser")
+    except ImportError as exc:
+        pytest.skip(f"needs the dashboard's page helpers "
+                    f"(tests/dashboard/browser.py): {exc}")

@@ -15,7 +15,7 @@ def test_keystone_issues_fernet_tokens(admin_conn):
     assert token.startswith("gAAAAA"), token[:10]
     catalog = {s["type"] for s in admin_conn.session.auth.get_access(
         admin_conn.session).service_catalog.catalog}
-    assert {"identity", "compute", "placement"} <= catalog
+    assert {"identity", "compute", "placement", "image"} <= catalog
 
 
 def test_nova_services_and_libvirt_hypervisors(cloud, admin_conn):

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from deploy.localcloud import configs, layout
+from deploy.localcloud import configs, layout, libvirthost
 
 
 def _run(*args: str, cwd=layout.REPO_ROOT) -> subprocess.CompletedProcess:
@@ -74,6 +74,48 @@ def test_paste_filter_goes_right_after_keystonecontext():
     assert configs.PASTE_FILTER not in legacy["keystone"].split()
     assert (parser[f"filter:{configs.PASTE_FILTER}"]["paste.filter_factory"]
             == configs.PASTE_FILTER_FACTORY)
+
+
+def test_a_state_directory_keeps_the_hypervisor_it_was_made_with(
+        tmp_path):
+    state = tmp_path / "state"
+    (state / "nova").mkdir(parents=True)
+    (state / "nova" / "hypervisor-kind").write_text("fake")
+    ports = [f"--{name}-port={layout.free_port()}"
+             for name, _ in layout.Ports().items()]
+    result = _run("up", "--state-dir", str(state), "--hypervisor", "qemu",
+                  *ports)
+    assert result.returncode == 2, result.stderr
+    assert "holds a cloud of --hypervisor fake" in result.stderr
+    assert "--wipe" in result.stderr
+    # Refused before anything was written.
+    assert [p.name for p in state.rglob("*")] == ["nova", "hypervisor-kind"]
+
+
+def test_real_hypervisor_settings_in_nova_conf(tmp_path):
+    ext = configs.Extension(paste_filter=True, compute_driver=True,
+                            dashboard_enabled_files=())
+    lay = layout.Layout(tmp_path, layout.Ports(), hypervisor="qemu")
+    nova = configparser.ConfigParser(interpolation=None)
+    nova.read_string(configs.nova_conf(lay, ext, {"accept_timeout": 5},
+                                       virt_type="qemu"))
+    assert nova["libvirt"]["virt_type"] == "qemu"
+    # TCG has no host CPU model to pass through.
+    assert nova["libvirt"]["cpu_mode"] == "none"
+    assert nova.getboolean("DEFAULT", "resume_guests_state_on_host_boot")
+    for section in libvirthost.PRIVSEP_SECTIONS:
+        helper, *flags = nova[section]["helper_command"].split()
+        assert helper.endswith("/bin/privsep-helper")
+        assert flags == ["--config-dir", str(lay.etc / "nova")]
+    # The extension's options and the real host's are both kept.
+    assert nova["xloud"]["accept_timeout"] == "5"
+    assert nova["xloud"]["boot_memory_confirm_timeout"] == "45"
+
+    fake = configparser.ConfigParser(interpolation=None)
+    fake.read_string(configs.nova_conf(layout.Layout(tmp_path,
+                                                     layout.Ports()), ext))
+    assert fake["libvirt"]["virt_type"] == "kvm"
+    assert not fake.has_section("nova_sys_admin")
 
 
 def test_stock_pieces_without_the_extension(tmp_path):

@@ -18,6 +18,7 @@ with libvirt's QEMU driver:
   has no guest and moves it at once).
 """
 
+import inspect
 import uuid
 
 import libvirt
@@ -25,6 +26,7 @@ import pytest
 from lxml import etree
 from nova.tests.fixtures import libvirt as nova_fake
 
+from deploy.localcloud import hypervisor
 from nova_ext.virt import guest_config
 from tests.nova import fakelibvirt
 
@@ -244,3 +246,72 @@ def test_paused_balloon_waits_for_the_guest():
     assert domain.info()[2] == 3 * 1024 * 1024
     domain.resume()
     assert domain.memoryStats()['actual'] == 2 * 1024 * 1024
+
+
+# The managed save calls, as Nova makes them: suspend saves the guest,
+# delete undefines it with its save image, and Nova's fake itself removes
+# the image without flags.
+MANAGED_SAVE_CALLS = ('managedSave', 'managedSaveRemove',
+                      'hasManagedSaveImage', 'undefineFlags')
+
+
+def _local_cloud_domain(xml_args: dict):
+    """A domain of the local cloud's fake hypervisor (state not kept)."""
+    fake_host = hypervisor.FakeHypervisor('parity', None)
+    dom = fake_host.connection.defineXML(XML.format(
+        type='kvm', name='parity', uuid=uuid.uuid4(), **xml_args))
+    dom.create()
+    return fake_host.connection, dom
+
+
+def _parameters(method) -> list[tuple[str, object]]:
+    return [(name, parameter.default) for name, parameter
+            in inspect.signature(method).parameters.items()]
+
+
+@pytest.mark.parametrize('method', MANAGED_SAVE_CALLS)
+def test_local_cloud_managed_save_signatures_are_libvirts(method):
+    _conn, fake = _local_cloud_domain(ELASTIC)
+    assert _parameters(getattr(type(fake), method)) == _parameters(
+        getattr(libvirt.virDomain, method))
+
+
+def test_local_cloud_managed_save_answers_as_libvirt():
+    conn, real = _real(ELASTIC)
+    fake_conn, fake = _local_cloud_domain(ELASTIC)
+
+    def steps(domain, module):
+        answers = [domain.managedSave(), domain.info()[0],
+                   domain.hasManagedSaveImage(), domain.managedSaveRemove(),
+                   domain.hasManagedSaveImage()]
+        domain.create()
+        answers += [domain.managedSave(0),
+                    domain.undefineFlags(
+                        module.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)]
+        return answers
+
+    try:
+        assert steps(fake, nova_fake) == steps(real, libvirt) == [
+            0, libvirt.VIR_DOMAIN_SHUTOFF, 1, 0, 0, 0, 0]
+    finally:
+        conn.close()
+    every = (nova_fake.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+             | nova_fake.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
+    assert fake_conn.listAllDomains(every) == []
+
+
+def test_local_cloud_keeps_a_save_image_across_restarts(tmp_path):
+    # libvirt keeps a suspended guest's managed save image on disk; a
+    # restarted nova-compute of the local cloud finds it as libvirtd would.
+    before = hypervisor.FakeHypervisor('parity', tmp_path)
+    dom = before.connection.defineXML(XML.format(
+        type='kvm', name='parity', uuid=uuid.uuid4(), **ELASTIC))
+    dom.create()
+    dom.managedSave(0)
+    after = hypervisor.FakeHypervisor('parity', tmp_path)
+    assert after.restore() == 1
+    restored = after.connection.lookupByUUIDString(dom.UUIDString())
+    assert restored.hasManagedSaveImage(0) == 1
+    assert restored.info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    assert restored.managedSaveRemove(0) == 0
+    assert restored.hasManagedSaveImage(0) == 0
