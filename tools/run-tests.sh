@@ -38,6 +38,7 @@ run_suite realguest tests/realguest
 run_suite dashboard tests/dashboard --ds=tests.dashboard.settings
 run_suite flavor_sync tests/flavor_sync
 run_suite deploy tests/deploy
+run_suite tempest tests/tempest
 run_suite e2e tests/e2e --ignore=tests/e2e/test_real_hypervisor.py
 # A cloud of its own on real QEMU (TCG here), after the fake one is down:
 # the two would share two cores.

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from deploy.localcloud import cloud, control, layout
+from deploy.localcloud import cloud, control, layout, tempest
 
 
 def _say(line: str) -> None:
@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("service", nargs="?",
                      help="as named in the launcher's output, e.g. "
                           "nova-compute1")
+
+    tmp = sub.add_parser(
+        "tempest", help="configure Tempest for a running cloud and run a "
+                        "selection of its tests (doc/tempest.md)")
+    tmp.add_argument("--state-dir", type=Path,
+                     default=layout.DEFAULT_STATE_DIR)
+    tmp.add_argument("--regex", default=tempest.DEFAULT_REGEX,
+                     help="stestr selection regex (default: %(default)s)")
+    tmp.add_argument("--concurrency", type=int,
+                     default=tempest.DEFAULT_CONCURRENCY,
+                     help="test workers (default: %(default)s)")
     return parser
 
 
@@ -88,6 +99,13 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "control":
         return _control(args)
+    if args.command == "tempest":
+        try:
+            return tempest.run(args.state_dir.resolve(), args.regex,
+                               args.concurrency, _say)
+        except tempest.TempestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "wipe":
         try:
             cloud.wipe(layout.Layout(args.state_dir.resolve(),
