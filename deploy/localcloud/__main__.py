@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-seed", action="store_true",
                     help="do not create the demo projects, flavors and "
                          "instances")
+    up.add_argument("--stock", action="store_true",
+                    help="without this project: Nova's own libvirt driver "
+                         "and API, Horizon without the plugin (to compare; "
+                         "implies --no-seed)")
     up.add_argument("--accept-timeout", type=int, metavar="SECONDS",
                     help="[xloud] accept_timeout of nova.conf: how long "
                          "nova-api waits for a compute host to take an "
@@ -124,8 +128,8 @@ def main(argv: list[str]) -> int:
         xloud_options = {}
         if args.accept_timeout is not None:
             xloud_options["accept_timeout"] = args.accept_timeout
-        return cloud.up(lay, _say, do_seed=not args.no_seed,
-                        xloud_options=xloud_options)
+        return cloud.up(lay, _say, do_seed=not (args.no_seed or args.stock),
+                        xloud_options=xloud_options, stock=args.stock)
     except cloud.CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

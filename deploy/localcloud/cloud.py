@@ -181,10 +181,13 @@ def _horizon_child(lay: Layout) -> Child:
 
 
 def up(lay: Layout, say: Say, *, do_seed: bool = True,
-       xloud_options: dict[str, object] | None = None) -> int:
+       xloud_options: dict[str, object] | None = None,
+       stock: bool = False) -> int:
     """Start everything, then watch the services until Ctrl-C or SIGTERM.
 
-    ``xloud_options`` go to the ``[xloud]`` section of nova.conf.
+    ``xloud_options`` go to the ``[xloud]`` section of nova.conf; ``stock``
+    leaves every piece of this project out (Nova's own driver and API,
+    Horizon without the plugin), to compare with.
     """
     check_prerequisites(lay)
     lock = _lock(lay)
@@ -194,7 +197,8 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
                 for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     try:
-        ext = configs.Extension.detect()
+        ext = (configs.Extension.stock() if stock
+               else configs.Extension.detect())
         for line in ext.summary():
             say(line)
         virt_type = (_probe_virt_type(lay, say) if lay.hypervisor == "qemu"

@@ -32,6 +32,14 @@ class Extension:
     paste_filter: bool
     compute_driver: bool
     dashboard_enabled_files: tuple[Path, ...]
+    # Why a piece is off: absent from the checkout, or left out on request.
+    off_because: str = "not in this checkout"
+
+    @classmethod
+    def stock(cls) -> "Extension":
+        """None of the pieces: Nova and Horizon as they ship, to compare."""
+        return cls(paste_filter=False, compute_driver=False,
+                   dashboard_enabled_files=(), off_because="off (--stock)")
 
     @classmethod
     def detect(cls) -> "Extension":
@@ -53,7 +61,7 @@ class Extension:
 
     def summary(self) -> list[str]:
         def state(on: bool) -> str:
-            return "on" if on else "not in this checkout (stock Nova)"
+            return "on" if on else f"{self.off_because} (stock Nova)"
         return [
             f"API extension (paste filter {PASTE_FILTER}): "
             f"{state(self.paste_filter)}",
@@ -61,7 +69,7 @@ class Extension:
             "Horizon plugin: " + (
                 ", ".join(p.name for p in self.dashboard_enabled_files)
                 if self.dashboard_enabled_files
-                else "not in this checkout (stock Horizon)"),
+                else f"{self.off_because} (stock Horizon)"),
         ]
 
 

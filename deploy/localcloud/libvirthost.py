@@ -36,6 +36,8 @@ import time
 import uuid
 from pathlib import Path
 
+from deploy.localcloud import guestimage, supervisor
+
 # Where libvirt's system daemon keeps its state: each is bind-mounted from
 # the host's own directory.
 PRIVATE_DIRS = {
@@ -137,8 +139,6 @@ def virt_type(kernel: Path, initrd: Path, cache: Path) -> str:
 
 
 def _boots_under_kvm(kernel: Path, initrd: Path) -> bool:
-    from deploy.localcloud import guestimage
-
     if not Path("/dev/kvm").exists():
         return False
     argv = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35",
@@ -296,13 +296,7 @@ def main(argv: list[str]) -> int:
               f"({len(stopped)} guests stopped)", flush=True)
         return 0
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        supervisor.stop_process(daemon, grace=30)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,21 @@ class ServiceFailed(RuntimeError):
     pass
 
 
+def stop_process(proc: subprocess.Popen, grace: float,
+                 signum: int = signal.SIGTERM) -> int:
+    """Send ``signum``, give it ``grace`` seconds, then SIGKILL.
+
+    Returns its exit status; one that has already exited is only reaped.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 class Child:
     def __init__(self, name: str, argv: list[str], log: Path,
                  env: dict[str, str], ready: Callable[["Child"], bool],

@@ -84,13 +84,17 @@ def stop_chromium(driver: webdriver.Chrome) -> None:
 class Panel:
     """The Elastic Sizing panel as an administrator sees it."""
 
-    def __init__(self, driver: webdriver.Chrome, base_url: str):
+    def __init__(self, driver: webdriver.Chrome, base_url: str,
+                 patience: float = WAIT):
+        """``patience``: seconds any wait lasts unless told otherwise."""
         self.driver = driver
         self.base_url = base_url.rstrip('/')
         self.index_url = f'{self.base_url}/admin/elastic_sizing/'
+        self.patience = patience
 
-    def wait(self, condition, timeout: float = WAIT):
-        return WebDriverWait(self.driver, timeout).until(condition)
+    def wait(self, condition, timeout: float | None = None):
+        return WebDriverWait(self.driver,
+                             timeout or self.patience).until(condition)
 
     def find(self, css: str) -> WebElement:
         return self.wait(ec.presence_of_element_located(
@@ -126,7 +130,8 @@ class Panel:
         self.find('table#instances, table#flavors')
 
     def wait_for_message(self, text: str) -> str:
-        """The text of the first alert that contains ``text``."""
+        """The text of the first alert that contains ``text``; failing,
+        what the page showed instead."""
         def shown(driver):
             for alert in driver.find_elements(By.CSS_SELECTOR,
                                               '.messages .alert'):
@@ -136,7 +141,13 @@ class Panel:
                 except selenium_exceptions.StaleElementReferenceException:
                     continue
             return False
-        return self.wait(shown)
+        try:
+            return self.wait(shown)
+        except selenium_exceptions.TimeoutException:
+            page = self.driver.find_element(By.TAG_NAME, 'body').text
+            raise AssertionError(
+                f'no message containing {text!r} after {self.patience} s; '
+                f'the page showed: {page[:1500]}') from None
 
     def row(self, table: str, object_id: str) -> WebElement:
         return self.find(f'#{table}__row__{object_id}')
@@ -145,7 +156,7 @@ class Panel:
         return self.row(table, object_id).text
 
     def wait_for_row(self, table: str, object_id: str, text: str,
-                     timeout: float = WAIT) -> str:
+                     timeout: float | None = None) -> str:
         """Waits until the row (refreshed by Horizon's polling) shows
         ``text``; returns the row's text."""
         def shows(driver):

@@ -27,7 +27,7 @@ from pathlib import Path
 import openstack
 import pytest
 
-from deploy.localcloud import bootstrap, configs, layout
+from deploy.localcloud import bootstrap, configs, layout, supervisor
 
 REPO = layout.REPO_ROOT
 SCREENSHOTS = REPO / "artifacts" / "screenshots" / "e2e"
@@ -117,12 +117,7 @@ def _launched(name: str, mode: str, timeout: float, *options: str):
             time.sleep(2)
         yield info
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        supervisor.stop_process(proc, grace=90, signum=signal.SIGINT)
         if mode == "mariadb" and (state / "secrets.json").exists():
             # Its databases live on the shared server, not in var/: drop
             # them.  The state directory stays for its logs until the next

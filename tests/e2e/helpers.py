@@ -7,6 +7,8 @@ import openstack.exceptions
 ADJUST = "/os-xloud-adjust"
 ACTION = "xloud-adjust"
 EVENT = "compute_xloud_adjust"
+# Placement's microversion with name filters and resources per provider.
+PLACEMENT_MICROVERSION = "1.14"
 # Instances the tests of this session have adjusted, across modules.
 USED: set[str] = set()
 
@@ -101,3 +103,22 @@ def take(conn, **kwargs) -> dict:
     entry = pick_server(conn, exclude=tuple(USED), **kwargs)
     USED.add(entry["id"])
     return entry
+
+
+def provider(conn, host: str) -> str:
+    """The uuid of the compute host's resource provider in placement."""
+    resp = conn.placement.get("/resource_providers", params={"name": host},
+                              microversion=PLACEMENT_MICROVERSION)
+    openstack.exceptions.raise_from_response(resp)
+    providers = resp.json()["resource_providers"]
+    assert len(providers) == 1, providers
+    return providers[0]["uuid"]
+
+
+def allocations(conn, server_id: str) -> dict[str, dict]:
+    """{provider uuid: resources} the server holds in placement."""
+    resp = conn.placement.get(f"/allocations/{server_id}",
+                              microversion=PLACEMENT_MICROVERSION)
+    openstack.exceptions.raise_from_response(resp)
+    return {rp: alloc["resources"]
+            for rp, alloc in resp.json()["allocations"].items()}

@@ -37,7 +37,6 @@ RESTARTED = "restarted while the adjustment was in progress"
 API_EVENT = "api_xloud_adjust"
 # Instance action events show their details from this microversion on.
 EVENT_DETAILS_MICROVERSION = "2.84"
-PLACEMENT_MICROVERSION = "1.14"
 FLAVOR = ("x1.crash", 4, 4096, {"xloud:minimum_cpu": "1",
                                 "xloud:minimum_memory": "1024"})
 BOOT_TIMEOUT = 180
@@ -80,21 +79,10 @@ class CrashCloud:
         return domains[server_id]
 
     def provider(self, host: str) -> str:
-        resp = self.conn.placement.get(
-            "/resource_providers", params={"name": host},
-            microversion=PLACEMENT_MICROVERSION)
-        openstack.exceptions.raise_from_response(resp)
-        providers = resp.json()["resource_providers"]
-        assert len(providers) == 1, providers
-        return providers[0]["uuid"]
+        return helpers.provider(self.conn, host)
 
     def allocations(self, server_id: str) -> dict[str, dict]:
-        """{provider uuid: resources} the server holds in placement."""
-        resp = self.conn.placement.get(f"/allocations/{server_id}",
-                                       microversion=PLACEMENT_MICROVERSION)
-        openstack.exceptions.raise_from_response(resp)
-        return {rp: alloc["resources"]
-                for rp, alloc in resp.json()["allocations"].items()}
+        return helpers.allocations(self.conn, server_id)
 
     def recorded(self, server_id: str) -> dict:
         """The recorded size (the index never asks the host)."""

@@ -14,7 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.e2e import helpers
-from tests.e2e.panel import CLOUD_WAIT, Panel
+from tests.e2e.panel import Panel
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,7 @@ def test_adjust_one_row_updates_when_done(admin_panel, admin_conn):
     admin_panel.submit(form)
     admin_panel.wait_for_message(f'Adjusting instance "{entry["name"]}"')
     admin_panel.shot("adjusting")
-    done = admin_panel.wait_for_row("instances", entry["id"], "Done",
-                                    timeout=CLOUD_WAIT)
+    done = admin_panel.wait_for_row("instances", entry["id"], "Done")
     assert f"{memory_mb // 1024}GB" in done
     admin_panel.shot("adjusted")
     live = helpers.size(admin_conn, entry["id"])
@@ -97,8 +96,7 @@ def test_bulk_adjust_reports_the_refused_one(admin_panel, admin_conn):
     admin_panel.shot("bulk-submitted")
     assert full["name"] in refused
     for entry in grow:
-        admin_panel.wait_for_row("instances", entry["id"], "Done",
-                                 timeout=CLOUD_WAIT)
+        admin_panel.wait_for_row("instances", entry["id"], "Done")
         live = helpers.size(admin_conn, entry["id"])
         assert live["current_vcpus"] == entry["current_vcpus"] + 1
     admin_panel.shot("bulk-adjusted")

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from deploy.localcloud import configs, layout, libvirthost
 
 
@@ -118,15 +120,24 @@ def test_real_hypervisor_settings_in_nova_conf(tmp_path):
     assert not fake.has_section("nova_sys_admin")
 
 
-def test_stock_pieces_without_the_extension(tmp_path):
-    ext = configs.Extension(paste_filter=False, compute_driver=False,
-                            dashboard_enabled_files=())
+@pytest.mark.parametrize("ext", [
+    configs.Extension(paste_filter=False, compute_driver=False,
+                      dashboard_enabled_files=()),
+    configs.Extension.stock(),
+], ids=["absent", "--stock"])
+def test_stock_pieces_without_the_extension(tmp_path, ext):
     assert configs.PASTE_FILTER not in configs.api_paste_ini(ext)
     lay = layout.Layout(tmp_path, layout.Ports())
     nova = configparser.ConfigParser(interpolation=None)
     nova.read_string(configs.nova_conf(lay, ext))
     assert nova["DEFAULT"]["compute_driver"] == configs.STOCK_DRIVER
     assert nova["DEFAULT"]["transport_url"] == "fake:/"
+
+
+def test_stock_says_why_each_piece_is_off():
+    summary = configs.Extension.stock().summary()
+    assert len(summary) == 3
+    assert all("off (--stock)" in line for line in summary), summary
 
 
 def test_mariadb_mode_names_databases_and_exchange_per_state(tmp_path):

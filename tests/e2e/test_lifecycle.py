@@ -7,6 +7,7 @@ it with openstacksdk and checks that it ends in the state Nova documents
 for it with its elastic size kept in all three places that hold it: the
 extension's record, the guest's domain (live and persistent, read from the
 fake hypervisor's saved domains) and the server's allocation in placement.
+Fake mode only: ``test_real_hypervisor.py`` does the same on real QEMU.
 
 A resize starts over from the new flavor's minimum (``nova_ext.sizing``),
 and its revert returns to the adjusted size of the old flavor.
@@ -24,7 +25,6 @@ from lxml import etree
 from deploy.localcloud import hypervisor, seed
 from tests.e2e import helpers
 
-PLACEMENT_MICROVERSION = "1.14"
 # Cold migration to a named host.
 MIGRATE_MICROVERSION = "2.56"
 TIMEOUT = 120
@@ -49,7 +49,15 @@ def _flavor(conn, name, vcpus, memory_mb, minimum_cpu, minimum_memory):
 
 
 @pytest.fixture(scope="module")
-def flavors(admin_conn, elastic_driver):
+def fake_cloud(cloud):
+    if cloud["hypervisor"] != "fake":
+        pytest.skip("reads the fake hypervisor's saved domains; on real "
+                    "QEMU, test_real_hypervisor.py covers the lifecycle")
+    return cloud
+
+
+@pytest.fixture(scope="module")
+def flavors(fake_cloud, admin_conn, elastic_driver):
     made = [_flavor(admin_conn, *FLAVOR), _flavor(admin_conn, *LARGER_FLAVOR)]
     yield made
     for flavor in made:
@@ -125,20 +133,8 @@ class Lifecycle:
         return hypervisor.saved_domains(
             Path(self.cloud["hypervisor_state"]) / f"{host}.json")
 
-    def provider(self, host: str) -> str:
-        resp = self.conn.placement.get(
-            "/resource_providers", params={"name": host},
-            microversion=PLACEMENT_MICROVERSION)
-        openstack.exceptions.raise_from_response(resp)
-        (provider,) = resp.json()["resource_providers"]
-        return provider["uuid"]
-
     def allocations(self) -> dict[str, dict]:
-        resp = self.conn.placement.get(f"/allocations/{self.server.id}",
-                                       microversion=PLACEMENT_MICROVERSION)
-        openstack.exceptions.raise_from_response(resp)
-        return {rp: alloc["resources"]
-                for rp, alloc in resp.json()["allocations"].items()}
+        return helpers.allocations(self.conn, self.server.id)
 
     def seen(self, host: str) -> dict:
         """The size in the record, the domain and placement, as they are."""
@@ -148,15 +144,14 @@ class Lifecycle:
                            record["current_memory_mb"]),
                 "boot": (record["boot_vcpus"], record["boot_memory_mb"])}
         allocations = self.allocations()
-        resources = allocations.get(self.provider(host), {})
+        resources = allocations.get(helpers.provider(self.conn, host), {})
         seen["placement"] = (resources.get("VCPU"),
                              resources.get("MEMORY_MB"))
         seen["providers"] = len(allocations)
-        if self.cloud["hypervisor"] == "fake":
-            domain = self.domains(host).get(self.server.id)
-            seen["domain"] = domain and (domain["state"], domain["vcpus"],
-                                         domain["memory_mb"])
-            seen["definition"] = domain and _definition_size(domain["xml"])
+        domain = self.domains(host).get(self.server.id)
+        seen["domain"] = domain and (domain["state"], domain["vcpus"],
+                                     domain["memory_mb"])
+        seen["definition"] = domain and _definition_size(domain["xml"])
         return seen
 
     def assert_size(self, host: str, size: tuple[int, int]) -> None:
@@ -166,10 +161,9 @@ class Lifecycle:
         confirms the memory in the background.
         """
         expected = {"host": host, "record": size, "boot": size,
-                    "placement": size, "providers": 1}
-        if self.cloud["hypervisor"] == "fake":
-            expected["domain"] = (hypervisor.RUNNING, *size)
-            expected["definition"] = size
+                    "placement": size, "providers": 1,
+                    "domain": (hypervisor.RUNNING, *size),
+                    "definition": size}
         deadline = time.monotonic() + TIMEOUT / 4
         while (seen := self.seen(host)) != expected:
             assert time.monotonic() < deadline, (seen, expected)
@@ -184,9 +178,8 @@ class Lifecycle:
         while (allocations := self.allocations()) != {}:
             assert time.monotonic() < deadline, allocations
             time.sleep(POLL)
-        if self.cloud["hypervisor"] == "fake":
-            for host in (SOURCE, DESTINATION):
-                assert self.server.id not in self.domains(host), host
+        for host in (SOURCE, DESTINATION):
+            assert self.server.id not in self.domains(host), host
 
 
 def _definition_size(xml: str) -> tuple[int, int]:
@@ -198,8 +191,8 @@ def _definition_size(xml: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def lifecycle(request, cloud, admin_conn, flavors):
-    run = Lifecycle(cloud, admin_conn, flavors)
+def lifecycle(request, fake_cloud, admin_conn, flavors):
+    run = Lifecycle(fake_cloud, admin_conn, flavors)
     try:
         run.boot(f"e2e-{request.node.name.removeprefix('test_')[:24]}")
         yield run
@@ -277,11 +270,10 @@ def test_suspend_and_resume_keep_the_size(lifecycle):
     conn = lifecycle.conn
     conn.compute.suspend_server(lifecycle.server)
     lifecycle.wait_for("SUSPENDED")
-    if lifecycle.cloud["hypervisor"] == "fake":
-        # As libvirt keeps it: shut off, with its managed save image.
-        domain = lifecycle.domains(SOURCE)[lifecycle.server.id]
-        assert (domain["state"], domain["managed_save"]) == (
-            hypervisor.SHUTOFF, True), domain
+    # As libvirt keeps it: shut off, with its managed save image.
+    domain = lifecycle.domains(SOURCE)[lifecycle.server.id]
+    assert (domain["state"], domain["managed_save"]) == (
+        hypervisor.SHUTOFF, True), domain
     conn.compute.resume_server(lifecycle.server)
     lifecycle.wait_for("ACTIVE")
     lifecycle.assert_size(SOURCE, ADJUSTED)

@@ -41,7 +41,6 @@ MIN_VCPUS, MIN_MEMORY_MB = 1, 512
 # Kept through every lifecycle step below: neither the flavor's maximum
 # nor its minimum in memory.
 PERSISTED = (2, 768)
-PLACEMENT_MICROVERSION = "1.39"
 STATE_LINE = re.compile(
     rf"^{guestimage.STATUS_PREFIX} (boot|state) cpus=(\d+) "
     r"memtotal_kb=(\d+) balloon_kb=(\d+)$", re.M)
@@ -213,11 +212,7 @@ def domain_size(cloud: dict, conn, server_id: str) -> dict:
 
 
 def allocation(conn, server_id: str) -> tuple[int, int]:
-    resp = conn.placement.get(f"/allocations/{server_id}",
-                              microversion=PLACEMENT_MICROVERSION)
-    openstack.exceptions.raise_from_response(resp)
-    (resources,) = [a["resources"]
-                    for a in resp.json()["allocations"].values()]
+    (resources,) = helpers.allocations(conn, server_id).values()
     return resources["VCPU"], resources["MEMORY_MB"]
 
 
@@ -250,7 +245,7 @@ def show_console_log(panel: Panel, server_id: str, what: str) -> str:
                      f"?tab=instance_details__log")
     pre = panel.wait(lambda driver: [
         e for e in driver.find_elements(By.CSS_SELECTOR, "pre.logs")
-        if guestimage.STATUS_PREFIX in e.text], CLOUD_WAIT)[0]
+        if guestimage.STATUS_PREFIX in e.text])[0]
     panel.shot(what)
     return pre.text
 
@@ -266,8 +261,7 @@ def adjust_in_panel(panel: Panel, conn, server_id: str, values: dict,
     panel.submit(form)
     name = conn.compute.get_server(server_id).name
     panel.wait_for_message(f'Adjusting instance "{name}"')
-    return panel.wait_for_row("instances", server_id, outcome,
-                              timeout=CLOUD_WAIT)
+    return panel.wait_for_row("instances", server_id, outcome)
 
 
 def last_event(conn, server_id: str) -> dict:

@@ -27,6 +27,8 @@ import time
 
 import libvirt
 
+from deploy.localcloud import supervisor
+
 QEMU_CONF = '''# Written by tests/realguest: QEMU's stdio goes to a file, so no
 # virtlogd is started on the daemon's behalf.
 stdio_handler = "file"
@@ -172,13 +174,8 @@ class PrivateLibvirtd:
         # Pids read before the daemon goes: a QEMU it could not stop would
         # otherwise outlive the test.
         leftover = self.qemu_pids()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        if self.process is not None:
+            supervisor.stop_process(self.process, grace=15)
         _kill_qemus(leftover)
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None
