@@ -129,6 +129,20 @@ class Lifecycle:
             self.server = self.conn.compute.get_server(self.server.id)
         return self.server
 
+    def confirm_move(self, size: tuple[int, int]) -> None:
+        """A resize or migration waiting on DESTINATION, confirmed: the
+        server runs there at ``size`` and SOURCE holds nothing of it."""
+        server = self.wait_for("VERIFY_RESIZE")
+        assert server.compute_host == DESTINATION
+        self.conn.compute.confirm_server_resize(server)
+        self.wait_for("ACTIVE")
+        self.assert_size(DESTINATION, size)
+        assert self.server.id not in self.domains(SOURCE)
+
+    def suspend(self) -> None:
+        self.conn.compute.suspend_server(self.server)
+        self.wait_for("SUSPENDED")
+
     def domains(self, host: str) -> dict[str, dict]:
         return hypervisor.saved_domains(
             Path(self.cloud["hypervisor_state"]) / f"{host}.json")
@@ -230,14 +244,9 @@ def test_shelve_and_unshelve_keep_the_size(lifecycle):
 
 
 def test_resize_confirmed_starts_from_the_new_minimum(lifecycle):
-    conn = lifecycle.conn
-    conn.compute.resize_server(lifecycle.server, lifecycle.larger_flavor)
-    server = lifecycle.wait_for("VERIFY_RESIZE")
-    assert server.compute_host == DESTINATION
-    conn.compute.confirm_server_resize(server)
-    lifecycle.wait_for("ACTIVE")
-    lifecycle.assert_size(DESTINATION, (LARGER_FLAVOR[3], LARGER_FLAVOR[4]))
-    assert lifecycle.server.id not in lifecycle.domains(SOURCE)
+    lifecycle.conn.compute.resize_server(lifecycle.server,
+                                         lifecycle.larger_flavor)
+    lifecycle.confirm_move((LARGER_FLAVOR[3], LARGER_FLAVOR[4]))
 
 
 def test_resize_reverted_returns_to_the_adjusted_size(lifecycle):
@@ -258,31 +267,23 @@ def test_cold_migration_to_the_other_host_keeps_the_size(lifecycle):
         json={"migrate": {"host": DESTINATION}},
         microversion=MIGRATE_MICROVERSION)
     openstack.exceptions.raise_from_response(resp)
-    server = lifecycle.wait_for("VERIFY_RESIZE")
-    assert server.compute_host == DESTINATION
-    conn.compute.confirm_server_resize(server)
-    lifecycle.wait_for("ACTIVE")
-    lifecycle.assert_size(DESTINATION, ADJUSTED)
-    assert lifecycle.server.id not in lifecycle.domains(SOURCE)
+    lifecycle.confirm_move(ADJUSTED)
 
 
 def test_suspend_and_resume_keep_the_size(lifecycle):
-    conn = lifecycle.conn
-    conn.compute.suspend_server(lifecycle.server)
-    lifecycle.wait_for("SUSPENDED")
+    lifecycle.suspend()
     # As libvirt keeps it: shut off, with its managed save image.
     domain = lifecycle.domains(SOURCE)[lifecycle.server.id]
     assert (domain["state"], domain["managed_save"]) == (
         hypervisor.SHUTOFF, True), domain
-    conn.compute.resume_server(lifecycle.server)
+    lifecycle.conn.compute.resume_server(lifecycle.server)
     lifecycle.wait_for("ACTIVE")
     lifecycle.assert_size(SOURCE, ADJUSTED)
 
 
 def test_a_suspended_server_is_deleted(lifecycle):
     conn = lifecycle.conn
-    conn.compute.suspend_server(lifecycle.server)
-    lifecycle.wait_for("SUSPENDED")
+    lifecycle.suspend()
     resp = conn.compute.delete(f"/servers/{lifecycle.server.id}")
     assert resp.status_code == 204, resp.text
     conn.compute.wait_for_delete(lifecycle.server, interval=POLL,
