@@ -15,9 +15,11 @@ for: instances are read from every cell, each host's nova-compute is asked
 once for all of its domains (``describe_domains``), each compute node's
 allocations are read from placement in one request, and with ``fix`` each
 instance with a finding that can be healed is healed on its host
-(``heal``, the domain winning) and audited again. ``xloud-nova-ext audit``
-and ``/os-xloud-audit`` both use it; ``doc/audit.md`` explains each
-finding.
+(``heal``, the domain winning) and audited again. Each host audited also
+gets its burst exposure (``nova_ext.exposure``: capacity, allocated, and
+what its elastic guests would add at their maximum). ``xloud-nova-ext
+audit`` and ``/os-xloud-audit`` both use it; ``doc/audit.md`` explains
+each finding.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from nova.servicegroup import api as servicegroup
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
-from nova_ext import conf, placement, rpcapi, sizing
+from nova_ext import conf, exposure, placement, rpcapi, sizing
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
@@ -167,6 +169,10 @@ class AuditReport:
     # Every elastic instance considered: uuid -> host.
     instances: dict[str, str | None] = dataclasses.field(
         default_factory=dict)
+    # The burst exposure of each compute node of the hosts audited
+    # (nova_ext.exposure); none when the audit was limited to servers.
+    host_exposure: list[exposure.HostExposure] = dataclasses.field(
+        default_factory=list)
 
     @property
     def checked(self) -> int:
@@ -214,15 +220,9 @@ class AuditReport:
             'healed': [healed.to_dict() for healed in self.healed],
             'skipped': [skipped.to_dict() for skipped in self.skipped],
             'errors': list(self.errors),
+            'host_exposure': [node.to_dict()
+                              for node in self.host_exposure],
         }
-
-
-def is_elastic(instance: objects.Instance) -> bool:
-    """A flavor with a minimum, or a record of this extension."""
-    flavor = instance.flavor
-    return (sizing.flavor_minimum(flavor, sizing.MINIMUM_CPU) is not None or
-            sizing.flavor_minimum(flavor, sizing.MINIMUM_MEMORY) is not None
-            or sizing.SYSMETA_FLAVOR in (instance.system_metadata or {}))
 
 
 def _size(vcpus: int, memory_mb: int) -> dict:
@@ -474,7 +474,7 @@ class _Auditor:
                 continue
             cctxt, instances = result
             for instance in instances:
-                if not instance.host or not is_elastic(instance):
+                if not instance.host or not exposure.is_elastic(instance):
                     continue
                 key = (cell_uuid, instance.host)
                 if key not in groups:
@@ -706,7 +706,9 @@ def run(context: nova_context.RequestContext, host: str | None = None,
 
     With ``fix`` every instance with a finding :data:`HEALABLE` is healed
     by its host and audited again; ``progress`` is told about each host
-    as it is reached. ``context`` is an admin context.
+    as it is reached. Unless the audit is limited to ``instance_uuids``,
+    each host's burst exposure (``nova_ext.exposure``) is read once it is
+    audited (and healed). ``context`` is an admin context.
     """
     progress = progress or (lambda message: None)
     report = AuditReport(host=host, fix=fix)
@@ -721,7 +723,9 @@ def run(context: nova_context.RequestContext, host: str | None = None,
         report.findings.extend(found)
         if not (fix and any(finding.healable for finding in found)):
             report.remaining.extend(found)
-            progress(_summary_line(group.host, summary, found))
+            progress(_summary_line(group.host, summary, found,
+                                   _exposure(report, group,
+                                             instance_uuids)))
             continue
         healed = auditor.heal(group, found)
         progress(_('%(host)s: healed %(count)d instances, auditing them '
@@ -732,7 +736,8 @@ def run(context: nova_context.RequestContext, host: str | None = None,
         report.remaining.extend(again)
         progress(_summary_line(group.host, summary, [
             finding for finding in report.remaining
-            if finding.host == group.host]))
+            if finding.host == group.host],
+            _exposure(report, group, instance_uuids)))
     order = {kind: index for index, kind in enumerate(KINDS)}
     for findings_list in (report.findings, report.remaining):
         findings_list.sort(key=lambda finding: (
@@ -741,10 +746,51 @@ def run(context: nova_context.RequestContext, host: str | None = None,
     return report
 
 
-def _summary_line(host: str, summary: HostSummary,
-                  found: list[Finding]) -> str:
+def _exposure(report: AuditReport, group: _HostGroup,
+              instance_uuids: Iterable[str] | None
+              ) -> list[exposure.HostExposure]:
+    """The exposure of the group's host, added to the report.
+
+    Its errors are the node's own (``HostExposure.error``): the audit
+    reports the same placement failures as errors of its own.
+    """
+    if instance_uuids is not None:
+        return []
+    nodes, _errors = exposure.node_exposures(group.context, group.host,
+                                             group.instances)
+    report.host_exposure.extend(nodes)
+    return nodes
+
+
+def describe_exposure(node: exposure.HostExposure) -> str:
+    """One compute node's exposure in a line, as the command prints it."""
+    if node.error:
+        return _('exposure not read: %s') % node.error
+    parts = []
+    for label, dimension in ((_('vCPU'), node.vcpus),
+                             (_('MiB'), node.memory_mb)):
+        if dimension is None:
+            continue
+        parts.append(_('%(label)s %(allocated)d allocated + %(headroom)d '
+                       'to max = %(potential)d of %(capacity)d%(over)s') % {
+            'label': label, 'allocated': dimension.allocated,
+            'headroom': dimension.headroom,
+            'potential': dimension.potential,
+            'capacity': dimension.capacity,
+            'over': (_(' OVER CAPACITY') if dimension.over_capacity
+                     else '')})
+    return _('exposure %s') % '; '.join(parts)
+
+
+def _summary_line(host: str, summary: HostSummary, found: list[Finding],
+                  exposures: Iterable[exposure.HostExposure] = ()) -> str:
     if summary.error:
-        return _('%(host)s: %(error)s') % {'host': host,
+        line = _('%(host)s: %(error)s') % {'host': host,
                                            'error': summary.error}
-    return _('%(host)s: %(checked)d checked, %(count)d findings') % {
-        'host': host, 'checked': summary.checked, 'count': len(found)}
+    else:
+        line = _('%(host)s: %(checked)d checked, %(count)d findings') % {
+            'host': host, 'checked': summary.checked, 'count': len(found)}
+    for node in exposures:
+        line += '; ' + (describe_exposure(node) if node.node == host else
+                        f'{node.node}: {describe_exposure(node)}')
+    return line

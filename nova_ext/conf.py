@@ -33,6 +33,14 @@ OPTS = [
              'memory. QEMU starts every guest with all of the flavor\'s '
              'memory, and placement counts all of it until the balloon is '
              'confirmed at the boot memory.'),
+    cfg.FloatOpt(
+        'guest_vcpu_online_timeout', default=5.0, min=0.0,
+        help='Seconds a guest that runs the QEMU guest agent (image '
+             'property hw_qemu_guest_agent=yes) is given to bring '
+             'hot-plugged vCPUs online itself, as a udev rule does at '
+             'once. vCPUs still offline then are onlined through the '
+             'agent; a guest without an answering agent keeps them as it '
+             'has them, and the adjustment is reported as partial.'),
     cfg.BoolOpt(
         'allow_shrink_without_minimum', default=False,
         help='Whether instances of a flavor without '

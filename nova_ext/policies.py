@@ -1,4 +1,5 @@
-"""Policy defaults of the os-xloud-adjust and os-xloud-audit APIs.
+"""Policy defaults of the os-xloud-adjust, os-xloud-audit,
+os-xloud-flavor-minimums and os-xloud-host-exposure APIs.
 
 The rules are registered on Nova's own enforcer, so an operator overrides
 them in Nova's ``policy.yaml`` like any Nova rule, and
@@ -26,6 +27,7 @@ INDEX_ALL_TENANTS = POLICY_ROOT % 'index:all_tenants'
 AUDIT = POLICY_ROOT % 'audit'
 # A new rule: it has no former os_compute_api:xloud:* name.
 FLAVOR_MINIMUMS = POLICY_ROOT % 'flavor_minimums'
+HOST_EXPOSURE = POLICY_ROOT % 'host_exposure'
 
 DEPRECATED_POLICY_ROOT = 'os_compute_api:xloud:%s'
 DEPRECATED_REASON = """
@@ -120,6 +122,18 @@ rules = [
             {'method': 'POST',
              'path': '/os-xloud-flavor-minimums/{flavor_id}/action '
                      '(apply)'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=HOST_EXPOSURE,
+        check_str=base.ADMIN,
+        description='Show, per compute host, the placement capacity and '
+                    'allocation of vCPUs and memory, and what they would '
+                    'be if every elastic server on it grew to its '
+                    'flavor\'s maximum.',
+        operations=[
+            {'method': 'GET', 'path': '/os-xloud-host-exposure'},
         ],
         scope_types=['project'],
     ),

@@ -70,6 +70,30 @@ CHANGE_HISTORY_LIMIT = 20
 STATUS_ADJUSTING = 'adjusting'
 STATUS_SUCCESS = 'success'
 STATUS_ERROR = 'error'
+# libvirt applied the size, but the guest does not run with all of it
+# (vCPUs it keeps offline), or whether it does could not be read.
+STATUS_PARTIAL = 'partial'
+
+# What the guest itself showed when the compute last read it (the end of
+# an adjustment): whether its QEMU guest agent answered, the vCPUs it had
+# online, the memory its kernel manages and what its programs could still
+# use (balloon statistics), and when. Empty values: not known.
+SYSMETA_GUEST_AGENT = 'xloud_guest_agent'
+SYSMETA_GUEST_ONLINE_VCPUS = 'xloud_guest_online_vcpus'
+SYSMETA_GUEST_AVAILABLE_MEMORY = 'xloud_guest_available_memory_mb'
+SYSMETA_GUEST_USABLE_MEMORY = 'xloud_guest_usable_memory_mb'
+SYSMETA_GUEST_AS_OF = 'xloud_guest_as_of'
+_GUEST_KEYS = (SYSMETA_GUEST_AGENT, SYSMETA_GUEST_ONLINE_VCPUS,
+               SYSMETA_GUEST_AVAILABLE_MEMORY, SYSMETA_GUEST_USABLE_MEMORY,
+               SYSMETA_GUEST_AS_OF)
+# The guest agent, as the API reports it: it answered; the domain has its
+# channel but nothing answers (not running in the guest, or not started
+# yet); the domain has no channel (the image does not ask for one).
+GUEST_AGENT_ANSWERING = 'answering'
+GUEST_AGENT_NOT_ANSWERING = 'not_answering'
+GUEST_AGENT_NOT_CONFIGURED = 'not_configured'
+GUEST_AGENT_STATES = (GUEST_AGENT_ANSWERING, GUEST_AGENT_NOT_ANSWERING,
+                      GUEST_AGENT_NOT_CONFIGURED)
 
 # The instance action of an adjustment, its event on the compute host, and
 # the event nova-api records when it could not hand the adjustment over.
@@ -260,6 +284,44 @@ class ElasticSize:
 
 
 @dataclasses.dataclass(frozen=True)
+class GuestRecord:
+    """What the guest showed when last read (see SYSMETA_GUEST_*)."""
+
+    agent: str
+    online_vcpus: int | None
+    available_memory_mb: int | None
+    usable_memory_mb: int | None
+    as_of: datetime.datetime
+
+
+def guest_record(instance: objects.Instance) -> GuestRecord | None:
+    """The guest's view recorded for the instance, or None if none is."""
+    sysmeta = instance.system_metadata or {}
+    agent = sysmeta.get(SYSMETA_GUEST_AGENT)
+    as_of = sysmeta.get(SYSMETA_GUEST_AS_OF)
+    if agent not in GUEST_AGENT_STATES or not as_of:
+        return None
+
+    def number(key: str) -> int | None:
+        try:
+            return int(sysmeta.get(key, ''))
+        except ValueError:
+            return None
+
+    try:
+        read_at = timeutils.parse_isotime(as_of)
+    except ValueError:
+        LOG.warning('Ignoring malformed %s=%r', SYSMETA_GUEST_AS_OF, as_of,
+                    instance=instance)
+        return None
+    return GuestRecord(
+        agent=agent, online_vcpus=number(SYSMETA_GUEST_ONLINE_VCPUS),
+        available_memory_mb=number(SYSMETA_GUEST_AVAILABLE_MEMORY),
+        usable_memory_mb=number(SYSMETA_GUEST_USABLE_MEMORY),
+        as_of=read_at)
+
+
+@dataclasses.dataclass(frozen=True)
 class Change:
     """What one adjustment request changed, as the compute recorded it."""
 
@@ -343,6 +405,30 @@ class RecordUpdate:
         """
         self.values[compatibility.SYSMETA_BALLOON_UNANSWERED] = (
             '' if answered else str(boot_memory_mb))
+        return self
+
+    def guest(self, agent: str, online_vcpus: int | None,
+              available_memory_mb: int | None,
+              usable_memory_mb: int | None) -> RecordUpdate:
+        """Record what the guest itself showed just now."""
+        if agent not in GUEST_AGENT_STATES:
+            raise ValueError(f'unknown guest agent state {agent!r}')
+
+        def text(value: int | None) -> str:
+            return '' if value is None else str(value)
+
+        self.values.update({
+            SYSMETA_GUEST_AGENT: agent,
+            SYSMETA_GUEST_ONLINE_VCPUS: text(online_vcpus),
+            SYSMETA_GUEST_AVAILABLE_MEMORY: text(available_memory_mb),
+            SYSMETA_GUEST_USABLE_MEMORY: text(usable_memory_mb),
+            SYSMETA_GUEST_AS_OF: timeutils.utcnow().isoformat(),
+        })
+        return self
+
+    def forget_guest(self) -> RecordUpdate:
+        """The guest (re)started: what it showed before no longer holds."""
+        self.values.update(dict.fromkeys(_GUEST_KEYS, ''))
         return self
 
     def forget_previous_flavor(self) -> RecordUpdate:

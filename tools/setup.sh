@@ -10,7 +10,7 @@ say() { printf '==> %s\n' "$*"; }
 
 APT_PACKAGES=(libvirt-dev pkg-config libvirt-daemon libvirt-daemon-system
               libvirt-clients chromium chromium-driver qemu-system-x86
-              qemu-utils busybox-static cpio kmod)
+              qemu-utils busybox-static cpio kmod qemu-guest-agent)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -214,8 +214,13 @@ def nova_conf(lay: Layout, ext: Extension,
         "filter_scheduler": {"enabled_filters": ",".join(SCHEDULER_FILTERS)},
         "quota": {"instances": 50, "cores": 200, "ram": 409600},
         # The fake libvirt offers KVM; a real host's is probed
-        # (libvirthost.virt_type).
-        "libvirt": {"virt_type": virt_type},
+        # (libvirthost.virt_type). The balloon driver's statistics are
+        # how an adjustment reads the memory the guest can use (the
+        # guest block of GET /os-xloud-adjust/{id}); at 0 Nova writes no
+        # balloon device at all (model='none'). Written out, not left to
+        # Nova's default, which a packaged nova.conf may set to 0.
+        "libvirt": {"virt_type": virt_type,
+                    "mem_stats_period_seconds": 10},
         "vnc": {"enabled": False},
     }
     if lay.hypervisor == "qemu":

@@ -3,10 +3,12 @@
 The kernel comes from Debian's own package (``apt-get download``), unpacked
 once into ``var/guest-image/`` and reused by later runs. The initramfs is
 rebuilt each run (a fraction of a second): its ``/init`` optionally loads
-``virtio_balloon``, onlines every CPU that appears (what udev does on a
-distribution image), powers off when the ACPI power button is pressed and
-prints a status line to the serial console whenever the guest's own view of
-its size changes.
+``virtio_balloon``, optionally runs Debian's QEMU guest agent (``qemu-ga``
+with the shared libraries ``ldd`` lists, from the host's
+``qemu-guest-agent`` package), onlines every CPU that appears (what udev
+does on a distribution image) unless told not to, powers off when the ACPI
+power button is pressed and prints a status line to the serial console
+whenever the guest's own view of its size changes.
 """
 
 import dataclasses
@@ -30,8 +32,15 @@ BALLOON_MODULES = ('virtio_pci', 'virtio_balloon')
 POWER_BUTTON_MODULES = ('button',)
 # What is unpacked from the kernel package; a cache without one of them
 # was made by an older version of this module and is unpacked again.
+# The virtio-serial port the guest agent talks through.
+AGENT_MODULES = ('virtio_pci', 'virtio_console')
 UNPACKED_MODULES = ('./lib/modules/*/kernel/drivers/virtio/*',
-                    './lib/modules/*/kernel/drivers/acpi/button.ko')
+                    './lib/modules/*/kernel/drivers/acpi/button.ko',
+                    './lib/modules/*/kernel/drivers/char/virtio_console.ko')
+# Debian's qemu-guest-agent package installs it here.
+GUEST_AGENT_BINARY = pathlib.Path('/usr/sbin/qemu-ga')
+# The port Nova's channel names (LibvirtDriver._add_qga_device).
+AGENT_PORT_NAME = 'org.qemu.guest_agent.0'
 
 STATUS_PREFIX = 'XLOUD-GUEST'
 
@@ -71,6 +80,8 @@ for module in @MODULES@; do
     insmod "/lib/modules/$module.ko" || echo "@PREFIX@ error insmod $module"
 done
 echo "@PREFIX@ ready modules=@MODULES_CSV@"
+mkdir -p /tmp
+agent=@AGENT@
 # QEMU's power button (libvirt's shutdown, Nova's stop and soft reboot) is
 # ACPI's fixed-feature button; with its driver loaded the kernel counts
 # each press here, which stands in for acpid.
@@ -84,11 +95,30 @@ while :; do
             poweroff -f
         fi
     fi
-    for online in /sys/devices/system/cpu/cpu*/online; do
-        [ -e "$online" ] || continue
-        read -r value < "$online"
-        [ "$value" = 0 ] && echo 1 > "$online"
-    done
+    # The guest agent, once QEMU has named its port as Nova names it
+    # (the host announces ports after the driver loaded); devtmpfs makes
+    # the node, udev would make the /dev/virtio-ports/ link.
+    if [ "$agent" = 1 ]; then
+        for port in /sys/class/virtio-ports/*; do
+            [ -e "$port/name" ] || continue
+            read -r name < "$port/name"
+            if [ "$name" = @AGENT_PORT@ ]; then
+                /usr/sbin/qemu-ga -m virtio-serial -p "/dev/${port##*/}" \
+                    -t /tmp -f /tmp/qemu-ga.pid -l /tmp/qemu-ga.log &
+                echo "@PREFIX@ agent ${port##*/}"
+                agent=0
+            fi
+        done
+    fi
+    # Without it a hot-plugged CPU stays offline until the agent (or an
+    # operator) onlines it, as on an image without the udev rule.
+    if [ @ONLINE_CPUS@ = 1 ]; then
+        for online in /sys/devices/system/cpu/cpu*/online; do
+            [ -e "$online" ] || continue
+            read -r value < "$online"
+            [ "$value" = 0 ] && echo 1 > "$online"
+        done
+    fi
     state
     if [ "$now" != "$last" ]; then
         echo "@PREFIX@ state $now"
@@ -101,13 +131,29 @@ done
 KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
 
 
-def init_version(balloon_driver: bool) -> str:
+def _modules(balloon_driver: bool, guest_agent: bool) -> tuple[str, ...]:
+    return (POWER_BUTTON_MODULES
+            + (BALLOON_MODULES if balloon_driver else ())
+            + (AGENT_MODULES if guest_agent else ()))
+
+
+def _init_script(modules: list[str], guest_agent: bool,
+                 onlines_cpus: bool) -> str:
+    return (INIT_SCRIPT.replace('@PREFIX@', STATUS_PREFIX)
+            .replace('@MODULES@', ' '.join(modules))
+            .replace('@MODULES_CSV@', ','.join(modules) or 'none')
+            .replace('@AGENT@', '1' if guest_agent else '0')
+            .replace('@AGENT_PORT@', AGENT_PORT_NAME)
+            .replace('@ONLINE_CPUS@', '1' if onlines_cpus else '0'))
+
+
+def init_version(balloon_driver: bool, guest_agent: bool = False,
+                 onlines_cpus: bool = True) -> str:
     """Names what an initramfs of this module runs: a changed ``/init`` or
     module list gives another (the local cloud uploads it again)."""
-    modules = POWER_BUTTON_MODULES + (BALLOON_MODULES if balloon_driver
-                                      else ())
-    return hashlib.sha256(
-        (INIT_SCRIPT + ' '.join(modules)).encode()).hexdigest()[:16]
+    script = _init_script(list(_modules(balloon_driver, guest_agent)),
+                          guest_agent, onlines_cpus)
+    return hashlib.sha256(script.encode()).hexdigest()[:16]
 
 
 class GuestImageUnavailable(Exception):
@@ -127,6 +173,7 @@ class GuestImage:
     initrd: pathlib.Path
     cmdline: str
     balloon_driver: bool
+    guest_agent: bool = False
 
 
 def _run(argv, **kwargs) -> subprocess.CompletedProcess:
@@ -194,7 +241,7 @@ def fetch_kernel(cache_dir: pathlib.Path = CACHE_DIR,
     kernel = Kernel(package, root / 'vmlinuz', root / 'modules')
     if (root / 'complete').exists() and all(
             (kernel.module_dir / f'{name}.ko').exists()
-            for name in POWER_BUTTON_MODULES):
+            for name in POWER_BUTTON_MODULES + AGENT_MODULES):
         return kernel
     progress(f'downloading {package} into {root} (once; about 70 MB)')
     with tempfile.TemporaryDirectory(prefix='realguest-kernel-') as tmp:
@@ -259,15 +306,38 @@ def module_load_order(module_dir: pathlib.Path,
     return order
 
 
+def shared_libraries(binary: pathlib.Path) -> list[pathlib.Path]:
+    """What the dynamic loader maps for ``binary``, itself included."""
+    try:
+        out = _run(['ldd', str(binary)]).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GuestImageUnavailable(f'ldd {binary} failed: {exc}')
+    found = []
+    for line in out.splitlines():
+        # "libglib-2.0.so.0 => /lib/x86_64-linux-gnu/libglib-2.0.so.0
+        # (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)", "linux-vdso..."
+        words = line.split()
+        path = words[2] if '=>' in words else words[0]
+        if path.startswith('/'):
+            found.append(pathlib.Path(path))
+    return found
+
+
 def build_initramfs(kernel: Kernel, target: pathlib.Path,
-                    balloon_driver: bool) -> GuestImage:
-    """Write a newc initramfs to ``target`` (overwriting it)."""
-    modules = module_load_order(
-        kernel.module_dir,
-        POWER_BUTTON_MODULES + (BALLOON_MODULES if balloon_driver else ()))
-    script = (INIT_SCRIPT.replace('@PREFIX@', STATUS_PREFIX)
-              .replace('@MODULES@', ' '.join(modules))
-              .replace('@MODULES_CSV@', ','.join(modules) or 'none'))
+                    balloon_driver: bool, guest_agent: bool = False,
+                    onlines_cpus: bool = True) -> GuestImage:
+    """Write a newc initramfs to ``target`` (overwriting it).
+
+    ``guest_agent`` adds the QEMU guest agent (the host's
+    ``qemu-guest-agent`` package, tools/setup.sh installs it);
+    ``onlines_cpus`` False leaves hot-plugged CPUs offline.
+    """
+    modules = module_load_order(kernel.module_dir,
+                                _modules(balloon_driver, guest_agent))
+    script = _init_script(modules, guest_agent, onlines_cpus)
+    if guest_agent and not GUEST_AGENT_BINARY.exists():
+        raise GuestImageUnavailable(
+            f'{GUEST_AGENT_BINARY} is missing; install qemu-guest-agent')
     busybox = shutil.which('busybox')
     if busybox is None:
         raise GuestImageUnavailable('busybox is not installed')
@@ -282,6 +352,13 @@ def build_initramfs(kernel: Kernel, target: pathlib.Path,
         for name in ('bin', 'dev', 'proc', 'sys', 'lib/modules'):
             (tree / name).mkdir(parents=True)
         shutil.copy(busybox, tree / 'bin' / 'busybox')
+        if guest_agent:
+            for binary in [GUEST_AGENT_BINARY,
+                           *shared_libraries(GUEST_AGENT_BINARY)]:
+                copy = tree / binary.relative_to('/')
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                # The file a library's name links to, under that name.
+                shutil.copy(binary.resolve(), copy)
         for module in modules:
             shutil.copy(kernel.module_dir / f'{module}.ko',
                         tree / 'lib' / 'modules' / f'{module}.ko')
@@ -297,4 +374,5 @@ def build_initramfs(kernel: Kernel, target: pathlib.Path,
                            cwd=tree, check=True, timeout=60)
         os.replace(partial, target)
     return GuestImage(kernel=kernel.vmlinuz, initrd=target,
-                      cmdline=KERNEL_CMDLINE, balloon_driver=balloon_driver)
+                      cmdline=KERNEL_CMDLINE, balloon_driver=balloon_driver,
+                      guest_agent=guest_agent)

@@ -7,9 +7,10 @@ pipeline, it sees every compute API request with Nova's
 * ``/os-xloud-adjust[/{server_id}]`` (with or without the ``/{project_id}``
   prefix Nova still accepts) is routed with Nova's own ``ProjectMapper`` to
   ``ElasticSizeController`` behind Nova's ``wsgi.Resource``, and
-  ``/os-xloud-audit`` the same way to ``audit.AuditController``, and
+  ``/os-xloud-audit`` the same way to ``audit.AuditController``,
   ``/os-xloud-flavor-minimums/{flavor_id}[/action]`` to
-  ``flavor_minimums.FlavorMinimumsController``;
+  ``flavor_minimums.FlavorMinimumsController``, and
+  ``/os-xloud-host-exposure`` to ``host_exposure.HostExposureController``;
 * ``POST /flavors/{id}/os-extra_specs`` and
   ``PUT /flavors/{id}/os-extra_specs/{key}`` setting ``minimum_cpu`` /
   ``minimum_memory`` are checked against Nova's validators and against the
@@ -30,7 +31,7 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
 from nova_ext import compatibility, conf, policies, sizing
-from nova_ext.api import audit, controller, flavor_minimums
+from nova_ext.api import audit, controller, flavor_minimums, host_exposure
 
 LOG = logging.getLogger(__name__)
 CONF = conf.CONF
@@ -47,6 +48,9 @@ AUDIT_ROUTES = (
 FLAVOR_MINIMUMS_ROUTES = (
     ('/os-xloud-flavor-minimums/{flavor_id}', 'GET', 'show'),
     ('/os-xloud-flavor-minimums/{flavor_id}/action', 'POST', 'apply'),
+)
+HOST_EXPOSURE_ROUTES = (
+    ('/os-xloud-host-exposure', 'GET', 'index'),
 )
 EXTRA_SPECS_ROUTES = (
     ('/flavors/{flavor_id}/os-extra_specs', 'POST', 'create'),
@@ -86,6 +90,12 @@ class ElasticSizingFilter(base_wsgi.Middleware):
         for path, method, action in FLAVOR_MINIMUMS_ROUTES:
             self.flavor_minimums_map.create_route(
                 path, method, self.flavor_minimums_resource, action)
+        self.host_exposure_resource = wsgi.Resource(
+            host_exposure.HostExposureController())
+        self.host_exposure_map = nova_openstack.ProjectMapper()
+        for path, method, action in HOST_EXPOSURE_ROUTES:
+            self.host_exposure_map.create_route(
+                path, method, self.host_exposure_resource, action)
         self.extra_specs_map = nova_openstack.ProjectMapper()
         for path, method, action in EXTRA_SPECS_ROUTES:
             self.extra_specs_map.create_route(path, method, None, action)
@@ -107,6 +117,11 @@ class ElasticSizingFilter(base_wsgi.Middleware):
             policies.register_rules()
             req.environ['wsgiorg.routing_args'] = ((), match[0])
             return self.flavor_minimums_resource
+        match = self.host_exposure_map.routematch(environ=req.environ)
+        if match:
+            policies.register_rules()
+            req.environ['wsgiorg.routing_args'] = ((), match[0])
+            return self.host_exposure_resource
         match = self.extra_specs_map.routematch(environ=req.environ)
         if match:
             fault = self._check_minimum_specs(req, match[0])

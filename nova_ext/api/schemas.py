@@ -103,7 +103,9 @@ size_view = {
             'properties': {
                 'status': {
                     'type': ['string', 'null'],
-                    'enum': ['adjusting', 'success', 'error', None],
+                    'enum': [sizing.STATUS_ADJUSTING, sizing.STATUS_SUCCESS,
+                             sizing.STATUS_PARTIAL, sizing.STATUS_ERROR,
+                             None],
                 },
                 'request_id': _nullable_str,
                 'error': _nullable_str,
@@ -137,6 +139,26 @@ show_view['properties']['changes'] = {
     'maxItems': sizing.CHANGE_HISTORY_LIMIT,
 }
 show_view['required'].append('changes')
+show_view['properties']['guest'] = {
+    'type': 'object',
+    'properties': {
+        'agent': {'type': ['string', 'null'],
+                  'enum': [*sizing.GUEST_AGENT_STATES, None]},
+        'online_vcpus': _nullable_int,
+        'available_memory_mb': _nullable_int,
+        'usable_memory_mb': _nullable_int,
+        'as_of': {
+            'oneOf': [
+                {'type': 'string', 'format': 'date-time'},
+                {'type': 'null'},
+            ],
+        },
+    },
+    'required': ['agent', 'online_vcpus', 'available_memory_mb',
+                 'usable_memory_mb', 'as_of'],
+    'additionalProperties': False,
+}
+show_view['required'].append('guest')
 
 show_response = {
     'type': 'object',
@@ -464,3 +486,75 @@ flavor_minimums_apply_response = {
     'required': ['flavor_minimums'],
     'additionalProperties': False,
 }
+
+
+# The os-xloud-host-exposure API (nova_ext.api.host_exposure,
+# nova_ext.exposure), also each audit report's host_exposure.
+
+host_exposure_query = {
+    'type': 'object',
+    'properties': {
+        'host': parameter_types.single_param(_audit_host),
+    },
+    'additionalProperties': False,
+}
+
+_exposure_dimension = {
+    'type': 'object',
+    'properties': {
+        'total': {'type': 'integer'},
+        'reserved': {'type': 'integer'},
+        'allocation_ratio': {'type': 'number', 'exclusiveMinimum': 0},
+        'capacity': {'type': 'integer', 'minimum': 0},
+        'allocated': {'type': 'integer', 'minimum': 0},
+        'headroom': {'type': 'integer', 'minimum': 0},
+        'potential': {'type': 'integer', 'minimum': 0},
+        'over_capacity': {'type': 'boolean'},
+    },
+    'required': ['total', 'reserved', 'allocation_ratio', 'capacity',
+                 'allocated', 'headroom', 'potential', 'over_capacity'],
+    'additionalProperties': False,
+}
+_nullable_exposure_dimension = {
+    'oneOf': [_exposure_dimension, {'type': 'null'}]}
+
+host_exposure_node = {
+    'type': 'object',
+    'properties': {
+        'host': {'type': 'string'},
+        'node': {'type': 'string'},
+        'resource_provider': {'type': 'string', 'format': 'uuid'},
+        'elastic_instances': {'type': 'integer', 'minimum': 0},
+        'vcpus': _nullable_exposure_dimension,
+        'memory_mb': _nullable_exposure_dimension,
+        'over_capacity': {'type': 'boolean'},
+        'error': _nullable_str,
+    },
+    'required': ['host', 'node', 'resource_provider', 'elastic_instances',
+                 'vcpus', 'memory_mb', 'over_capacity', 'error'],
+    'additionalProperties': False,
+}
+
+host_exposure_report = {
+    'type': 'object',
+    'properties': {
+        'host': _nullable_str,
+        'hosts': {'type': 'array', 'items': host_exposure_node},
+        'errors': {'type': 'array', 'items': {'type': 'string'}},
+    },
+    'required': ['host', 'hosts', 'errors'],
+    'additionalProperties': False,
+}
+
+host_exposure_response = {
+    'type': 'object',
+    'properties': {'host_exposure': host_exposure_report},
+    'required': ['host_exposure'],
+    'additionalProperties': False,
+}
+
+# The audit reports the exposure of the hosts it audited (none when it
+# was limited to servers).
+audit_report['properties']['host_exposure'] = {
+    'type': 'array', 'items': host_exposure_node}
+audit_report['required'].append('host_exposure')

@@ -72,12 +72,31 @@ class ViewBuilder(common.ViewBuilder):
         Only here: the bulk list stays one row per instance.
         """
         size = self.size(instance, show_host, live)
+        size['guest'] = self.guest(instance)
         size['changes'] = [
             {'request_id': change.request_id,
              'changed_at': utils.isotime(change.changed_at),
              'details': change.details}
             for change in sizing.changes(instance)]
         return size
+
+    @staticmethod
+    def guest(instance: objects.Instance) -> dict:
+        """What the guest itself showed when its compute host last read
+        it (the end of its last adjustment); all null when never read
+        since its last start."""
+        record = sizing.guest_record(instance)
+        if record is None:
+            return {'agent': None, 'online_vcpus': None,
+                    'available_memory_mb': None, 'usable_memory_mb': None,
+                    'as_of': None}
+        return {
+            'agent': record.agent,
+            'online_vcpus': record.online_vcpus,
+            'available_memory_mb': record.available_memory_mb,
+            'usable_memory_mb': record.usable_memory_mb,
+            'as_of': utils.isotime(record.as_of),
+        }
 
     def index(self, req: wsgi.Request, sizes: list[dict]) -> dict:
         return {

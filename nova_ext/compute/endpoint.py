@@ -44,19 +44,23 @@ class AdjustmentFailed(exception.NovaException):
     ``applied`` says what libvirt confirmed before the failure (as
     ``_describe_change`` does, '' for nothing), ``persisted`` whether that
     was recorded as the boot size, ``cause`` the failure itself, for the
-    instance's change record, and ``record`` the size to record.
+    instance's change record, ``record`` the size to record, and
+    ``status`` the adjustment's outcome: STATUS_PARTIAL when libvirt
+    applied the size and the guest does not run with all of it.
     """
 
     msg_fmt = _('%(reason)s')
 
     def __init__(self, *, reason: str, applied: str = '',
                  persisted: bool = False, cause: str | None = None,
-                 record: sizing.RecordUpdate | None = None) -> None:
+                 record: sizing.RecordUpdate | None = None,
+                 status: str = sizing.STATUS_ERROR) -> None:
         super().__init__(reason=reason)
         self.applied = applied
         self.persisted = persisted
         self.cause = cause or reason
         self.record = record
+        self.status = status
 
 
 class AdjustmentInterrupted(exception.NovaException):
@@ -371,7 +375,8 @@ class ElasticSizingEndpoint:
                    else f'{type(error).__name__}: {error}')
         update = (error.record if isinstance(error, AdjustmentFailed)
                   and error.record else sizing.RecordUpdate())
-        update.status(sizing.STATUS_ERROR, context.request_id, message)
+        update.status(error.status if isinstance(error, AdjustmentFailed)
+                      else sizing.STATUS_ERROR, context.request_id, message)
         update.change(context.request_id, _describe_failure(error, message))
         sizing.save_record(instance, update, end_task=True)
 
@@ -408,9 +413,29 @@ class ElasticSizingEndpoint:
             max(target_memory, start.memory_mb))
         failure = None
         balloon_answered = None
+        # What the guest agent was asked to do, and what it failed to.
+        guest_steps = GuestSteps()
         try:
+            offlined = set()
+            if target_vcpus < start.vcpus:
+                offlined = guest_steps.run(
+                    _('the guest agent offlined vCPUs %s'),
+                    live.offline_before_unplug, domain,
+                    target_vcpus)
             if target_vcpus != start.vcpus:
-                live.apply_vcpus(domain, target_vcpus, persist=False)
+                try:
+                    live.apply_vcpus(domain, target_vcpus, persist=False)
+                except live.LiveSizeError:
+                    if offlined:
+                        # The guest keeps what libvirt could not take.
+                        guest_steps.run(
+                            _('the guest agent onlined vCPUs %s again'),
+                            live.online_again, domain, offlined)
+                    raise
+            if target_vcpus > start.vcpus:
+                guest_steps.run(_('the guest agent onlined vCPUs %s'),
+                                live.online_plugged_vcpus, domain,
+                                CONF.xloud.guest_vcpu_online_timeout)
             if target_memory != start.memory_mb:
                 try:
                     live.apply_memory(domain, target_memory, persist=False,
@@ -437,6 +462,11 @@ class ElasticSizingEndpoint:
             boot_vcpus=boot.vcpus, boot_memory_mb=boot.memory_mb)
         if balloon_answered is not None:
             update.balloon(balloon_answered, target_memory)
+        guest = live.read_guest(domain)
+        update.guest(_GUEST_AGENT[guest.agent], guest.online_vcpus,
+                     guest.available_memory_mb, guest.usable_memory_mb)
+        shortfall = _guest_shortfall(final, guest,
+                                     grew=final.vcpus > start.vcpus)
         placement_error = None
         try:
             placement.set_allocation(context, instance, final.vcpus,
@@ -447,12 +477,13 @@ class ElasticSizingEndpoint:
 
         persisted = persist and failure is None
         if failure is not None:
-            reason = str(failure)
+            cause = guest_steps.describe(str(failure))
+            reason = cause
             if changed:
                 reason = _('%(reason)s (applied: %(changed)s)') % {
                     'reason': reason, 'changed': changed}
             raise AdjustmentFailed(reason=reason, applied=changed,
-                                   cause=str(failure), record=update)
+                                   cause=cause, record=update)
         if placement_error:
             raise AdjustmentFailed(
                 reason=_('%(changed)s applied, but placement was not '
@@ -462,11 +493,24 @@ class ElasticSizingEndpoint:
                 applied=changed, persisted=persisted,
                 cause=_('placement was not updated: %s') % placement_error,
                 record=update)
+        if shortfall:
+            cause = guest_steps.describe(shortfall)
+            raise AdjustmentFailed(
+                reason=_('%(changed)s applied (%(persisted)s), but '
+                         '%(cause)s') % {
+                    'changed': changed or _('no change'),
+                    'persisted': (_('persisted') if persisted
+                                  else _('not persisted')),
+                    'cause': cause},
+                applied=changed or _('no change'), persisted=persisted,
+                cause=cause, record=update, status=sizing.STATUS_PARTIAL)
         update.status(sizing.STATUS_SUCCESS, context.request_id)
-        update.change(context.request_id,
-                      _describe_success(changed, persisted))
-        LOG.info('Elastic size adjusted (%s), persist=%s',
-                 changed or 'no change', persist, instance=instance)
+        update.change(context.request_id, guest_steps.describe(
+            _describe_success(changed, persisted)))
+        LOG.info('Elastic size adjusted (%s), persist=%s%s',
+                 changed or 'no change', persist,
+                 ''.join(f'; {done}' for done in guest_steps.done),
+                 instance=instance)
         return update
 
     def _adjust_stopped(self, context: nova_context.RequestContext,
@@ -498,6 +542,67 @@ class ElasticSizingEndpoint:
             sizing.STATUS_SUCCESS, context.request_id).change(
             context.request_id,
             _('%s, persisted while stopped') % (changed or _('no change')))
+
+
+class GuestSteps:
+    """What the guest agent was asked to do in an adjustment.
+
+    A step that fails changes nothing and does not stop the adjustment:
+    libvirt still asks the guest itself (ACPI), and what the guest runs
+    with is read afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.failed: list[str] = []
+
+    def run(self, done: str, step, *args) -> set[int]:
+        """``step(*args)``, which returns the vCPUs the agent changed,
+        described by ``done`` (``%s``: the vCPUs); those vCPUs (none when
+        it failed)."""
+        try:
+            ids = step(*args)
+        except live.GuestAgentError as e:
+            self.failed.append(str(e))
+            return set()
+        if ids:
+            self.done.append(done % live.format_cpulist(ids))
+        return ids
+
+    def describe(self, text: str) -> str:
+        """``text``, then what the agent did and what failed."""
+        parts = [text] + self.done + [
+            _('the guest agent failed: %s') % error for error in self.failed]
+        return '; '.join(parts)
+
+
+# The guest agent as nova_ext.virt.live reads it, as the API reports it.
+_GUEST_AGENT = {
+    live.AGENT_ANSWERING: sizing.GUEST_AGENT_ANSWERING,
+    live.AGENT_NOT_ANSWERING: sizing.GUEST_AGENT_NOT_ANSWERING,
+    live.AGENT_NOT_CONFIGURED: sizing.GUEST_AGENT_NOT_CONFIGURED,
+}
+
+
+def _guest_shortfall(final: live.LiveSize, guest: live.GuestView,
+                     grew: bool) -> str | None:
+    """Why the guest does not run with the size libvirt gave it, or None.
+
+    A guest whose agent answers says how many vCPUs it has online. One
+    whose domain has the agent's channel and whose agent does not answer
+    cannot say whether it brought new vCPUs up. A domain without the
+    channel (its image does not ask for one) is taken at libvirt's word,
+    as before the agent was asked.
+    """
+    if guest.agent == live.AGENT_ANSWERING and (
+            guest.online_vcpus < final.vcpus):
+        return _('the guest runs %(online)d of its %(vcpus)d vCPUs '
+                 'online') % {'online': guest.online_vcpus,
+                              'vcpus': final.vcpus}
+    if guest.agent == live.AGENT_NOT_ANSWERING and grew:
+        return _('whether the guest runs its new vCPUs online is not known: '
+                 '%s') % guest.agent_error
+    return None
 
 
 def _check_bounds(size: sizing.ElasticSize, vcpus: int,
@@ -583,6 +688,13 @@ def _describe_failure(error: Exception, message: str) -> str:
     What was applied comes first, so that a long hypervisor message cut
     to the record's 255 characters never hides it.
     """
+    if isinstance(error, AdjustmentFailed) and (
+            error.status == sizing.STATUS_PARTIAL):
+        return _('partial, applied %(applied)s, %(persisted)s: '
+                 '%(cause)s') % {
+            'applied': error.applied, 'cause': error.cause,
+            'persisted': (_('persisted') if error.persisted
+                          else _('not persisted'))}
     if isinstance(error, AdjustmentFailed) and error.applied:
         return _('failed, applied %(applied)s, %(persisted)s: '
                  '%(cause)s') % {

@@ -225,6 +225,27 @@ def _audit_rows(findings) -> list[tuple[str, ...]]:
              finding.kind, finding.message) for finding in findings]
 
 
+def _exposure_rows(nodes) -> list[tuple[str, ...]]:
+    from nova.i18n import _
+
+    rows = []
+    for node in nodes:
+        name = node.host if node.node == node.host else (
+            f'{node.host} ({node.node})')
+        if node.error:
+            rows.append((name, '-', '-', '-', '-', '-', node.error))
+            continue
+        for resource, dimension in (('VCPU', node.vcpus),
+                                    ('MEMORY_MB', node.memory_mb)):
+            if dimension is None:
+                continue
+            rows.append((name, resource, str(dimension.capacity),
+                         str(dimension.allocated), str(dimension.headroom),
+                         str(dimension.potential),
+                         _('yes') if dimension.over_capacity else _('no')))
+    return rows
+
+
 def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     # The last column (what it means) is long: it is not padded.
     widths = [max(len(str(row[index])) for row in [header, *rows])
@@ -274,6 +295,12 @@ def print_audit(report) -> None:
         print(_('Errors:'))
         for error in report.errors:
             print(f'  {error}')
+    if report.host_exposure:
+        print()
+        print(_('Burst exposure (every elastic guest at its maximum):'))
+        _print_rows((_('HOST'), _('RESOURCE'), _('CAPACITY'), _('ALLOCATED'),
+                     _('HEADROOM'), _('POTENTIAL'), _('OVER CAPACITY')),
+                    _exposure_rows(report.host_exposure))
     print()
     critical = sum(1 for finding in report.remaining
                    if finding.severity == 'critical')

@@ -239,6 +239,10 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
             # Nothing left for the balloon to answer at this start: what
             # an earlier one showed no longer holds memory back.
             update.balloon(True, boot.memory_mb)
+        if confirm_memory and sizing.guest_record(instance) is not None:
+            # A guest (re)started: what it showed before no longer holds;
+            # a live migration keeps the guest running as it was.
+            update.forget_guest()
         update.apply_to(instance)
         instance.save()
         if not domain.isActive():

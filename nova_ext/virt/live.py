@@ -297,3 +297,209 @@ def _live_memory_mb_or_none(domain: libvirt.virDomain) -> int | None:
         return kib_to_mib(_live_memory_kib(domain))
     except libvirt.libvirtError:
         return None
+
+
+# The guest's own view, through the QEMU guest agent and the balloon's
+# statistics (doc/compute.md, "The guest's view").
+
+# The virtio-serial port Nova adds for an image with hw_qemu_guest_agent.
+AGENT_CHANNEL = 'org.qemu.guest_agent.0'
+AGENT_ANSWERING = 'answering'
+AGENT_NOT_ANSWERING = 'not_answering'
+AGENT_NOT_CONFIGURED = 'not_configured'
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestView:
+    """What the guest itself runs with, next to what libvirt gave it.
+
+    ``agent`` is one of the AGENT_* values; ``online_vcpus`` (the vCPUs
+    online in the guest) is None unless the agent answered. The memory
+    figures come from the balloon driver's statistics (None unless it
+    sent them within the last two periods): ``available_memory_mb`` the
+    guest's MemTotal (with Nova's deflate-on-OOM balloon it keeps the
+    balloon's pages, so it stays near all the guest was started with),
+    ``usable_memory_mb`` its MemAvailable, what its programs could still
+    take without swapping, which follows the balloon.
+    """
+
+    agent: str
+    online_vcpus: int | None
+    available_memory_mb: int | None
+    usable_memory_mb: int | None
+    # Why the agent did not answer, in libvirt's words, or None.
+    agent_error: str | None = None
+
+
+class GuestAgentError(Exception):
+    """The guest agent did not do what was asked; nothing else changed."""
+
+
+def has_agent_channel(domain: libvirt.virDomain) -> bool:
+    """Whether the domain has the guest agent's channel (its image asked
+    for one with hw_qemu_guest_agent)."""
+    tree = etree.fromstring(domain.XMLDesc(0))
+    return any(target.get('name') == AGENT_CHANNEL
+               for target in tree.findall('./devices/channel/target'))
+
+
+def parse_cpulist(text: str) -> set[int]:
+    """The ids of a cpu list as libvirt formats it (``0-2,5``; '' none)."""
+    ids: set[int] = set()
+    for part in filter(None, text.split(',')):
+        low, _dash, high = part.partition('-')
+        ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def format_cpulist(ids) -> str:
+    return ','.join(str(vcpu_id) for vcpu_id in sorted(ids))
+
+
+def guest_vcpus(domain: libvirt.virDomain) -> dict[str, set[int]]:
+    """``{'vcpus', 'online', 'offlinable'}``: the guest's vCPU ids.
+
+    Raises GuestAgentError with libvirt's words when the agent does not
+    answer.
+    """
+    try:
+        answer = domain.guestVcpus()
+    except libvirt.libvirtError as e:
+        raise GuestAgentError(str(e))
+    if answer is None:
+        raise GuestAgentError(_agent_error(domain))
+    return {key: parse_cpulist(answer.get(key, ''))
+            for key in ('vcpus', 'online', 'offlinable')}
+
+
+def set_guest_vcpus(domain: libvirt.virDomain, ids, online: bool) -> None:
+    """Online (or offline) these vCPUs in the guest through the agent."""
+    try:
+        domain.setGuestVcpus(format_cpulist(ids), 1 if online else 0, 0)
+    except libvirt.libvirtError as e:
+        raise GuestAgentError(str(e))
+
+
+def read_guest(domain: libvirt.virDomain) -> GuestView:
+    """The guest's own view of a running domain."""
+    stats = domain.memoryStats()
+    available = usable = None
+    if _fresh(domain, stats):
+        available = stats.get('available')
+        usable = stats.get('usable')
+    memory = {
+        'available_memory_mb': (None if available is None
+                                else kib_to_mib(int(available))),
+        'usable_memory_mb': (None if usable is None
+                             else kib_to_mib(int(usable))),
+    }
+    if not has_agent_channel(domain):
+        return GuestView(AGENT_NOT_CONFIGURED, None, **memory)
+    try:
+        vcpus = guest_vcpus(domain)
+    except GuestAgentError as e:
+        return GuestView(AGENT_NOT_ANSWERING, None, agent_error=str(e),
+                         **memory)
+    return GuestView(AGENT_ANSWERING, len(vcpus['online']), **memory)
+
+
+def _fresh(domain: libvirt.virDomain, stats: dict) -> bool:
+    """Whether the balloon driver's statistics are current.
+
+    QEMU keeps what the driver last sent, with the time it got it
+    (``last_update``, 0: never): statistics older than two periods come
+    from a driver that stopped sending (unloaded, a hung guest), or from
+    before the period was switched off.
+    """
+    stats_node = etree.fromstring(domain.XMLDesc(0)).find(
+        './devices/memballoon/stats')
+    period = 0 if stats_node is None else int(stats_node.get('period', 0))
+    last_update = int(stats.get('last_update', 0))
+    return bool(period and last_update and
+                time.time() - last_update <= 2 * period)
+
+
+def online_plugged_vcpus(domain: libvirt.virDomain,
+                         timeout: float) -> set[int]:
+    """After a hotplug: online through the agent what the guest has not.
+
+    The guest is given ``timeout`` seconds to bring the vCPUs up itself
+    (a udev rule does it at once). Returns the vCPUs the agent onlined;
+    raises GuestAgentError when it was asked and failed. A guest without
+    an answering agent is left as it is.
+    """
+    if not has_agent_channel(domain):
+        return set()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            vcpus = guest_vcpus(domain)
+        except GuestAgentError:
+            return set()
+        offline = vcpus['vcpus'] - vcpus['online']
+        if not offline or time.monotonic() >= deadline:
+            break
+        time.sleep(_POLL_INTERVAL)
+    if offline:
+        set_guest_vcpus(domain, offline, online=True)
+    return offline
+
+
+def offline_before_unplug(domain: libvirt.virDomain,
+                          vcpus: int) -> set[int]:
+    """Before an unplug to ``vcpus``: offline, through the agent, the
+    vCPUs libvirt will take away, so the guest stops using them first.
+
+    libvirt's QEMU driver unplugs the highest-numbered hot-pluggable vCPUs
+    that are enabled; the guest numbers its CPUs as libvirt numbers the
+    vCPUs when they are plugged in order, as they are here. Returns the
+    vCPUs the agent offlined; raises GuestAgentError when it was asked
+    and failed.
+    """
+    if not has_agent_channel(domain):
+        return set()
+    listed = etree.fromstring(domain.XMLDesc(0)).find('./vcpus')
+    if listed is None:
+        return set()
+    removable = sorted(
+        (int(vcpu.get('id')) for vcpu in listed
+         if vcpu.get('enabled') == 'yes' and
+         vcpu.get('hotpluggable') == 'yes'), reverse=True)
+    leaving = removable[:max(_live_vcpus(domain) - vcpus, 0)]
+    try:
+        guest = guest_vcpus(domain)
+    except GuestAgentError:
+        return set()
+    online = set(leaving) & guest['online'] & guest['offlinable']
+    if online:
+        set_guest_vcpus(domain, online, online=False)
+    return online
+
+
+def online_again(domain: libvirt.virDomain, ids: set[int]) -> set[int]:
+    """Online, through the agent, those of ``ids`` the guest still has
+    (an unplug that failed after they were offlined); the ones onlined."""
+    try:
+        present = guest_vcpus(domain)['vcpus'] & ids
+    except GuestAgentError:
+        return set()
+    if present:
+        set_guest_vcpus(domain, present, online=True)
+    return present
+
+
+def _agent_error(domain: libvirt.virDomain) -> str:
+    """Why ``guestVcpus()`` failed, in libvirt's words.
+
+    libvirt-python returns None from it instead of raising, leaving
+    libvirt's error as the last error of the thread that made the call:
+    under Nova's eventlet mode a worker thread of its pool (the domain is
+    a tpool proxy), not this one, whose last error may be any earlier
+    one's. ``guestInfo`` raises, and libvirt checks the agent the same
+    way for both.
+    """
+    try:
+        domain.guestInfo(libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME, 0)
+    except libvirt.libvirtError as e:
+        return str(e)
+    return 'virDomainGetGuestVcpus failed, the guest agent answers otherwise'

@@ -14,9 +14,12 @@ the Django process does not import Nova; ``test_api`` compares the two).
 Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see rows
 refresh themselves; ``fail_next_adjust`` makes the compute side fail.
 ``add_drift`` makes the audit (``GET /os-xloud-audit``, ``doc/audit.md``)
-report a finding. Every answer of the extension is checked against the
-extension's own response schemas (``test_api``). The browser tests, the
-API tests and the benchmark all use it.
+report a finding. Compute hosts (``add_host``) have placement inventories;
+``GET /os-xloud-host-exposure`` (``nova_ext.exposure``) counts what their
+servers hold now (placement follows the live size) and what the elastic
+ones would add at their maximum. Every answer of the extension is
+checked against the extension's own response schemas (``test_api``). The
+browser tests, the API tests and the benchmark all use it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import dataclasses
 import datetime
 import http.server
 import json
+import math
 import threading
 import urllib.parse
 import uuid
@@ -233,6 +237,39 @@ class FakeServer:
                          else specs, self.image_properties)
 
 
+@dataclasses.dataclass
+class FakeHost:
+    """A compute host's placement inventory (one compute node), and what
+    consumers other than its servers hold there (a migration's claim)."""
+
+    name: str
+    vcpus: int = 16
+    memory_mb: int = 32768
+    reserved_vcpus: int = 0
+    reserved_memory_mb: int = 512
+    # Nova's initial_cpu_allocation_ratio / initial_ram_allocation_ratio.
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    other_vcpus: int = 0
+    other_memory_mb: int = 0
+    # Placement could not be read for it (HostExposure.error).
+    placement_error: str | None = None
+
+    @property
+    def resource_provider(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, self.name))
+
+
+def exposure_dimension(total: int, reserved: int, ratio: float,
+                       allocated: int, headroom: int) -> dict[str, Any]:
+    """``nova_ext.exposure.Dimension.to_dict``."""
+    capacity = max(0, math.floor((total - reserved) * ratio))
+    return {'total': total, 'reserved': reserved, 'allocation_ratio': ratio,
+            'capacity': capacity, 'allocated': allocated,
+            'headroom': headroom, 'potential': allocated + headroom,
+            'over_capacity': allocated + headroom > capacity}
+
+
 class FakeCloud:
     """State plus the request handlers of the fake Nova."""
 
@@ -252,6 +289,13 @@ class FakeCloud:
         # it skips with why.
         self.drift: dict[str, list[dict[str, Any]]] = {}
         self.audit_skipped: dict[str, str] = {}
+        # Compute hosts by name; a server's host not added has the
+        # defaults of FakeHost. False: an extension older than
+        # os-xloud-host-exposure (404); a status: its policy refuses the
+        # caller (403) or nova-api fails.
+        self.hosts: dict[str, FakeHost] = {}
+        self.host_exposure_offered = True
+        self.host_exposure_error: int | None = None
         # When set, each POST waits for this many concurrent POSTs: a
         # client that sends them one after another never gets through.
         self.adjust_barrier: threading.Barrier | None = None
@@ -293,6 +337,12 @@ class FakeCloud:
             request_spec_specs=dict(flavor.extra_specs))
         self.servers[server.id] = server
         return server
+
+    def add_host(self, name: str, **inventory: Any) -> FakeHost:
+        """A compute host with this inventory (``FakeHost``'s fields)."""
+        host = FakeHost(name, **inventory)
+        self.hosts[name] = host
+        return host
 
     @classmethod
     def demo(cls, servers: int = 6) -> FakeCloud:
@@ -411,6 +461,11 @@ class FakeCloud:
                     size = self.size(server, 'live')
                     size['changes'] = [dict(change)
                                        for change in server.changes]
+                    # The fake's guests run no guest agent and send no
+                    # balloon statistics: nothing read from them.
+                    size['guest'] = dict.fromkeys(
+                        ('agent', 'online_vcpus', 'available_memory_mb',
+                         'usable_memory_mb', 'as_of'))
                     return 200, {'server': size}
                 if len(parts) == 2 and method == 'POST':
                     return 202, self._adjust(self._server(parts[1]), body)
@@ -424,6 +479,17 @@ class FakeCloud:
                     }.get(self.audit_error, 'Unexpected API Error.'))
                 if route == ('GET', 'os-xloud-audit'):
                     return 200, self._audit(query)
+            if route == ('GET', 'os-xloud-host-exposure'):
+                if not (self.extension_offered and
+                        self.host_exposure_offered):
+                    raise HTTPError(404, 'The resource could not be found.')
+                if self.host_exposure_error is not None:
+                    raise HTTPError(self.host_exposure_error, {
+                        403: "Policy doesn't allow xloud:elastic_sizing:"
+                             "host_exposure to be performed.",
+                    }.get(self.host_exposure_error,
+                          'Unexpected API Error.'))
+                return 200, self._host_exposure(query)
             if parts and parts[0] == 'os-xloud-flavor-minimums':
                 if not (self.extension_offered and
                         self.flavor_minimums_offered):
@@ -676,12 +742,7 @@ class FakeCloud:
         if isinstance(wanted, str):
             wanted = [wanted]
         servers = [server for server in self.servers.values()
-                   if (server.flavor.minimum(MINIMUM_CPU,
-                                             server.embedded_specs)
-                       is not None or
-                       server.flavor.minimum(MINIMUM_MEMORY,
-                                             server.embedded_specs)
-                       is not None or server.recorded)
+                   if self.is_elastic(server)
                    and (wanted is None or server.id in wanted)
                    and (not query.get('host') or
                         server.host == query['host'])]
@@ -725,7 +786,78 @@ class FakeCloud:
             'findings': findings, 'remaining': [dict(finding)
                                                 for finding in findings],
             'healed': [], 'skipped': skipped, 'errors': errors,
+            'host_exposure': [] if wanted is not None else [
+                self.node_exposure(entry['host']) for entry in hosts],
         }}
+
+    @staticmethod
+    def is_elastic(server: FakeServer) -> bool:
+        """``nova_ext.exposure.is_elastic``: a minimum in the embedded
+        flavor, or a recorded size."""
+        return (server.flavor.minimum(MINIMUM_CPU, server.embedded_specs)
+                is not None or
+                server.flavor.minimum(MINIMUM_MEMORY, server.embedded_specs)
+                is not None or server.recorded)
+
+    @staticmethod
+    def headroom(server: FakeServer) -> tuple[int, int]:
+        """``nova_ext.exposure.instance_headroom`` of a server holding its
+        current size: up to the flavor's maximum where it is elastic."""
+        conflicts = server.limits().conflicts
+        return (0 if VCPUS in conflicts
+                else max(0, server.flavor.vcpus - server.vcpus),
+                0 if MEMORY in conflicts
+                else max(0, server.flavor.memory_mb - server.memory_mb))
+
+    def node_exposure(self, name: str) -> dict[str, Any]:
+        """``nova_ext.exposure.HostExposure.to_dict`` of a host."""
+        host = self.hosts.get(name) or FakeHost(name)
+        on_host = [server for server in self.servers.values()
+                   if server.host == name]
+        elastic = [server for server in on_host if self.is_elastic(server)]
+        entry = {'host': name, 'node': name,
+                 'resource_provider': host.resource_provider,
+                 'elastic_instances': len(elastic),
+                 'vcpus': None, 'memory_mb': None, 'over_capacity': False,
+                 'error': None}
+        if host.placement_error:
+            entry['error'] = (f'placement could not be read for resource '
+                              f'provider {host.resource_provider}: '
+                              f'{host.placement_error}')
+            return entry
+        grow = [self.headroom(server) for server in elastic]
+        entry['vcpus'] = exposure_dimension(
+            host.vcpus, host.reserved_vcpus, host.cpu_allocation_ratio,
+            sum(server.vcpus for server in on_host) + host.other_vcpus,
+            sum(vcpus for vcpus, _memory in grow))
+        entry['memory_mb'] = exposure_dimension(
+            host.memory_mb, host.reserved_memory_mb,
+            host.ram_allocation_ratio,
+            sum(server.memory_mb for server in on_host) +
+            host.other_memory_mb,
+            sum(memory for _vcpus, memory in grow))
+        entry['over_capacity'] = (entry['vcpus']['over_capacity'] or
+                                  entry['memory_mb']['over_capacity'])
+        return entry
+
+    def _host_exposure(self, query: dict[str, Any]) -> dict[str, Any]:
+        """``GET /os-xloud-host-exposure``: every host, or ``host``."""
+        extra = set(query) - {'host'}
+        host = query.get('host')
+        if extra or isinstance(host, list) or host == '':
+            raise HTTPError(400, 'Invalid input for query parameters.')
+        names = sorted(set(self.hosts) |
+                       {server.host for server in self.servers.values()})
+        if host is not None:
+            if host not in names:
+                raise HTTPError(404, f'Compute host {host} could not be '
+                                     f'found.')
+            names = [host]
+        entries = [self.node_exposure(name) for name in names]
+        return {'host_exposure': {
+            'host': host, 'hosts': entries,
+            'errors': [entry['error'] for entry in entries
+                       if entry['error']]}}
 
     def _adjust(self, server: FakeServer, body: Any) -> dict[str, Any]:
         """``nova_ext.api.controller.adjust``'s checks, in its order."""

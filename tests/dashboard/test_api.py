@@ -62,7 +62,8 @@ def nova_schemas() -> dict:
     code = ('import json; from nova_ext.api import schemas; print(json.dumps('
             '{name: getattr(schemas, name) for name in ("audit_response", '
             '"index_response", "show_response", "flavor_minimums_response", '
-            '"flavor_minimums_apply_response")}))')
+            '"flavor_minimums_apply_response", '
+            '"host_exposure_response")}))')
     result = subprocess.run(
         [sys.executable, '-c', code], capture_output=True, text=True,
         check=True, timeout=120, cwd=root,
@@ -423,6 +424,21 @@ def test_fake_answers_match_the_extensions_schemas(cloud, nova_schemas):
         assert status == 200
         assert_matches(nova_schemas['flavor_minimums_apply_response'], body)
     assert body['flavor_minimums']['servers'][0]['result'] == 'busy'
+    # Host exposure: a host over capacity, one placement did not answer
+    # for, every host and one.
+    cloud.add_host('compute-1', memory_mb=8192)
+    cloud.add_host('compute-3', placement_error='HTTP 503')
+    for query in ({}, {'host': 'compute-1'}, {'host': 'compute-3'}):
+        status, body = cloud.handle('GET', '/v2.1/os-xloud-host-exposure',
+                                    query, None)
+        assert status == 200
+        assert_matches(nova_schemas['host_exposure_response'], body)
+    assert [host['over_capacity'] for host in body['host_exposure'][
+        'hosts']] == [False]
+    status, body = cloud.handle('GET', '/v2.1/os-xloud-audit', {}, None)
+    assert_matches(nova_schemas['audit_response'], body)
+    assert [node['host'] for node in body['audit']['host_exposure']] == [
+        'compute-1', 'compute-2']
 
 
 # Flavors, images and records that the extension's rules treat
@@ -485,8 +501,9 @@ def real_sizes(cases: list[dict]) -> list[dict]:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def test_fake_sizes_follow_the_extensions_rules():
-    """Floors, boot sizes and reasons of the fake are nova_ext's."""
+def parity_servers() -> tuple[fakecloud.FakeCloud, list, list[dict]]:
+    """A fake cloud with a server of each PARITY_CASES and an adjusted
+    one, and each server as a case for the real code."""
     cloud = fakecloud.FakeCloud()
     servers = []
     for index, (_name, (vcpus, memory_mb, specs), image) in enumerate(
@@ -520,6 +537,12 @@ def test_fake_sizes_follow_the_extensions_rules():
                          'extra_specs': server.embedded_specs},
               'image': server.image_properties, 'record': record(server)}
              for server in servers]
+    return cloud, servers, cases
+
+
+def test_fake_sizes_follow_the_extensions_rules():
+    """Floors, boot sizes and reasons of the fake are nova_ext's."""
+    cloud, servers, cases = parity_servers()
     real = real_sizes(cases)
     names = [name for name, _flavor, _image in PARITY_CASES] + ['adjusted']
     for name, server, expected in zip(names, servers, real, strict=True):
@@ -531,6 +554,69 @@ def test_fake_sizes_follow_the_extensions_rules():
     # The rules did differ between the cases.
     assert len({json.dumps([size['min_vcpus'], size['min_memory_mb'],
                             size['not_adjustable']]) for size in real}) >= 8
+
+
+_REAL_HEADROOM = '''
+import json, sys
+from nova import objects
+objects.register_all()
+from nova_ext import exposure
+out = []
+for case in json.load(sys.stdin):
+    flavor = objects.Flavor(**case['flavor'])
+    sysmeta = {'image_' + key: value
+               for key, value in case['image'].items()}
+    sysmeta.update(case['record'])
+    instance = objects.Instance(
+        uuid=case['id'], host=case['host'], node=case['host'],
+        system_metadata=sysmeta, flavor=flavor)
+    out.append([exposure.is_elastic(instance),
+                list(exposure.instance_headroom(instance, case['held']))])
+print(json.dumps(out))
+'''
+
+
+def test_fake_exposure_follows_the_extensions_rules():
+    """Which servers count and what each adds at its maximum, as
+    ``nova_ext.exposure`` says, for servers holding their current size."""
+    cloud, servers, cases = parity_servers()
+    for case, server in zip(cases, servers, strict=True):
+        case['held'] = {'VCPU': server.vcpus, 'MEMORY_MB': server.memory_mb}
+    root = pathlib.Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, '-c', _REAL_HEADROOM], input=json.dumps(cases),
+        capture_output=True, text=True, check=True, timeout=120, cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    real = json.loads(result.stdout.splitlines()[-1])
+    fake = [[cloud.is_elastic(server), list(cloud.headroom(server))]
+            for server in servers]
+    assert fake == real
+    # The rules did differ between the cases.
+    assert len({json.dumps(entry) for entry in real}) >= 4
+
+
+def test_host_exposure_is_one_call(request_, cloud):
+    cloud.add_host('compute-1', memory_mb=8192)
+    hosts, errors = elastic.host_exposure_list(request_)
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-host-exposure')]
+    assert errors == ()
+    assert [(host.name, host.over_capacity) for host in hosts] == [
+        ('compute-1', True), ('compute-2', False)]
+    compute1 = hosts[0]
+    assert compute1.memory_mb.capacity == 8192 - 512
+    assert compute1.memory_mb.potential == (
+        compute1.memory_mb.allocated + compute1.memory_mb.headroom)
+    assert compute1.vcpus.allocation_ratio == 4.0
+
+    one, _errors = elastic.host_exposure_list(request_, host='compute-2')
+    assert [host.name for host in one] == ['compute-2']
+    with pytest.raises(exceptions.NotFound):
+        elastic.host_exposure_list(request_, host='nowhere')
+    cloud.host_exposure_error = 403
+    with pytest.raises(exceptions.ApiError) as raised:
+        elastic.host_exposure_list(request_)
+    assert raised.value.status_code == 403
+    assert 'host_exposure' in raised.value.message
 
 
 def test_sync_states_of_a_page_are_one_call(request_, cloud):

@@ -421,3 +421,70 @@ def test_rows_say_why_they_cannot_be_adjusted(panel, cloud):
     panel.wait_for_message('Adjusting instance "resident-vm" to 3 vCPUs')
     # Memory left alone: the flavor's, as it is not elastic.
     assert servers['resident'].pending == (3, 4096)
+
+
+def test_host_exposure_chart_highlights_a_host_over_capacity(panel, cloud):
+    # compute-1 runs vm-0000 (2 of 8 vCPUs, 4 of 16 GB), vm-0002 and
+    # vm-0004 (1 of 4, 1 of 4 GB each): 6 GB allocated, 24 GB at their
+    # maximum, above the 15.5 GB its 16 GB leave for guests. compute-2
+    # runs the same on the default 32 GB.
+    cloud.add_host('compute-1', memory_mb=16384)
+    panel.open()
+    panel.find('a[data-target="#elastic_sizing__host_exposure"]').click()
+    charts = panel.find('.xloud-exposure-charts[data-drawn="true"]')
+    table = panel.visible('table#host_exposure')
+    over = table.find_elements(By.CSS_SELECTOR, 'tr.xloud-over-capacity')
+    assert [row.get_attribute('data-host') for row in over] == ['compute-1']
+    assert 'Over capacity' in over[0].text
+    within = table.find_element(By.CSS_SELECTOR, 'tr[data-host="compute-2"]')
+    assert 'Within capacity' in within.text
+
+    def background(row):
+        return panel.driver.execute_script(
+            'return getComputedStyle(arguments[0]).backgroundColor;',
+            row.find_element(By.TAG_NAME, 'td'))
+
+    assert background(over[0]) != background(within)
+    assert cloud.calls.count(('GET', '/v2.1/os-xloud-host-exposure')) == 1
+
+    def bars(dimension):
+        return {bar.get_attribute('data-host'): bar
+                for bar in charts.find_elements(
+                    By.CSS_SELECTOR, f'.xloud-exposure-chart[data-dimension='
+                                     f'"{dimension}"] g.xloud-exposure-host')}
+
+    memory, vcpus = bars('memory_mb'), bars('vcpus')
+    assert sorted(memory) == sorted(vcpus) == ['compute-1', 'compute-2']
+    classes = {host: bar.get_attribute('class').split()
+               for host, bar in memory.items()}
+    assert 'xloud-exposure-over' in classes['compute-1']
+    assert 'xloud-exposure-over' not in classes['compute-2']
+    assert not any('xloud-exposure-over' in bar.get_attribute('class')
+                   for bar in vcpus.values())
+
+    def geometry(bar):
+        """The SVG y of the top of the stacked bar and of the capacity
+        line (smaller is higher)."""
+        headroom = bar.find_element(By.CSS_SELECTOR,
+                                    'rect.xloud-exposure-headroom')
+        line = bar.find_element(By.CSS_SELECTOR,
+                                'line.xloud-exposure-capacity')
+        return (float(headroom.get_attribute('y')),
+                float(line.get_attribute('y1')), headroom)
+
+    top, capacity, headroom = geometry(memory['compute-1'])
+    assert top < capacity
+    # Highlighted by the compiled stylesheet: the failed colour.
+    assert panel.driver.execute_script(
+        'return getComputedStyle(arguments[0]).fill;',
+        headroom) == 'rgb(217, 83, 79)'
+    top, capacity, headroom = geometry(memory['compute-2'])
+    assert top > capacity
+    assert panel.driver.execute_script(
+        'return getComputedStyle(arguments[0]).fill;',
+        headroom) != 'rgb(217, 83, 79)'
+    panel.driver.execute_script('arguments[0].scrollIntoView();', charts)
+    panel.screenshot('19-host-exposure')
+    # The tabs are sticky: leave the panel on its first tab.
+    panel.find('a[data-target="#elastic_sizing__instances"]').click()
+    panel.visible('table#instances')

@@ -20,8 +20,8 @@ def test_collectstatic_finds_the_plugin_assets(production_static):
     name = 'xloud_dashboard/scss/elastic_sizing.scss'
     assert (production_static / name).read_text() == (
         ROOT / 'static' / name).read_text()
-    assert (production_static / 'xloud_dashboard/js/elastic_sizing.js'
-            ).is_file()
+    for script in ('elastic_sizing.js', 'host_exposure.js'):
+        assert (production_static / 'xloud_dashboard/js' / script).is_file()
 
 
 def test_offline_compress_includes_the_plugin(production_static):
@@ -33,6 +33,9 @@ def test_offline_compress_includes_the_plugin(production_static):
                and '$xloud' not in text for text in css)
     js = [path.read_text() for path in (output / 'js').iterdir()]
     assert any('xloud-memory-hint' in text for text in js)
+    assert any('xloud-exposure-headroom' in text for text in js)
+    assert any('.xloud-host-exposure .xloud-exposure-over '
+               '.xloud-exposure-headroom' in text for text in css)
 
 
 def test_wheel_carries_what_production_needs(tmp_path):
@@ -46,8 +49,10 @@ def test_wheel_carries_what_production_needs(tmp_path):
             'xloud_dashboard/enabled/_2190_admin_elastic_sizing_panel.py',
             'xloud_dashboard/static/xloud_dashboard/scss/elastic_sizing.scss',
             'xloud_dashboard/static/xloud_dashboard/js/elastic_sizing.js',
+            'xloud_dashboard/static/xloud_dashboard/js/host_exposure.js',
             'xloud_dashboard/templates/xloud_dashboard/_size_limits.html',
             'xloud_dashboard/conf/nova_policy/xloud_elastic_sizing.yaml',
             panel + 'templates/elastic_sizing/_adjust.html',
+            panel + 'templates/elastic_sizing/_host_exposure.html',
             panel + 'panel.py'):
         assert expected in names, expected

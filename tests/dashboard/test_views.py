@@ -20,6 +20,7 @@ from tests.dashboard import fakecloud
 from xloud_dashboard import exceptions
 from xloud_dashboard.api import elastic
 from xloud_dashboard.dashboards.admin.elastic_sizing import forms
+from xloud_dashboard.dashboards.admin.elastic_sizing import tables as es_tables
 
 INDEX_URL = reverse('horizon:admin:elastic_sizing:index')
 BULK_URL = reverse('horizon:admin:elastic_sizing:bulk_adjust')
@@ -146,6 +147,21 @@ class IndexTests(ElasticSizingTestCase):
         failed_row = content[content.index(
             f'id="instances__row__{self.large.id}"') - 300:]
         self.assertIn('Failed', failed_row[:failed_row.index('</tr>')])
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_partial_row_stops_polling_and_says_so(self):
+        partial = self.cloud.servers[self.small.id]
+        partial.adjustment_status = 'partial'
+        partial.error = 'partial, applied 3 vCPUs; the guest runs 2 online'
+        self.mock_instance_size_list.return_value = (sizes_of(self.cloud),
+                                                     False)
+        content = self.client.get(INDEX_URL).content.decode()
+        row = content[content.index(
+            f'id="instances__row__{self.small.id}"') - 300:]
+        row = row[:row.index('</tr>')]
+        self.assertIn('Not in the guest', row)
+        # Horizon polls a row while its status is unknown, not once down.
+        self.assertIn('class="ajax-update status_down"', row)
 
     @helpers.create_mocks({elastic: ['instance_size_get']})
     def test_row_update_uses_single_get(self):
@@ -1067,3 +1083,129 @@ class PanelTests(helpers.BaseAdminViewTests):
         dashboard = horizon.get_dashboard('admin')
         group = dashboard.get_panel_group('compute')
         self.assertIn('elastic_sizing', [panel.slug for panel in group])
+
+
+EXPOSURE_URL = INDEX_URL + '?tab=elastic_sizing__host_exposure'
+
+
+def deny_host_exposure(actions, request, target=None):
+    return all(rule != 'xloud:elastic_sizing:host_exposure'
+               for _scope, rule in actions)
+
+
+class HostExposureTabTests(ElasticSizingTestCase):
+    """The Host Exposure tab: one call, a chart's data and its table."""
+
+    def setUp(self):
+        super().setUp()
+        # compute-1 runs vm-0000 (2 of 8 vCPUs, 4096 of 16384 MB) and
+        # vm-0002 (1 of 4, 1024 of 4096): 5120 MB allocated, 20480 at
+        # their maximum, above the 15872 MB its 16384 leave for guests;
+        # compute-2 runs the same on the default 32768.
+        self.cloud.add_host('compute-1', memory_mb=16384)
+        self.hosts = [elastic.HostExposure.from_api(entry) for entry in
+                      self.cloud._host_exposure({})['host_exposure'][
+                          'hosts']]
+
+    def rows(self, res) -> dict:
+        table = res.context['tab_group'].get_tab('host_exposure')._tables[
+            'host_exposure']
+        return {row.datum.name: row for row in table.get_rows()}
+
+    @helpers.create_mocks({elastic: ['host_exposure_list']})
+    def test_hosts_over_capacity_are_highlighted(self):
+        self.mock_host_exposure_list.return_value = (self.hosts, ())
+        res = self.client.get(EXPOSURE_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertTemplateUsed(res,
+                                'admin/elastic_sizing/_host_exposure.html')
+        rows = self.rows(res)
+        self.assertEqual(['compute-1', 'compute-2'], sorted(rows))
+        self.assertIn('xloud-over-capacity', rows['compute-1'].classes)
+        self.assertNotIn('xloud-over-capacity', rows['compute-2'].classes)
+        cells = {name: {key: html.unescape(str(cell.value))
+                        for key, cell in row.cells.items()}
+                 for name, row in rows.items()}
+        self.assertEqual(
+            {'elastic_instances': '2', 'vcpus_capacity': '64',
+             'vcpus_allocated': '3', 'vcpus_headroom': '9',
+             'vcpus_potential': '12',
+             'memory_capacity': str(es_tables.memory(15872)),
+             'memory_allocated': str(es_tables.memory(5120)),
+             'memory_headroom': str(es_tables.memory(15360)),
+             'memory_potential': str(es_tables.memory(20480)),
+             'status': 'Over capacity'},
+            {key: cells['compute-1'][key] for key in (
+                'elastic_instances', 'vcpus_capacity', 'vcpus_allocated',
+                'vcpus_headroom', 'vcpus_potential', 'memory_capacity',
+                'memory_allocated', 'memory_headroom', 'memory_potential',
+                'status')})
+        self.assertEqual('Within capacity', cells['compute-2']['status'])
+        # The chart's numbers, in units, beside the table.
+        self.assertEqual(
+            [{'host': 'compute-1', 'over_capacity': True,
+              'vcpus': {'capacity': 64, 'allocated': 3, 'headroom': 9,
+                        'over_capacity': False},
+              'memory_mb': {'capacity': 15872, 'allocated': 5120,
+                            'headroom': 15360, 'over_capacity': True}},
+             {'host': 'compute-2', 'over_capacity': False,
+              'vcpus': {'capacity': 64, 'allocated': 3, 'headroom': 9,
+                        'over_capacity': False},
+              'memory_mb': {'capacity': 32256, 'allocated': 5120,
+                            'headroom': 15360, 'over_capacity': False}}],
+            res.context['chart_data'])
+        self.assertContains(res, 'id="xloud-host-exposure-data"')
+        self.assertContains(res, 'class="xloud-exposure-charts d3-container"')
+        self.mock_host_exposure_list.assert_called_once_with(
+            helpers.IsHttpRequest())
+
+    @helpers.create_mocks({elastic: ['host_exposure_list']})
+    def test_a_host_placement_did_not_answer_for(self):
+        self.cloud.hosts['compute-1'].placement_error = 'HTTP 503'
+        hosts = [elastic.HostExposure.from_api(entry) for entry in
+                 self.cloud._host_exposure({})['host_exposure']['hosts']]
+        self.mock_host_exposure_list.return_value = (
+            hosts, ('Cell cell2 could not be read: did not answer in time; '
+                    'its hosts are not shown.',))
+        res = self.client.get(EXPOSURE_URL)
+        self.assertEqual(res.status_code, 200)
+        rows = self.rows(res)
+        self.assertEqual('Not read',
+                         str(rows['compute-1'].cells['status'].value))
+        self.assertContains(res, 'placement could not be read for resource '
+                                 'provider')
+        self.assertContains(res, 'Cell cell2 could not be read')
+        self.assertEqual(['compute-2'],
+                         [host['host'] for host in res.context['chart_data']])
+
+    @helpers.create_mocks({elastic: ['host_exposure_list']})
+    def test_error_shows_message(self):
+        self.mock_host_exposure_list.side_effect = exceptions.ApiError(
+            'boom', 500)
+        res = self.client.get(EXPOSURE_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertMessageCount(res, error=1)
+        self.assertNotContains(res, 'xloud-host-exposure-data')
+
+    @override_settings(
+        POLICY_CHECK_FUNCTION='tests.dashboard.test_views.deny_host_exposure')
+    @helpers.create_mocks({elastic: ['instance_size_list',
+                                     'host_exposure_list']})
+    def test_no_tab_without_the_policy(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, 'elastic_sizing__host_exposure')
+        self.assertIsNone(res.context['tab_group'].get_tab('host_exposure'))
+        self.mock_host_exposure_list.assert_not_called()
+
+    @override_settings(POLICY_CHECK_FUNCTION='openstack_auth.policy.check')
+    @helpers.create_mocks({elastic: ['instance_size_list',
+                                     'host_exposure_list']})
+    def test_admin_passes_the_shipped_rule(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'elastic_sizing__host_exposure')
+        # Loaded when opened, not with the page.
+        self.mock_host_exposure_list.assert_not_called()

@@ -15,7 +15,19 @@ with libvirt's QEMU driver:
   count change moves ``<vcpus>``' ``hotpluggable`` and ``order`` (the test
   driver keeps them as they are);
 * a paused guest's balloon (QEMU: it waits for the guest; the test driver
-  has no guest and moves it at once).
+  has no guest and moves it at once);
+* the balloon's statistics (QEMU: only once a period is set and the
+  guest's driver has sent them, and its ``rss`` the fake leaves out; the
+  test driver: all of them, made up from ``actual``, whatever the period)
+  and a statistics period set LIVE|CONFIG in one call (QEMU takes it, the
+  test driver does not);
+* the guest agent's calls: the test driver implements none of them
+  (``guestVcpus``, ``setGuestVcpus``, ``guestInfo``: "this function is not
+  supported"), so only the way libvirt-python hands back a failing
+  ``guestVcpus`` (None, the error in ``virGetLastError``) is compared
+  here; their answers and libvirt's QEMU words are checked in
+  tests/nova/test_compute_guest.py and against real QEMU in
+  tests/realguest.
 """
 
 import inspect
@@ -208,7 +220,9 @@ def test_stopped_domain(domains):
     fake_domain.destroy()
     for method, args in [('setVcpusFlags', (3, LIVE)),
                          ('setMemoryFlags', (1024, LIVE)),
-                         ('vcpusFlags', (LIVE,))]:
+                         ('vcpusFlags', (LIVE,)),
+                         ('memoryStats', ()),
+                         ('setMemoryStatsPeriod', (5, LIVE))]:
         real = _outcome(real_domain, method, args, libvirt)
         fake = _outcome(fake_domain, method, args, nova_fake)
         assert real[0] == fake[0] == 'error'
@@ -246,6 +260,88 @@ def test_paused_balloon_waits_for_the_guest():
     assert domain.info()[2] == 3 * 1024 * 1024
     domain.resume()
     assert domain.memoryStats()['actual'] == 2 * 1024 * 1024
+
+
+def _stats_period(domain, flags: int = 0) -> str | None:
+    stats = etree.fromstring(domain.XMLDesc(flags)).find(
+        'devices/memballoon/stats')
+    return None if stats is None else stats.get('period')
+
+
+def test_memory_statistics(domains):
+    real_domain, fake_domain = domains
+    for domain in domains:
+        assert _stats_period(domain) is None
+        assert domain.setMemoryStatsPeriod(5, LIVE) == 0
+        assert domain.setMemoryStatsPeriod(7, CONFIG) == 0
+        domain.setMemoryFlags(3 * 1024 * 1024, LIVE)
+    assert [_stats_period(fake_domain), _stats_period(fake_domain, INACTIVE)
+            ] == [_stats_period(real_domain),
+                  _stats_period(real_domain, INACTIVE)] == ['5', '7']
+    real, fake = real_domain.memoryStats(), fake_domain.memoryStats()
+    assert set(fake) == set(real) - {'rss'}
+    assert fake['actual'] == real['actual'] == 3 * 1024 * 1024
+    for method, args in [('setMemoryStatsPeriod', (-1, LIVE))]:
+        real = _outcome(real_domain, method, args, libvirt)
+        fake = _outcome(fake_domain, method, args, nova_fake)
+        assert real[0] == fake[0] == 'error'
+        assert fake[1:] == real[1:], method
+
+
+def test_statistics_period_needs_a_balloon():
+    xml = XML.replace("<memballoon model='virtio'/>",
+                      "<memballoon model='none'/>")
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
+    conn = libvirt.open('test:///default')
+    real = conn.defineXML(xml.format(type='test', name='parity',
+                                     uuid=uuid.uuid4(), **ELASTIC))
+    fake = nova_fake.Connection('test:///default').defineXML(xml.format(
+        type='kvm', name='parity', uuid=uuid.uuid4(), **ELASTIC))
+    try:
+        for running in (False, True):
+            real_answer = _outcome(real, 'setMemoryStatsPeriod', (5, CONFIG),
+                                   libvirt)
+            fake_answer = _outcome(fake, 'setMemoryStatsPeriod', (5, CONFIG),
+                                   nova_fake)
+            assert real_answer[0] == fake_answer[0] == 'error'
+            # libvirt's module names code 1 VIR_ERR_WARNING too.
+            assert 'VIR_ERR_INTERNAL_ERROR' in real_answer[1] & fake_answer[1]
+            assert fake_answer[2] == real_answer[2], running
+            if not running:
+                real.create()
+                fake.create()
+        assert fake.memoryStats() == {}
+        assert real.memoryStats() == {}
+    finally:
+        if real.isActive():
+            real.destroy()
+        real.undefine()
+        conn.close()
+
+
+def test_failing_guest_vcpus_returns_none(domains):
+    # libvirt-python's guestVcpus() returns None instead of raising (its
+    # C binding returns None, the wrapper tests for -1); the fake does the
+    # same, with the error where libvirt leaves it.
+    real_domain, fake_domain = domains
+    assert real_domain.guestVcpus() is None
+    real_error = libvirt.virGetLastError()
+    assert real_error[0] == libvirt.VIR_ERR_NO_SUPPORT
+    assert fake_domain.guestVcpus() is None
+    fake_error = nova_fake.virGetLastError()
+    # No agent channel in the domain: libvirt's QEMU driver's words.
+    assert fake_error[0] == nova_fake.VIR_ERR_ARGUMENT_UNSUPPORTED
+    assert fake_error[2] == ('argument unsupported: QEMU guest agent is not '
+                             'configured')
+    assert len(fake_error) == len(real_error)
+    # guestInfo() raises, in both.
+    hostname = libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME
+    with pytest.raises(libvirt.libvirtError) as real_refusal:
+        real_domain.guestInfo(hostname, 0)
+    assert real_refusal.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT
+    with pytest.raises(nova_fake.libvirtError) as fake_refusal:
+        fake_domain.guestInfo(hostname, 0)
+    assert str(fake_refusal.value) == fake_error[2]
 
 
 # The managed save calls, as Nova makes them: suspend saves the guest,

@@ -171,3 +171,67 @@ def test_balloon_not_reached_is_not_confirmed(domain):
                           confirm_timeout=0.3)
     assert (e.value.requested, e.value.observed) == (1024, 2048)
     assert _config_memory_kib(domain) == 2048 * 1024
+
+
+AGENT_DOMAIN_XML = """<domain type='test'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='KiB'>4194304</memory>
+  <currentMemory unit='KiB'>2097152</currentMemory>
+  <vcpu current='2'>4</vcpu>
+  <os><type>hvm</type></os>
+  <devices>
+    <channel type='unix'>
+      <source mode='bind' path='/nonexistent/{name}.agent'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <memballoon model='virtio'/>
+  </devices>
+</domain>"""
+
+
+def test_guest_without_agent_channel_is_not_asked(domain):
+    view = live.read_guest(domain)
+    assert (view.agent, view.online_vcpus, view.agent_error) == (
+        live.AGENT_NOT_CONFIGURED, None, None)
+    assert live.online_plugged_vcpus(domain, timeout=0) == set()
+    assert live.offline_before_unplug(domain, 1) == set()
+
+
+def test_guest_agent_failure_in_libvirts_words(conn):
+    # The test driver implements no guest agent call: guestVcpus() comes
+    # back None (libvirt-python does not raise there), the words come from
+    # guestInfo(), which raises.
+    name = f'agent-{uuid.uuid4().hex[:8]}'
+    dom = conn.defineXML(AGENT_DOMAIN_XML.format(name=name,
+                                                 uuid=uuid.uuid4()))
+    dom.create()
+    try:
+        assert live.has_agent_channel(dom)
+        assert dom.guestVcpus() is None
+        view = live.read_guest(dom)
+        assert view.agent == live.AGENT_NOT_ANSWERING
+        assert view.agent_error == (
+            'this function is not supported by the connection driver: '
+            'virDomainGetGuestInfo')
+        # The test driver makes its statistics up, with no period and a
+        # last_update of 1989: not current, so not the guest's view.
+        stats = dom.memoryStats()
+        assert (stats['usable'], stats['last_update']) == (
+            1024 * 1024, 627319920)
+        assert (view.available_memory_mb, view.usable_memory_mb) == (
+            None, None)
+        assert live.online_plugged_vcpus(dom, timeout=0) == set()
+        with pytest.raises(live.GuestAgentError) as refused:
+            live.set_guest_vcpus(dom, {1}, online=True)
+        assert 'virDomainSetGuestVcpus' in str(refused.value)
+    finally:
+        dom.destroy()
+        dom.undefine()
+
+
+@pytest.mark.parametrize('text, ids', [
+    ('', set()), ('0', {0}), ('0-2,5', {0, 1, 2, 5}), ('1,3-4', {1, 3, 4})])
+def test_cpulists_as_libvirt_formats_them(text, ids):
+    assert live.parse_cpulist(text) == ids
+    assert live.parse_cpulist(live.format_cpulist(ids)) == ids

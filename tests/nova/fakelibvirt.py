@@ -6,9 +6,12 @@ list, and has no ``setVcpusFlags``, ``setMemoryFlags`` or ``vcpusFlags``.
 :class:`ElasticDomain` adds them the way libvirt's QEMU driver behaves: a
 persistent definition and a live state that starts from it, the same flag
 rules, which vCPUs can be unplugged and how a count change moves the
-``<vcpus>`` flags, a balloon that moves only while the guest runs, and
-libvirt's own error messages and codes (tests/libvirt and tests/realguest
-compare it with libvirt's test driver and with real QEMU).
+``<vcpus>`` flags, a balloon that moves only while the guest runs, the
+guest's own view through the QEMU guest agent (``guestVcpus``,
+``setGuestVcpus``) and the balloon's statistics (``memoryStats``,
+``setMemoryStatsPeriod``), and libvirt's own error messages and codes
+(tests/libvirt and tests/realguest compare it with libvirt's test driver
+and with real QEMU).
 :class:`ElasticLibvirtFixture` installs it over Nova's ``LibvirtFixture``
 and offers hooks to make a guest misbehave as real guests do.
 
@@ -17,6 +20,8 @@ Importable without pytest: the local cloud runs compute hosts with it.
 
 import dataclasses
 import itertools
+import threading
+import time
 
 import fixtures
 from lxml import etree
@@ -32,11 +37,15 @@ MISSING_CONSTANTS = {
     'VIR_DOMAIN_MEM_LIVE': 1,
     'VIR_DOMAIN_MEM_CONFIG': 2,
     'VIR_DOMAIN_MEM_MAXIMUM': 4,
+    'VIR_DOMAIN_GUEST_INFO_HOSTNAME': 8,
 }
 _LIVE = fakelibvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG
 _MAXIMUM = MISSING_CONSTANTS['VIR_DOMAIN_VCPU_MAXIMUM']
 _HOTPLUGGABLE = MISSING_CONSTANTS['VIR_DOMAIN_VCPU_HOTPLUGGABLE']
+
+# The virtio-serial port Nova adds for an image with hw_qemu_guest_agent.
+AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 _UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1,
              'kb': 1000 / 1024, 'm': 1024, 'mib': 1024,
@@ -68,6 +77,23 @@ class GuestBehaviour:
     releases_vcpus: bool = True
     # libvirt refuses the next call of a method: {name: (message, code)}.
     refuse: dict = dataclasses.field(default_factory=dict)
+    # The QEMU guest agent runs in the guest and has its channel open.
+    # Matters only for a domain with the agent channel; False: libvirt
+    # answers agent calls "QEMU guest agent is not connected".
+    guest_agent: bool = True
+    # The guest onlines a hot-plugged vCPU itself (a udev rule, or a
+    # kernel built to). False: the vCPU stays offline in the guest until
+    # the agent onlines it (setGuestVcpus).
+    onlines_vcpus: bool = True
+    # The balloon driver sends statistics once a period is set (Windows'
+    # driver without its service does not).
+    memory_stats: bool = True
+    # What the guest kernel keeps for itself (MemTotal falls short of
+    # what it has by it), and what its programs use, in KiB.
+    kernel_reserved_kib: int = 65536
+    memory_in_use_kib: int = 262144
+    # What the guest agent answers for its host name.
+    hostname: str = 'guest'
 
 
 def _error(message: str, code: int,
@@ -167,6 +193,49 @@ def _not_running():
                   fakelibvirt.VIR_ERR_OPERATION_INVALID)
 
 
+def format_cpulist(ids) -> str:
+    """``0-2,5``: libvirt's bitmap format (virBitmapFormat); '' for none."""
+    ranges = []
+    for vcpu_id in sorted(ids):
+        if ranges and ranges[-1][1] == vcpu_id - 1:
+            ranges[-1][1] = vcpu_id
+        else:
+            ranges.append([vcpu_id, vcpu_id])
+    return ','.join(str(low) if low == high else f'{low}-{high}'
+                    for low, high in ranges)
+
+
+def parse_cpulist(text: str) -> set[int]:
+    """libvirt's cpumap syntax (virBitmapParse): ``0-3,^2``, in order."""
+    ids: set[int] = set()
+    try:
+        for part in text.split(','):
+            part = part.strip()
+            excluded = part.startswith('^')
+            low, _dash, high = part.lstrip('^').partition('-')
+            first = int(low)
+            last = int(high) if high else first
+            if first < 0 or last < first or (excluded and high):
+                raise ValueError(part)
+            if excluded:
+                ids.discard(first)
+            else:
+                ids.update(range(first, last + 1))
+    except ValueError:
+        raise _invalid_arg(f"Failed to parse bitmap '{text}'")
+    return ids
+
+
+# libvirt-python returns None from guestVcpus() where it fails (its C
+# binding returns None, the wrapper tests for -1): the error is only the
+# calling thread's last libvirt error (virGetLastError).
+_last_error = threading.local()
+
+
+def virGetLastError():  # noqa: N802 - libvirt's name
+    return getattr(_last_error, 'err', None)
+
+
 class ElasticDomain(fakelibvirt.Domain):
     """A fake domain with a current vCPU count and a balloon."""
 
@@ -211,6 +280,20 @@ class ElasticDomain(fakelibvirt.Domain):
         balloon = tree.find('./devices/memballoon')
         definition['balloon'] = (balloon is not None
                                  and balloon.get('model') != 'none')
+        # Deflate-on-OOM (Nova always asks for it): Linux keeps the
+        # balloon's pages in MemTotal, so the guest's total stays all it
+        # was started with.
+        definition['autodeflate'] = (balloon is not None and
+                                     balloon.get('autodeflate') == 'on')
+        stats = tree.find('./devices/memballoon/stats')
+        definition['stats_period'] = (
+            int(stats.get('period', 0)) if stats is not None else 0)
+        # Nova's fake writes no channels back: the agent's is kept as
+        # given (a unix socket Nova names after the instance).
+        definition['agent_channel'] = next(
+            (etree.tostring(target.getparent(), encoding='unicode')
+             for target in tree.findall('./devices/channel/target')
+             if target.get('name') == AGENT_CHANNEL), None)
         return definition
 
     def _start_live(self):
@@ -227,7 +310,14 @@ class ElasticDomain(fakelibvirt.Domain):
                       'vcpu_states': vcpus,
                       'vcpus_listed': self._def['vcpus_listed'],
                       'memory': self._def['memory'],
-                      'balloon_target': self._def['current_memory']}
+                      'balloon_target': self._def['current_memory'],
+                      # The guest kernel brings up every vCPU present at
+                      # boot; a hot-plugged one maybe not (onlines_vcpus).
+                      'guest_offline': frozenset(),
+                      'stats_period': self._def['stats_period'],
+                      # What the balloon driver last sent; QEMU reports
+                      # last_update 0 until it sends anything.
+                      'guest_stats': {'last_update': 0}}
 
     def _live_memory(self) -> int:
         """What the guest holds: the balloon moves only with a driver, and
@@ -330,9 +420,14 @@ class ElasticDomain(fakelibvirt.Domain):
         vcpus = self._live_vcpus()
         online = self._live['vcpus']
         if nvcpus > online:
+            before = vcpus
             vcpus = _plugged(vcpus, nvcpus - online)
             # A plugged vCPU makes libvirt list every vCPU of the domain.
             self._live['vcpus_listed'] = True
+            if not self.behaviour.onlines_vcpus:
+                self._live['guest_offline'] |= {
+                    vcpu_id for vcpu_id, vcpu in enumerate(vcpus)
+                    if vcpu.enabled and not before[vcpu_id].enabled}
         elif nvcpus < online:
             # vCPU 0 and every vCPU QEMU started as part of -smp stay.
             removable = [vcpu_id for vcpu_id in range(len(vcpus) - 1, 0, -1)
@@ -351,6 +446,10 @@ class ElasticDomain(fakelibvirt.Domain):
             vcpus = _unplugged(vcpus, removable[:online - nvcpus])
         self._live['vcpu_states'] = vcpus
         self._live['vcpus'] = nvcpus
+        # A vCPU unplugged is gone from the guest too.
+        self._live['guest_offline'] = frozenset(
+            vcpu_id for vcpu_id in self._live['guest_offline']
+            if vcpus[vcpu_id].enabled)
 
     def _set_config_vcpus(self, nvcpus: int, hotpluggable: bool) -> None:
         """The persistent count as libvirt's QEMU driver changes it.
@@ -437,9 +536,140 @@ class ElasticDomain(fakelibvirt.Domain):
         return info
 
     def memoryStats(self):
-        if self._running() and self._def['balloon']:
-            return {'actual': self._live_memory()}
-        return {}
+        """What libvirt's QEMU driver reports (libvirt leaves out what
+        QEMU has no value for): the balloon's ``actual`` size and the
+        guest's statistics as its balloon driver last sent them, with
+        ``last_update`` the time QEMU got them (0: never). They flow while
+        a period is set and the driver runs; otherwise they stay as last
+        sent (tests/realguest compares with QEMU). ``rss``, a host
+        figure, is left out."""
+        if self._live is None or not self.isActive():
+            raise _error('Requested operation is not valid: domain is not '
+                         'running', fakelibvirt.VIR_ERR_OPERATION_INVALID,
+                         fakelibvirt.VIR_FROM_QEMU)
+        if not self._def['balloon']:
+            return {}
+        actual = self._live_memory()
+        behaviour = self.behaviour
+        if (self._live['stats_period'] and behaviour.balloon_driver
+                and behaviour.memory_stats):
+            total = (self._def['memory'] if self._def['autodeflate']
+                     else actual)
+            available = max(total - behaviour.kernel_reserved_kib, 0)
+            usable = max(actual - behaviour.kernel_reserved_kib -
+                         behaviour.memory_in_use_kib, 0)
+            disk_caches = usable // 4
+            self._live['guest_stats'] = {
+                'swap_in': 0, 'swap_out': 0, 'major_fault': 0,
+                'minor_fault': 0, 'unused': usable - disk_caches,
+                'available': available, 'usable': usable,
+                'last_update': int(time.time()),
+                'disk_caches': disk_caches, 'hugetlb_pgalloc': 0,
+                'hugetlb_pgfail': 0}
+        return {'actual': actual, **self._live['guest_stats']}
+
+    def setMemoryStatsPeriod(self, period, flags=0):
+        if period < 0:
+            raise _error('period in virDomainSetMemoryStatsPeriod must be '
+                         'zero or greater', fakelibvirt.VIR_ERR_INVALID_ARG)
+        live, config = self._affected(flags)
+        if not self._def['balloon']:
+            raise _error('internal error: No memory balloon device '
+                         'configured, can not set the collection period',
+                         fakelibvirt.VIR_ERR_INTERNAL_ERROR,
+                         fakelibvirt.VIR_FROM_QEMU)
+        if live:
+            self._live['stats_period'] = period
+        if config:
+            self._def['stats_period'] = period
+        return 0
+
+    def _agent_available(self) -> None:
+        """qemuDomainAgentAvailable: what libvirt checks first."""
+        if self._live is None or self._state != (
+                fakelibvirt.VIR_DOMAIN_RUNNING):
+            raise _error('Requested operation is not valid: domain is not '
+                         'running', fakelibvirt.VIR_ERR_OPERATION_INVALID,
+                         fakelibvirt.VIR_FROM_QEMU)
+        if not self._def['agent_channel']:
+            raise _error('argument unsupported: QEMU guest agent is not '
+                         'configured',
+                         fakelibvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                         fakelibvirt.VIR_FROM_QEMU)
+        if not self.behaviour.guest_agent:
+            raise _error('Guest agent is not responding: QEMU guest agent is '
+                         'not connected',
+                         fakelibvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                         fakelibvirt.VIR_FROM_QEMU)
+
+    def _guest_cpus(self) -> tuple[set[int], set[int]]:
+        """The vCPUs the guest has (those libvirt enabled), and those of
+        them it runs online."""
+        present = {vcpu_id for vcpu_id, vcpu in enumerate(self._live_vcpus())
+                   if vcpu.enabled}
+        return present, present - self._live['guest_offline']
+
+    def guestVcpus(self, flags=0):
+        """virDomainGetGuestVcpus through libvirt-python: cpu lists of the
+        vCPUs the guest has, those online and those it can offline (all
+        but vCPU 0, which Linux keeps), or None on any failure."""
+        _last_error.err = None
+        try:
+            if flags:
+                raise _invalid_arg(f'unsupported flags (0x{flags:x}) in '
+                                   f'function qemuDomainGetGuestVcpus')
+            self._agent_available()
+        except fakelibvirt.libvirtError as e:
+            # (code, domain, message, level, ...) as virGetLastError
+            # gives it; level 2 is VIR_ERR_ERROR.
+            _last_error.err = (e.err[0], e.err[1], str(e), 2) + tuple(
+                e.err[4:])
+            return None
+        present, online = self._guest_cpus()
+        return {'vcpus': format_cpulist(present),
+                'online': format_cpulist(online),
+                'offlinable': format_cpulist(present - {0})}
+
+    def guestInfo(self, types=0, flags=0):
+        """virDomainGetGuestInfo, of what the fake guest has: its host
+        name (asked for, or all types: 0); libvirt leaves out what the
+        agent cannot say."""
+        if flags:
+            raise _invalid_arg(f'unsupported flags (0x{flags:x}) in function '
+                               f'qemuDomainGetGuestInfo')
+        self._agent_available()
+        if types and not types & MISSING_CONSTANTS[
+                'VIR_DOMAIN_GUEST_INFO_HOSTNAME']:
+            return {}
+        return {'hostname': self.behaviour.hostname}
+
+    def setGuestVcpus(self, cpumap, state, flags=0):
+        """virDomainSetGuestVcpus: the vCPUs of ``cpumap`` online
+        (``state`` 1) or offline (0) in the guest, all or none."""
+        if flags:
+            raise _invalid_arg(f'unsupported flags (0x{flags:x}) in function '
+                               f'qemuDomainSetGuestVcpus')
+        wanted = parse_cpulist(cpumap)
+        self._agent_available()
+        self._refused('setGuestVcpus')
+        present, online = self._guest_cpus()
+        for vcpu_id in sorted(wanted & present):
+            if not state and vcpu_id == 0:
+                raise _error("Operation not supported: vCPU '0' is not "
+                             "offlinable",
+                             fakelibvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                             fakelibvirt.VIR_FROM_QEMU)
+        missing = wanted - present
+        if missing:
+            raise _invalid_arg(
+                f"guest is missing vCPUs '{format_cpulist(missing)}'")
+        offline = set(self._live['guest_offline'])
+        if state:
+            offline -= wanted
+        else:
+            offline |= wanted
+        self._live['guest_offline'] = frozenset(offline)
+        return 0
 
     def XMLDesc(self, flags):
         tree = etree.fromstring(super().XMLDesc(flags))
@@ -459,8 +689,25 @@ class ElasticDomain(fakelibvirt.Domain):
         if listed:
             vcpu.addnext(_format_vcpus(states))
         tree.find('./currentMemory').text = str(memory)
+        balloon = tree.find('./devices/memballoon')
         if not self._def['balloon']:
-            tree.find('./devices/memballoon').set('model', 'none')
+            balloon.set('model', 'none')
+        running = self._running() and not flags & (
+            fakelibvirt.VIR_DOMAIN_XML_INACTIVE)
+        period = (self._live['stats_period'] if running
+                  else self._def['stats_period'])
+        if self._def['balloon'] and period:
+            balloon.insert(0, etree.Element('stats', period=str(period)))
+        if self._def['agent_channel']:
+            channel = etree.fromstring(self._def['agent_channel'])
+            tree.find('./devices').append(channel)
+            target = channel.find('target')
+            # libvirt's QEMU driver shows whether the guest opened the
+            # port, in the live XML only.
+            target.attrib.pop('state', None)
+            if running:
+                target.set('state', 'connected' if self.behaviour.guest_agent
+                           else 'disconnected')
         return etree.tostring(tree, encoding='unicode')
 
 
@@ -491,6 +738,8 @@ class ElasticLibvirtFixture(fixtures.Fixture):
         for name, value in MISSING_CONSTANTS.items():
             self.useFixture(fixtures.MonkeyPatch(
                 f'nova.tests.fixtures.libvirt.{name}', value))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.virGetLastError', virGetLastError))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ext.virt.live.libvirt', fakelibvirt))
 

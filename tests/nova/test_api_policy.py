@@ -27,6 +27,7 @@ RULES = [
     ('xloud:elastic_sizing:audit', 'os_compute_api:xloud:audit',
      'rule:context_is_admin'),
     ('xloud:elastic_sizing:flavor_minimums', None, 'rule:context_is_admin'),
+    ('xloud:elastic_sizing:host_exposure', None, 'rule:context_is_admin'),
 ]
 RENAMED = [(name, former, default) for name, former, default in RULES
            if former is not None]
@@ -67,7 +68,7 @@ class PolicySampleTest(testtools.TestCase):
         self.assertEqual(
             [policies.ADJUST, policies.SHOW, policies.INDEX,
              policies.INDEX_ALL_TENANTS, policies.AUDIT,
-             policies.FLAVOR_MINIMUMS],
+             policies.FLAVOR_MINIMUMS, policies.HOST_EXPOSURE],
             [rule.name for rule in policies.list_rules()])
         self.assertEqual(
             [(name, former, default, former and default)

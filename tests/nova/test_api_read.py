@@ -69,6 +69,9 @@ class ReadTest(base.ElasticAPITestBase):
                 'not_adjustable': {'vcpus': None, 'memory_mb': None},
                 'adjustment': {'status': None, 'request_id': None,
                                'error': None},
+                'guest': {'agent': None, 'online_vcpus': None,
+                          'available_memory_mb': None,
+                          'usable_memory_mb': None, 'as_of': None},
                 'changes': [],
             }, resp.json()['server'])
             sent = self.rpc.sent[-1]
@@ -185,8 +188,9 @@ class ReadTest(base.ElasticAPITestBase):
             self.assertEqual([], resp.json()['servers_links'])
             shown = self._get(f'/os-xloud-adjust/{server_id}').json()
             # The list holds the same SIZE as the single GET's recorded
-            # one, without the change records.
+            # one, without the change records and the guest's view.
             self.assertEqual([], shown['server'].pop('changes'))
+            self.assertIsNone(shown['server'].pop('guest')['as_of'])
             self.assertEqual(shown['server'], servers[0])
         with self.subTest('all_tenants'):
             self.assertEqual(sorted([server_id, other_id]),

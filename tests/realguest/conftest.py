@@ -1,8 +1,11 @@
-"""Fixtures: the guest images, a private libvirtd, two booted guests.
+"""Fixtures: the guest images, a private libvirtd, the booted guests.
 
-The balloon guest boots at the flavor's minimum (1 vCPU, 512 MiB); the
-plain one (no balloon driver) as after a persisted grow to
-``guests.GROWN_VCPUS`` vCPUs.
+The balloon guest boots at the flavor's minimum (1 vCPU, 512 MiB), with
+the guest agent's channel and no agent behind it; the plain one (no
+balloon driver, no channel) as after a persisted grow to
+``guests.GROWN_VCPUS`` vCPUs. The agent guest (balloon driver, the QEMU
+guest agent, no onlining of hot-plugged CPUs in its ``/init``) boots at
+the minimum, on its own, for the tests that ask for it.
 """
 
 import contextlib
@@ -35,11 +38,21 @@ def progress(pytestconfig):
 
 
 @pytest.fixture(scope='session')
-def guest_images(progress) -> dict[str, images.GuestImage]:
-    """The kernel (downloaded once) and both initramfs, with and without
-    the balloon driver."""
+def guest_kernel(progress) -> images.Kernel:
+    """The Debian kernel and its modules, downloaded once."""
     try:
         kernel = images.fetch_kernel(progress=progress)
+    except images.GuestImageUnavailable as exc:
+        pytest.skip(f'no guest kernel: {exc}')
+    progress(f'guest kernel {kernel.package}')
+    return kernel
+
+
+@pytest.fixture(scope='session')
+def guest_images(guest_kernel) -> dict[str, images.GuestImage]:
+    """Both initramfs, with and without the balloon driver."""
+    kernel = guest_kernel
+    try:
         built = {
             'balloon': images.build_initramfs(
                 kernel, images.CACHE_DIR / 'initramfs-balloon.cpio',
@@ -49,8 +62,7 @@ def guest_images(progress) -> dict[str, images.GuestImage]:
                 balloon_driver=False),
         }
     except images.GuestImageUnavailable as exc:
-        pytest.skip(f'no guest kernel: {exc}')
-    progress(f'guest kernel {kernel.package}')
+        pytest.skip(f'no guest image: {exc}')
     return built
 
 
@@ -72,7 +84,8 @@ def booted_guests(libvirtd, guest_images, progress):
         for kind, image in guest_images.items():
             started[kind] = guests.define_and_start(
                 conn, f'xloud-realguest-{kind}', image, console_dir,
-                boot_vcpus=guests.GROWN_VCPUS if kind == 'plain' else None)
+                boot_vcpus=guests.GROWN_VCPUS if kind == 'plain' else None,
+                agent_channel=kind == 'balloon')
         progress('guests defined and started: ' + ', '.join(started))
         for guest in started.values():
             guest.console.wait_for(lambda view: True, BOOT_TIMEOUT,
@@ -82,4 +95,29 @@ def booted_guests(libvirtd, guest_images, progress):
     finally:
         for guest in started.values():
             guests.destroy(guest)
+        conn.close()
+
+
+@pytest.fixture(scope='session')
+def agent_guest(libvirtd, guest_kernel, progress):
+    """A guest running Debian's qemu-ga whose /init leaves hot-plugged
+    CPUs offline: they come online only through the agent."""
+    try:
+        image = images.build_initramfs(
+            guest_kernel, images.CACHE_DIR / 'initramfs-agent.cpio',
+            balloon_driver=True,
+            guest_agent=True, onlines_cpus=False)
+    except images.GuestImageUnavailable as exc:
+        pytest.skip(f'no guest agent image: {exc}')
+    conn = libvirtd.connect()
+    guest = guests.define_and_start(
+        conn, 'xloud-realguest-agent', image,
+        libvirtd.shared_dir('consoles'), agent_channel=True)
+    try:
+        guest.console.wait_for(lambda view: True, BOOT_TIMEOUT,
+                               'its first status line')
+        progress('agent guest booted')
+        yield guest
+    finally:
+        guests.destroy(guest)
         conn.close()

@@ -4,7 +4,9 @@ Nova's ``LibvirtConfigGuest`` with the flavor's maximum as ``<vcpu>`` and
 ``<memory>`` (as ``LibvirtDriver._get_guest_config`` sets them), the
 guest's architecture (as ``_configure_guest_by_virt_type``), Nova's virtio
 ``<memballoon>`` (as ``_guest_add_memory_balloon``), ACPI for CPU hotplug,
-a direct kernel boot and a serial console on a file. Without an image the
+a direct kernel boot, a serial console on a file and, for an image with
+``hw_qemu_guest_agent``, the agent's channel (as ``_add_qga_device``).
+Without an image the
 domain runs the firmware only: enough for what libvirt decides before the
 guest takes part.
 """
@@ -23,7 +25,8 @@ MEM_STATS_PERIOD_SECONDS = 10
 
 def guest_config(name: str, image: images.GuestImage | None,
                  max_vcpus: int, max_memory_mb: int,
-                 console_path: pathlib.Path | None = None
+                 console_path: pathlib.Path | None = None,
+                 agent_socket: pathlib.Path | None = None
                  ) -> vconfig.LibvirtConfigGuest:
     guest = vconfig.LibvirtConfigGuest()
     guest.virt_type = 'qemu'
@@ -47,6 +50,13 @@ def guest_config(name: str, image: images.GuestImage | None,
         serial.source_path = str(console_path)
         serial.target_port = 0
         guest.add_device(serial)
+
+    if agent_socket is not None:
+        channel = vconfig.LibvirtConfigGuestChannel()
+        channel.type = 'unix'
+        channel.target_name = images.AGENT_PORT_NAME
+        channel.source_path = str(agent_socket)
+        guest.add_device(channel)
 
     balloon = vconfig.LibvirtConfigMemoryBalloon()
     balloon.model = 'virtio'

@@ -98,21 +98,25 @@ def record_boot_size(instance: objects.Instance, vcpus: int,
 
 def define_and_start(conn: libvirt.virConnect, name: str,
                      image: images.GuestImage, console_dir: pathlib.Path,
-                     boot_vcpus: int | None = None) -> RealGuest:
+                     boot_vcpus: int | None = None,
+                     agent_channel: bool = False) -> RealGuest:
     """Define the guest from Nova's config with its elastic size, start it.
 
     The XML is Nova's ``LibvirtConfigGuest`` with the instance's boot size
     written by this project's ``apply_elastic_size``, as the compute driver
     writes it for every domain it generates. ``boot_vcpus`` records a
     persisted grow first: the guest boots as a regeneration after one
-    would.
+    would. ``agent_channel`` gives it the guest agent's channel, as Nova
+    does for an image with ``hw_qemu_guest_agent=yes``.
     """
     instance = elastic_instance()
     if boot_vcpus is not None:
         record_boot_size(instance, boot_vcpus, MINIMUM_MEMORY_MB)
     console_path = console_dir / f'{name}.console'
-    config = domain.guest_config(name, image, FLAVOR_VCPUS,
-                                 FLAVOR_MEMORY_MB, console_path)
+    config = domain.guest_config(
+        name, image, FLAVOR_VCPUS, FLAVOR_MEMORY_MB, console_path,
+        agent_socket=(console_dir / f'{name}.agent' if agent_channel
+                      else None))
     config.uuid = instance.uuid
     elastic_guest_config.apply_elastic_size(
         config, sizing.ElasticSize.from_instance(instance))

@@ -60,6 +60,8 @@ STATUS_ERROR_SERVER = 'ERROR'
 STATUS_ADJUSTING = 'adjusting'
 STATUS_SUCCESS = 'success'
 STATUS_ERROR = 'error'
+# Applied by libvirt, but the guest does not run with it (vCPUs offline).
+STATUS_PARTIAL = 'partial'
 
 # An instance's state in the audit's report.
 SYNC_IN_SYNC = 'in_sync'
@@ -803,3 +805,81 @@ def adjustment_history(request, server_id: str,
 
     compute_proxy(request)
     return _concurrently(detail, actions)
+
+
+HOST_EXPOSURE_PATH = '/os-xloud-host-exposure'
+
+
+@dataclasses.dataclass(frozen=True)
+class ExposureDimension:
+    """One resource of one compute host, as placement counts it: its
+    capacity, what is allocated, and what its elastic guests would add at
+    their maximum (``headroom``; ``potential`` is the sum)."""
+
+    capacity: int
+    allocated: int
+    headroom: int
+    potential: int
+    over_capacity: bool
+    total: int
+    reserved: int
+    allocation_ratio: float
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None
+                 ) -> ExposureDimension | None:
+        if body is None:
+            return None
+        return cls(capacity=body['capacity'], allocated=body['allocated'],
+                   headroom=body['headroom'], potential=body['potential'],
+                   over_capacity=body['over_capacity'], total=body['total'],
+                   reserved=body['reserved'],
+                   allocation_ratio=body['allocation_ratio'])
+
+
+@dataclasses.dataclass(frozen=True)
+class HostExposure:
+    """The burst exposure of one compute host (one compute node);
+    ``error`` when placement could not be read for it."""
+
+    host: str
+    node: str
+    resource_provider: str
+    elastic_instances: int
+    vcpus: ExposureDimension | None
+    memory_mb: ExposureDimension | None
+    over_capacity: bool
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.resource_provider
+
+    @property
+    def name(self) -> str:
+        """The host, and its node when that is named otherwise."""
+        if self.node == self.host:
+            return self.host
+        return f'{self.host} ({self.node})'
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> HostExposure:
+        return cls(host=body['host'], node=body['node'],
+                   resource_provider=body['resource_provider'],
+                   elastic_instances=body['elastic_instances'],
+                   vcpus=ExposureDimension.from_api(body['vcpus']),
+                   memory_mb=ExposureDimension.from_api(body['memory_mb']),
+                   over_capacity=body['over_capacity'],
+                   error=body.get('error'))
+
+
+def host_exposure_list(request, host: str | None = None
+                       ) -> tuple[list[HostExposure], tuple[str, ...]]:
+    """Every compute host's burst exposure (or ``host``'s), in one call,
+    with the errors that left hosts out."""
+    params = {'host': host} if host else {}
+    body = _get(request, HOST_EXPOSURE_PATH, EXTENSION_MICROVERSION,
+                params=params)
+    report = body['host_exposure']
+    return ([HostExposure.from_api(node) for node in report['hosts']],
+            tuple(report.get('errors') or ()))

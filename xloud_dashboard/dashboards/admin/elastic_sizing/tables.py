@@ -24,11 +24,12 @@ EXTRA_SPECS_POLICY = (
 )
 
 # An adjustment in flight keeps the row refreshing (status None); a failed
-# one marks the row as failed.
+# one, or one the guest did not take up, marks the row as failed.
 ADJUSTMENT_STATUS_CHOICES = (
     (elastic.STATUS_ADJUSTING, None),
     (elastic.STATUS_SUCCESS, True),
     (elastic.STATUS_ERROR, False),
+    (elastic.STATUS_PARTIAL, False),
     ('', True),
 )
 ADJUSTMENT_DISPLAY_CHOICES = (
@@ -36,6 +37,8 @@ ADJUSTMENT_DISPLAY_CHOICES = (
                                              "Adjusting")),
     (elastic.STATUS_SUCCESS, pgettext_lazy("Adjustment status", "Done")),
     (elastic.STATUS_ERROR, pgettext_lazy("Adjustment status", "Failed")),
+    (elastic.STATUS_PARTIAL, pgettext_lazy("Adjustment status",
+                                           "Not in the guest")),
 )
 RESULT_STATUS_CHOICES = (
     ('success', True),
@@ -324,3 +327,90 @@ class HistoryTable(tables.DataTable):
 
     def get_object_id(self, entry: elastic.HistoryEntry) -> str:
         return entry.request_id
+
+
+HOST_EXPOSURE_POLICY = (('compute', 'xloud:elastic_sizing:host_exposure'),)
+# A host a full burst would take over capacity marks its row as failed.
+EXPOSURE_STATUS_CHOICES = (
+    ('over', False),
+    ('within', True),
+    ('unknown', None),
+)
+EXPOSURE_DISPLAY_CHOICES = (
+    ('over', pgettext_lazy("Host exposure", "Over capacity")),
+    ('within', pgettext_lazy("Host exposure", "Within capacity")),
+    ('unknown', pgettext_lazy("Host exposure", "Not read")),
+)
+
+
+def exposure_status(host: elastic.HostExposure) -> str:
+    if host.error:
+        return 'unknown'
+    return 'over' if host.over_capacity else 'within'
+
+
+def _exposure_value(dimension_name: str, field: str, as_memory: bool):
+    def value(host: elastic.HostExposure) -> str:
+        dimension = getattr(host, dimension_name)
+        if dimension is None:
+            return '-'
+        number = getattr(dimension, field)
+        return memory(number) if as_memory else str(number)
+    return value
+
+
+class ExposureRow(tables.Row):
+
+    def load_cells(self, datum=None):
+        super().load_cells(datum)
+        if self.datum.over_capacity:
+            self.classes.extend(['danger', 'xloud-over-capacity'])
+        self.attrs['data-host'] = self.datum.name
+
+
+class HostExposureTable(tables.DataTable):
+    host = tables.Column('name', verbose_name=_("Host"))
+    elastic_instances = tables.Column(
+        'elastic_instances', verbose_name=_("Elastic Instances"))
+    vcpus_capacity = tables.Column(
+        _exposure_value('vcpus', 'capacity', False),
+        verbose_name=_("vCPU Capacity"),
+        help_text=_("(total - reserved) × allocation ratio, as placement "
+                    "counts it."))
+    vcpus_allocated = tables.Column(
+        _exposure_value('vcpus', 'allocated', False),
+        verbose_name=_("vCPUs Allocated"))
+    vcpus_headroom = tables.Column(
+        _exposure_value('vcpus', 'headroom', False),
+        verbose_name=_("vCPU Headroom to Max"),
+        help_text=_("What the elastic instances would add at their "
+                    "flavor's maximum."))
+    vcpus_potential = tables.Column(
+        _exposure_value('vcpus', 'potential', False),
+        verbose_name=_("vCPUs at Max"))
+    memory_capacity = tables.Column(
+        _exposure_value('memory_mb', 'capacity', True),
+        verbose_name=_("Memory Capacity"))
+    memory_allocated = tables.Column(
+        _exposure_value('memory_mb', 'allocated', True),
+        verbose_name=_("Memory Allocated"))
+    memory_headroom = tables.Column(
+        _exposure_value('memory_mb', 'headroom', True),
+        verbose_name=_("Memory Headroom to Max"))
+    memory_potential = tables.Column(
+        _exposure_value('memory_mb', 'potential', True),
+        verbose_name=_("Memory at Max"))
+    status = tables.Column(
+        exposure_status, verbose_name=_("Full Burst"), status=True,
+        status_choices=EXPOSURE_STATUS_CHOICES,
+        display_choices=EXPOSURE_DISPLAY_CHOICES)
+    error = tables.WrappingColumn('error', verbose_name=_("Error"))
+
+    class Meta:
+        name = 'host_exposure'
+        verbose_name = _("Host Exposure")
+        status_columns = ['status']
+        row_class = ExposureRow
+
+    def get_object_id(self, host: elastic.HostExposure) -> str:
+        return host.id

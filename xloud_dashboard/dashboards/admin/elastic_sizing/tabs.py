@@ -68,7 +68,49 @@ class FlavorsTab(tabs.TableTab):
         return sorted(flavors, key=lambda flavor: flavor.name)
 
 
+class HostExposureTab(tabs.TableTab):
+    """Per compute host: capacity, allocation and what a full burst of its
+    elastic instances would need; a chart above the table of the same
+    numbers."""
+
+    name = _("Host Exposure")
+    slug = 'host_exposure'
+    table_classes = (tables.HostExposureTable,)
+    template_name = 'admin/elastic_sizing/_host_exposure.html'
+    preload = False
+    policy_rules = tables.HOST_EXPOSURE_POLICY
+
+    def __init__(self, tab_group, request):
+        super().__init__(tab_group, request)
+        self._errors: tuple[str, ...] = ()
+
+    def get_host_exposure_data(self) -> list[elastic.HostExposure]:
+        try:
+            hosts, self._errors = elastic.host_exposure_list(self.request)
+        except elastic.ApiError:
+            exceptions.handle(self.request,
+                              _("Unable to retrieve the host exposure."))
+            return []
+        return hosts
+
+    def get_context_data(self, request, **kwargs) -> dict:
+        context = super().get_context_data(request, **kwargs)
+        hosts = self._tables['host_exposure'].data
+        context['errors'] = self._errors
+        context['chart_data'] = [
+            {'host': host.name, 'over_capacity': host.over_capacity,
+             **{key: {'capacity': dimension.capacity,
+                      'allocated': dimension.allocated,
+                      'headroom': dimension.headroom,
+                      'over_capacity': dimension.over_capacity}
+                for key, dimension in (('vcpus', host.vcpus),
+                                       ('memory_mb', host.memory_mb))
+                if dimension is not None}}
+            for host in hosts if not host.error]
+        return context
+
+
 class ElasticSizingTabs(tabs.TabGroup):
     slug = 'elastic_sizing'
-    tabs = (InstancesTab, FlavorsTab)
+    tabs = (InstancesTab, FlavorsTab, HostExposureTab)
     sticky = True
