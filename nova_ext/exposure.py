@@ -39,7 +39,7 @@ from nova_ext import compatibility, placement, sizing
 LOG = logging.getLogger(__name__)
 
 _EXPECTED_ATTRS = ['flavor', 'system_metadata']
-# /resource_providers/{uuid}/usages and /inventories answer the same from
+# /resource_providers/{uuid}/inventories answers the same from
 # placement's first microversion on.
 _PLACEMENT_VERSION = '1.0'
 
@@ -187,9 +187,6 @@ def _node_exposure(context, host: str, node: objects.ComputeNode,
         inventories = _placement_json(
             client, context,
             f'/resource_providers/{provider}/inventories')['inventories']
-        usages = _placement_json(
-            client, context,
-            f'/resource_providers/{provider}/usages')['usages']
         consumers = client.get_allocations_for_resource_provider(
             context, provider).allocations
     except Exception as e:
@@ -203,6 +200,12 @@ def _node_exposure(context, host: str, node: objects.ComputeNode,
                 'error': e.format_message() if isinstance(
                     e, exception.NovaException) else
                 f'{type(e).__name__}: {e}'})
+    # The provider's usages are the sum of its consumers' allocations
+    # (what GET .../usages answers), read here with them in one call.
+    usages: dict[str, int] = {}
+    for allocation in consumers.values():
+        for resource_class, amount in allocation['resources'].items():
+            usages[resource_class] = usages.get(resource_class, 0) + amount
     vcpus = memory_mb = 0
     for instance in instances:
         held = (consumers.get(instance.uuid) or {}).get('resources')

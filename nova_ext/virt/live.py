@@ -17,6 +17,7 @@ import time
 
 import libvirt
 from lxml import etree
+from nova.virt import hardware
 
 # libvirt counts memory in KiB, Nova and the API in MiB.
 _KIB_PER_MIB = 1024
@@ -335,25 +336,21 @@ class GuestAgentError(Exception):
     """The guest agent did not do what was asked; nothing else changed."""
 
 
-def has_agent_channel(domain: libvirt.virDomain) -> bool:
+def has_agent_channel(domain: libvirt.virDomain,
+                      definition: etree._Element | None = None) -> bool:
     """Whether the domain has the guest agent's channel (its image asked
-    for one with hw_qemu_guest_agent)."""
-    tree = etree.fromstring(domain.XMLDesc(0))
+    for one with hw_qemu_guest_agent); ``definition``: its live XML, when
+    the caller has it already."""
+    if definition is None:
+        definition = etree.fromstring(domain.XMLDesc(0))
     return any(target.get('name') == AGENT_CHANNEL
-               for target in tree.findall('./devices/channel/target'))
-
-
-def parse_cpulist(text: str) -> set[int]:
-    """The ids of a cpu list as libvirt formats it (``0-2,5``; '' none)."""
-    ids: set[int] = set()
-    for part in filter(None, text.split(',')):
-        low, _dash, high = part.partition('-')
-        ids.update(range(int(low), int(high or low) + 1))
-    return ids
+               for target in definition.findall('./devices/channel/target'))
 
 
 def format_cpulist(ids) -> str:
-    return ','.join(str(vcpu_id) for vcpu_id in sorted(ids))
+    """``2,3``: vCPU ids as libvirt's cpumap takes them, and as the
+    instance action names them."""
+    return hardware.format_cpu_spec(ids, allow_ranges=False)
 
 
 def guest_vcpus(domain: libvirt.virDomain) -> dict[str, set[int]]:
@@ -368,7 +365,8 @@ def guest_vcpus(domain: libvirt.virDomain) -> dict[str, set[int]]:
         raise GuestAgentError(str(e))
     if answer is None:
         raise GuestAgentError(_agent_error(domain))
-    return {key: parse_cpulist(answer.get(key, ''))
+    # libvirt's cpu lists (0-2,5) are Nova's cpu specs.
+    return {key: hardware.parse_cpu_spec(answer.get(key, ''))
             for key in ('vcpus', 'online', 'offlinable')}
 
 
@@ -382,9 +380,10 @@ def set_guest_vcpus(domain: libvirt.virDomain, ids, online: bool) -> None:
 
 def read_guest(domain: libvirt.virDomain) -> GuestView:
     """The guest's own view of a running domain."""
+    definition = etree.fromstring(domain.XMLDesc(0))
     stats = domain.memoryStats()
     available = usable = None
-    if _fresh(domain, stats):
+    if _fresh(definition, stats):
         available = stats.get('available')
         usable = stats.get('usable')
     memory = {
@@ -393,7 +392,7 @@ def read_guest(domain: libvirt.virDomain) -> GuestView:
         'usable_memory_mb': (None if usable is None
                              else kib_to_mib(int(usable))),
     }
-    if not has_agent_channel(domain):
+    if not has_agent_channel(domain, definition):
         return GuestView(AGENT_NOT_CONFIGURED, None, **memory)
     try:
         vcpus = guest_vcpus(domain)
@@ -403,7 +402,7 @@ def read_guest(domain: libvirt.virDomain) -> GuestView:
     return GuestView(AGENT_ANSWERING, len(vcpus['online']), **memory)
 
 
-def _fresh(domain: libvirt.virDomain, stats: dict) -> bool:
+def _fresh(definition: etree._Element, stats: dict) -> bool:
     """Whether the balloon driver's statistics are current.
 
     QEMU keeps what the driver last sent, with the time it got it
@@ -411,8 +410,7 @@ def _fresh(domain: libvirt.virDomain, stats: dict) -> bool:
     from a driver that stopped sending (unloaded, a hung guest), or from
     before the period was switched off.
     """
-    stats_node = etree.fromstring(domain.XMLDesc(0)).find(
-        './devices/memballoon/stats')
+    stats_node = definition.find('./devices/memballoon/stats')
     period = 0 if stats_node is None else int(stats_node.get('period', 0))
     last_update = int(stats.get('last_update', 0))
     return bool(period and last_update and
@@ -456,9 +454,10 @@ def offline_before_unplug(domain: libvirt.virDomain,
     vCPUs the agent offlined; raises GuestAgentError when it was asked
     and failed.
     """
-    if not has_agent_channel(domain):
+    definition = etree.fromstring(domain.XMLDesc(0))
+    if not has_agent_channel(domain, definition):
         return set()
-    listed = etree.fromstring(domain.XMLDesc(0)).find('./vcpus')
+    listed = definition.find('./vcpus')
     if listed is None:
         return set()
     removable = sorted(

@@ -200,7 +200,7 @@ class HostExposureTest(compute_base.ElasticAPIComputeTestBase):
         real_get = report_client.SchedulerReportClient.get
 
         def get(client, url, *args, **kwargs):
-            if url == f'/resource_providers/{refused}/usages':
+            if url == f'/resource_providers/{refused}/inventories':
                 return fake_requests.FakeResponse(
                     503, content='{"errors": [{"detail": "maintenance"}]}')
             return real_get(client, url, *args, **kwargs)
@@ -215,8 +215,8 @@ class HostExposureTest(compute_base.ElasticAPIComputeTestBase):
             compute2['vcpus'], compute2['memory_mb'],
             compute2['over_capacity'], compute2['elastic_instances']))
         self.assertIn(f'placement could not be read for resource provider '
-                      f'{refused}: GET /resource_providers/{refused}/usages '
-                      f'answered HTTP 503', compute2['error'])
+                      f'{refused}: GET /resource_providers/{refused}/'
+                      f'inventories answered HTTP 503', compute2['error'])
         self.assertEqual([compute2['error']], report['errors'])
 
     def test_audit_reports_the_exposure_of_the_hosts_it_audits(self):

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import libvirt
+import pytest
 from nova import context as nova_context
 from nova import objects
 from oslo_utils import uuidutils
@@ -46,6 +47,16 @@ def missing_requirements() -> list[str]:
     if shutil.which('qemu-system-x86_64') and not _qemu_runs():
         missing.append('a working qemu-system-x86_64')
     return missing
+
+
+def skip_module_without_qemu() -> None:
+    """Skip the calling test module, saying why, where no guest can boot."""
+    missing = missing_requirements()
+    if missing:
+        pytest.skip('real-guest tests need QEMU and libvirt; missing: '
+                    + ', '.join(missing)
+                    + ' (tools/setup.sh installs them as root)',
+                    allow_module_level=True)
 
 
 def _qemu_runs() -> bool:

@@ -21,12 +21,7 @@ from nova_ext import sizing
 from nova_ext.virt import live
 from tests.realguest import guests, parity
 
-_missing = guests.missing_requirements()
-if _missing:
-    pytest.skip('real-guest tests need QEMU and libvirt; missing: '
-                + ', '.join(_missing)
-                + ' (tools/setup.sh installs them as root)',
-                allow_module_level=True)
+guests.skip_module_without_qemu()
 
 # QEMU under TCG: a hotplugged CPU is online in about 1 s, a balloon moves
 # a few hundred MiB in about 2 s; generous for a shared machine.

@@ -16,12 +16,7 @@ import pytest
 from nova_ext.virt import live
 from tests.realguest import guests, parity
 
-_missing = guests.missing_requirements()
-if _missing:
-    pytest.skip('real-guest tests need QEMU and libvirt; missing: '
-                + ', '.join(_missing)
-                + ' (tools/setup.sh installs them as root)',
-                allow_module_level=True)
+guests.skip_module_without_qemu()
 
 # qemu-ga starts once /init has loaded the modules; under TCG on a shared
 # machine, a few seconds after the first status line.

@@ -20,12 +20,7 @@ from nova_ext import sizing
 from nova_ext.virt import guest_config, live
 from tests.realguest import domain, guests, parity
 
-_missing = guests.missing_requirements()
-if _missing:
-    pytest.skip('real-guest tests need QEMU and libvirt; missing: '
-                + ', '.join(_missing)
-                + ' (tools/setup.sh installs them as root)',
-                allow_module_level=True)
+guests.skip_module_without_qemu()
 
 LIVE, CONFIG = parity.LIVE, parity.CONFIG
 HOTPLUGGABLE = parity.HOTPLUGGABLE
