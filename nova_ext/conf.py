@@ -60,6 +60,33 @@ OPTS = [
              'balloon leaves it a few MiB is dead). Flavors smaller than '
              'this are not shrunk at all.'),
     cfg.IntOpt(
+        'readiness_timeout', default=10, min=1,
+        help='Seconds nova-api waits for a compute host to describe its '
+             'guests\' readiness (GET /os-xloud-adjust/{id}, and the list '
+             'with readiness=true, which asks each host once). A host that '
+             'does not answer in time is reported as not read.'),
+    cfg.IntOpt(
+        'balloon_silent_after', default=120, min=0,
+        help='Seconds after a guest started (plus two statistics periods, '
+             '[libvirt] mem_stats_period_seconds) after which a guest whose '
+             'balloon driver has sent no statistics is taken to have no '
+             'balloon driver: its memory is reported as not adjustable.'),
+    cfg.IntOpt(
+        'utilisation_window_seconds', default=300, min=60,
+        help='Seconds over which a guest\'s busy vCPUs are averaged, from '
+             'the CPU time libvirt counts; sampled at each resource update '
+             '([DEFAULT] update_resources_interval) and each readiness '
+             'read.'),
+    cfg.IntOpt(
+        'recommend_memory_headroom_percent', default=20, min=0, max=90,
+        help='The share of its memory a recommended size leaves free above '
+             'what the guest uses (its balloon size less what it reports '
+             'usable).'),
+    cfg.IntOpt(
+        'recommend_spare_vcpus', default=1, min=0,
+        help='vCPUs a recommended size adds above those the guest keeps '
+             'busy on average.'),
+    cfg.IntOpt(
         'audit_rpc_timeout', default=60, min=1,
         help='Seconds the audit waits for each compute host to describe '
              'its domains or heal an instance.'),

@@ -14,6 +14,9 @@ Version history:
   ``describe_domains`` and ``heal`` for the audit. nova-api and the
   compute hosts are upgraded together: a 1.x host refuses 2.0 messages
   and the API reports it, changing nothing.
+* 2.1 - ``describe_guests``: readiness, utilisation and the guest's own
+  view of running instances, for many at once. A 2.0 host answers it with
+  UnsupportedVersion, which the API reports as readiness not read.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from nova.compute import rpcapi as compute_rpcapi
 from nova.objects import base as objects_base
 
 NAMESPACE = 'xloud'
-VERSION = '2.0'
+VERSION = '2.1'
+# What adjustment and the audit need; a host that serves it takes them.
+BASE_VERSION = '2.0'
 
 
 class ElasticSizingAPI:
@@ -54,7 +59,7 @@ class ElasticSizingAPI:
         nova-api has given up on it by then.
         """
         cctxt = self.router.client(ctxt).prepare(
-            server=instance.host, version=VERSION, timeout=timeout)
+            server=instance.host, version=BASE_VERSION, timeout=timeout)
         cctxt.call(ctxt, 'start_adjust', instance=instance, vcpus=vcpus,
                    memory_mb=memory_mb, persist=persist,
                    not_after=not_after.isoformat())
@@ -66,7 +71,7 @@ class ElasticSizingAPI:
         Returns ``{'vcpus': int, 'memory_mb': int}``.
         """
         cctxt = self.router.client(ctxt).prepare(
-            server=instance.host, version=VERSION, timeout=timeout)
+            server=instance.host, version=BASE_VERSION, timeout=timeout)
         return cctxt.call(ctxt, 'get_live_size', instance=instance)
 
     def describe_domains(self, ctxt: nova_context.RequestContext, host: str,
@@ -77,8 +82,20 @@ class ElasticSizingAPI:
         describe_domain`` documents DOMAIN) for every uuid asked for.
         """
         cctxt = self.router.client(ctxt).prepare(
-            server=host, version=VERSION, timeout=timeout)
+            server=host, version=BASE_VERSION, timeout=timeout)
         return cctxt.call(ctxt, 'describe_domains',
+                          instance_uuids=list(instance_uuids))
+
+    def describe_guests(self, ctxt: nova_context.RequestContext, host: str,
+                        instance_uuids: list[str], timeout: int) -> dict:
+        """What the guests of ``host`` show of their readiness.
+
+        Returns ``{uuid: GUEST}`` (``nova_ext.compute.endpoint.
+        describe_guests`` documents GUEST) for every uuid asked for.
+        """
+        cctxt = self.router.client(ctxt).prepare(
+            server=host, version='2.1', timeout=timeout)
+        return cctxt.call(ctxt, 'describe_guests',
                           instance_uuids=list(instance_uuids))
 
     def heal(self, ctxt: nova_context.RequestContext,
@@ -86,5 +103,5 @@ class ElasticSizingAPI:
         """Settle the record and placement from the domain, the domain
         winning; returns ``{'changes': [str], 'errors': [str]}``."""
         cctxt = self.router.client(ctxt).prepare(
-            server=instance.host, version=VERSION, timeout=timeout)
+            server=instance.host, version=BASE_VERSION, timeout=timeout)
         return cctxt.call(ctxt, 'heal', instance=instance)

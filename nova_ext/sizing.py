@@ -89,6 +89,13 @@ _GUEST_KEYS = (SYSMETA_GUEST_AGENT, SYSMETA_GUEST_ONLINE_VCPUS,
 # The guest agent, as the API reports it: it answered; the domain has its
 # channel but nothing answers (not running in the guest, or not started
 # yet); the domain has no channel (the image does not ask for one).
+# When the guest last started (any path that starts its domain), and when
+# it last arrived by live migration since then ('' when it did not): a
+# guest started before a live migration may not online vCPUs plugged on
+# its new host (doc/readiness.md).
+SYSMETA_STARTED_AT = 'xloud_started_at'
+SYSMETA_MIGRATED_AT = 'xloud_migrated_at'
+
 GUEST_AGENT_ANSWERING = 'answering'
 GUEST_AGENT_NOT_ANSWERING = 'not_answering'
 GUEST_AGENT_NOT_CONFIGURED = 'not_configured'
@@ -321,6 +328,20 @@ def guest_record(instance: objects.Instance) -> GuestRecord | None:
         as_of=read_at)
 
 
+def recorded_time(instance: objects.Instance,
+                  key: str) -> datetime.datetime | None:
+    """A time the record keeps under ``key``, or None."""
+    value = (instance.system_metadata or {}).get(key)
+    if not value:
+        return None
+    try:
+        return timeutils.parse_isotime(value)
+    except ValueError:
+        LOG.warning('Ignoring malformed %s=%r', key, value,
+                    instance=instance)
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Change:
     """What one adjustment request changed, as the compute recorded it."""
@@ -429,6 +450,19 @@ class RecordUpdate:
     def forget_guest(self) -> RecordUpdate:
         """The guest (re)started: what it showed before no longer holds."""
         self.values.update(dict.fromkeys(_GUEST_KEYS, ''))
+        return self
+
+    def started(self) -> RecordUpdate:
+        """The guest started just now, and has not migrated since."""
+        self.values.update({
+            SYSMETA_STARTED_AT: timeutils.utcnow().isoformat(),
+            SYSMETA_MIGRATED_AT: '',
+        })
+        return self
+
+    def migrated(self) -> RecordUpdate:
+        """The running guest arrived here by live migration just now."""
+        self.values[SYSMETA_MIGRATED_AT] = timeutils.utcnow().isoformat()
         return self
 
     def forget_previous_flavor(self) -> RecordUpdate:

@@ -5,8 +5,9 @@ with this project's elastic domains (``tests/nova/fakelibvirt.py``).  Real
 guests run in QEMU processes that outlive nova-compute; here they live in
 the nova-compute process, so each host writes its domains (definition,
 state, live vCPUs, the memory the guest holds and its balloon target, the
-kind of guest) to ``<state>/nova/hypervisors/<host>.json`` after every
-change, atomically (write, then rename).  A nova-compute started again,
+vCPUs the guest runs offline, the kind of guest) to
+``<state>/nova/hypervisors/<host>.json`` after every change, atomically
+(write, then rename).  A nova-compute started again,
 whether the previous process stopped cleanly or was killed, defines and
 starts them as QEMU would have kept them running.
 
@@ -37,11 +38,22 @@ NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.1"
 # takes a new balloon target, the guest never moves towards it and keeps all
 # of its <memory>, as QEMU gave it at start.
 WITHOUT_BALLOON_DRIVER_IMAGE = "5c0a64f2-0c4e-4b4e-9d53-3b5e0a6c2f71"
+# An image whose guest runs no QEMU guest agent, and which does not ask
+# Nova for the agent's channel (no hw_qemu_guest_agent): libvirt answers
+# every agent call "QEMU guest agent is not configured".  Should the
+# property be set on it all the same, the guest still runs no agent and
+# libvirt answers "not connected".
+WITHOUT_GUEST_AGENT_IMAGE = "8e3f1b6a-2d7c-4f0e-a5b9-6c1d2e4f7a93"
 # image id: (image name, GuestBehaviour fields of tests/nova/fakelibvirt.py)
+# Every other image, the default guest's too, boots a guest with a balloon
+# driver and the guest agent (seed.GUEST_KINDS builds each as listed).
 GUEST_IMAGES = {
     WITHOUT_BALLOON_DRIVER_IMAGE: (
         "localcloud-guest-without-balloon-driver",
         {"balloon_driver": False}),
+    WITHOUT_GUEST_AGENT_IMAGE: (
+        "localcloud-guest-without-agent",
+        {"guest_agent": False}),
 }
 
 # The domain calls that change what the state file records.
@@ -50,8 +62,12 @@ _DOMAIN_CHANGES = (
     "resume", "undefine", "undefineFlags", "managedSave", "managedSaveRemove",
     "attachDevice", "attachDeviceFlags", "detachDevice", "detachDeviceFlags",
     "setVcpusFlags", "setMemoryFlags", "setMemory", "setMetadata",
+    "setGuestVcpus", "setMemoryStatsPeriod",
 )
-_GUEST_FIELDS = ("balloon_driver", "releases_vcpus")
+# What the guest inside a domain is (GuestBehaviour): saved with the
+# domain, as a restarted nova-compute finds the same guest running.
+_GUEST_FIELDS = ("balloon_driver", "releases_vcpus", "guest_agent",
+                 "onlines_vcpus", "memory_stats")
 
 RUNNING, PAUSED, SHUTOFF = "running", "paused", "shutoff"
 
@@ -92,24 +108,33 @@ def _domain_class(base: type) -> type:
             return {name: getattr(behaviour, name) for name in _GUEST_FIELDS}
 
         # tests/nova/fakelibvirt.py keeps the running guest in ``_live``
-        # (vCPUs, the memory it holds, its balloon target, in KiB) and has
-        # no public call to read or set it whole; QEMU keeps all three
-        # across a nova-compute restart, so they are saved and put back
-        # as they were.
+        # (vCPUs, the memory it holds, its balloon target, in KiB, the
+        # vCPUs the guest runs offline, the balloon's statistics period)
+        # and has no public call to read or set it whole; QEMU and the
+        # guest keep all of it across a nova-compute restart, so it is
+        # saved and put back as it was.
         def live_state(self) -> dict | None:
             if getattr(self, "_live", None) is None:
                 return None
             return {"vcpus": self._live["vcpus"],
                     "memory_kib": self._live_memory(),
-                    "balloon_target_kib": self._live["balloon_target"]}
+                    "balloon_target_kib": self._live["balloon_target"],
+                    "guest_offline_vcpus": sorted(
+                        self._live["guest_offline"]),
+                    "stats_period": self._live["stats_period"]}
 
         def restore_live_state(self, live: dict) -> None:
             if getattr(self, "_live", None) is None:
                 return
+            # A file saved before a key was kept: the value a domain
+            # starts with.
             self._live.update(
                 vcpus=live["vcpus"], memory=live["memory_kib"],
                 balloon_target=live.get("balloon_target_kib",
-                                        live["memory_kib"]))
+                                        live["memory_kib"]),
+                guest_offline=frozenset(live.get("guest_offline_vcpus", ())),
+                stats_period=live.get("stats_period",
+                                      self._live["stats_period"]))
 
         # libvirt's managed save calls take ``flags=0`` and return 0, and
         # a domain saved is shut off.  Nova's fake requires the flags,

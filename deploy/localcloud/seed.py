@@ -2,8 +2,9 @@
 
 The guest images first (:func:`upload_guest_images`, also for a cloud that
 is not seeded otherwise): the tiny Linux guest of ``guestimage``, a Debian
-kernel and a busybox initramfs, once with the balloon driver and once
-without, each as a kernel, a ramdisk and a blank root disk that boots them.
+kernel and a busybox initramfs, with the balloon driver and the QEMU guest
+agent, without the balloon driver, and without the agent, each as a
+kernel, a ramdisk and a blank root disk that boots them.
 Then two projects with a member user, flavors with and without elastic
 minimums, and about twenty instances spread by the scheduler over both
 compute hosts: most running, some stopped, some locked, one in error.
@@ -162,6 +163,12 @@ class GuestKind:
 
     name: str
     balloon_driver: bool
+    # Its initramfs runs the QEMU guest agent, and its root disk asks
+    # Nova for the agent's channel (GUEST_AGENT_PROPERTY).
+    guest_agent: bool = True
+    # Its /init onlines a hot-plugged CPU (as udev does on a distribution
+    # image); False: the CPU stays offline until the agent onlines it.
+    onlines_vcpus: bool = True
     # A fixed id for its root disk image, where the fake hypervisor knows
     # the guest by it (hypervisor.GUEST_IMAGES).
     image_id: str | None = None
@@ -174,12 +181,30 @@ class GuestKind:
     def ramdisk_name(self) -> str:
         return f"{self.name}-initramfs"
 
+    @property
+    def init_version(self) -> str:
+        return guestimage.init_version(self.balloon_driver, self.guest_agent,
+                                       self.onlines_vcpus)
 
+    @property
+    def root_properties(self) -> dict[str, str]:
+        """What its root disk image tells Nova about the guest."""
+        return {GUEST_AGENT_PROPERTY: "yes"} if self.guest_agent else {}
+
+
+# Nova adds the guest agent's virtio-serial channel to the domain of an
+# image with this property (LibvirtDriver._set_qemu_guest_agent).
+GUEST_AGENT_PROPERTY = "hw_qemu_guest_agent"
 GUEST_IMAGE = "localcloud-guest"
 # Uploaded in this order: Glance lists the newest image first, and the
-# seed, the tests and people boot the first image listed.
+# seed, the tests and people boot the first image listed.  Each kind is
+# the guest hypervisor.GUEST_IMAGES describes (the fake hypervisor's
+# GuestBehaviour defaults for what it leaves out).
 GUEST_KINDS = (
-    *(GuestKind(name, behaviour.get("balloon_driver", True), image_id)
+    *(GuestKind(name, behaviour.get("balloon_driver", True),
+                guest_agent=behaviour.get("guest_agent", True),
+                onlines_vcpus=behaviour.get("onlines_vcpus", True),
+                image_id=image_id)
       for image_id, (name, behaviour) in hypervisor.GUEST_IMAGES.items()),
     GuestKind(GUEST_IMAGE, balloon_driver=True),
 )
@@ -198,7 +223,9 @@ def upload_guest_images(conn: openstack.connection.Connection, say: Say,
     """Put :data:`GUEST_KINDS` into Glance, public, unless already there.
 
     The kernel is downloaded from Debian once into ``cache_dir``; the
-    initramfs is built only for an image that is missing.
+    initramfs is built only for an image that is missing.  A root disk
+    already there is given the properties of its kind it lacks
+    (``hw_qemu_guest_agent``), without an upload.
     """
     images = {image.name: image for image in conn.image.images()}
     wanted = [name for kind in GUEST_KINDS
@@ -213,10 +240,12 @@ def upload_guest_images(conn: openstack.connection.Connection, say: Say,
     for kind in GUEST_KINDS:
         ramdisk = images.get(kind.ramdisk_name)
         if ramdisk is not None and (ramdisk.properties or {}).get(
-                INIT_VERSION) != guestimage.init_version(kind.balloon_driver):
+                INIT_VERSION) != kind.init_version:
             # Built by an older guestimage: its guest behaves otherwise.
             stale[kind.ramdisk_name] = images.pop(kind.ramdisk_name)
     if all(name in images for name in wanted):
+        for kind in GUEST_KINDS:
+            _update_root(conn, say, kind, images[kind.name], {})
         say("seed: guest images already in Glance: "
             + ", ".join(kind.name for kind in GUEST_KINDS))
         return
@@ -245,11 +274,11 @@ def _build_and_upload(conn: openstack.connection.Connection, say: Say,
             if ramdisk_image is None:
                 guest = guestimage.build_initramfs(
                     kernel, Path(tmp) / f"{kind.name}.initrd",
-                    kind.balloon_driver)
+                    kind.balloon_driver, guest_agent=kind.guest_agent,
+                    onlines_cpus=kind.onlines_vcpus)
                 ramdisk_image = _upload(
                     conn, say, kind.ramdisk_name, guest.initrd, "ari",
-                    **{INIT_VERSION: guestimage.init_version(
-                        kind.balloon_driver)})
+                    **{INIT_VERSION: kind.init_version})
             boots = {"kernel_id": kernel_image.id,
                      "ramdisk_id": ramdisk_image.id,
                      "os_command_line": guestimage.KERNEL_CMDLINE}
@@ -261,11 +290,32 @@ def _build_and_upload(conn: openstack.connection.Connection, say: Say,
                     time.sleep(1)
                 extra = {"id": kind.image_id} if kind.image_id else {}
                 _upload(conn, say, kind.name, root_disk, "raw", **boots,
-                        **extra)
-            elif any(getattr(root, key) != value
-                     for key, value in boots.items()):
-                # Its kernel or ramdisk was uploaded again.
-                conn.image.update_image(root, **boots)
+                        **kind.root_properties, **extra)
+            else:
+                _update_root(conn, say, kind, root, boots)
+
+
+def _update_root(conn: openstack.connection.Connection, say: Say,
+                 kind: GuestKind, root, boots: dict[str, str]) -> None:
+    """Bring a root disk image uploaded earlier up to ``kind``: a kernel
+    or ramdisk uploaded again (``boots``), a property it lacks (a Glance
+    seeded before the guest ran the agent).  Glance takes both without
+    the image's data being uploaded again.
+
+    A server booted before keeps the domain Nova defined for it (Nova
+    copies the image's properties into the instance at boot): only new
+    servers get the agent's channel.
+    """
+    changes = {key: value
+               for key, value in {**boots, **kind.root_properties}.items()
+               if getattr(root, key, None) != value}
+    if not changes:
+        return
+    added = sorted(set(changes) & set(kind.root_properties))
+    if added:
+        say(f"seed: image {kind.name} ({root.id}): setting "
+            + ", ".join(f"{key}={changes[key]}" for key in added))
+    conn.image.update_image(root, **changes)
 
 
 def _upload(conn: openstack.connection.Connection, say: Say, name: str,

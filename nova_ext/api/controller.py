@@ -9,7 +9,7 @@ from http import HTTPStatus
 
 import oslo_messaging as messaging
 import webob
-from nova import exception, objects
+from nova import exception, objects, thread_pool_factory
 from nova.api import validation
 from nova.api.openstack import common, wsgi
 from nova.compute import api as compute
@@ -20,9 +20,10 @@ from nova.objects import quotas as quotas_obj
 from nova.policies import extended_server_attributes as esa_policies
 from nova.policies import servers as server_policies
 from oslo_log import log as logging
-from oslo_utils import timeutils
+from oslo_utils import strutils, timeutils
 
-from nova_ext import compatibility, conf, placement, policies, rpcapi, sizing
+from nova_ext import (compatibility, conf, placement, policies, readiness,
+                      rpcapi, sizing)
 from nova_ext import exception as xloud_exception
 from nova_ext.api import schemas, views
 
@@ -33,10 +34,6 @@ ACTION = sizing.ACTION
 # The instance action event the API records when it cannot hand the
 # adjustment to the compute host.
 API_EVENT = sizing.API_EVENT
-# Seconds the single GET waits for the compute host before it answers with
-# the recorded size.
-LIVE_SIZE_TIMEOUT = 3
-
 LIVE_STATES = (vm_states.ACTIVE, vm_states.PAUSED)
 ADJUSTABLE_STATES = LIVE_STATES + (vm_states.STOPPED,)
 
@@ -164,11 +161,17 @@ class ElasticSizeController(wsgi.Controller):
             # project only, whatever project_id says.
             search_opts['project_id'] = context.project_id
 
+        with_readiness = strutils.bool_from_string(
+            params.get('readiness', 'false'))
+        expected_attrs = ['flavor', 'system_metadata']
+        if with_readiness:
+            # Readiness names the PCI devices that keep memory fixed.
+            expected_attrs.append('pci_requests')
         limit, marker = common.get_limit_and_marker(req)
         try:
             instances = self.compute_api.get_all(
                 lookup_context, search_opts=search_opts, limit=limit,
-                marker=marker, expected_attrs=['flavor', 'system_metadata'],
+                marker=marker, expected_attrs=expected_attrs,
                 all_tenants=all_tenants)
         except exception.MarkerNotFound:
             msg = _('marker [%s] not found') % marker
@@ -176,6 +179,9 @@ class ElasticSizeController(wsgi.Controller):
         except exception.FlavorNotFound:
             instances = objects.InstanceList()
 
+        observed = {}
+        if with_readiness:
+            observed = self._observe(context, instances)
         show_host = {}
         sizes = []
         for instance in instances:
@@ -183,8 +189,13 @@ class ElasticSizeController(wsgi.Controller):
             if instance.project_id not in show_host:
                 show_host[instance.project_id] = self._show_host(context,
                                                                  instance)
-            sizes.append(self._view_builder.size(
-                instance, show_host[instance.project_id]))
+            size = self._view_builder.size(instance,
+                                           show_host[instance.project_id])
+            if instance.uuid in observed:
+                size.update(readiness.describe(
+                    instance, sizing.ElasticSize.from_instance(instance),
+                    observed[instance.uuid]))
+            sizes.append(size)
         return self._view_builder.index(req, sizes)
 
     @wsgi.expected_errors((403, 404))
@@ -197,22 +208,84 @@ class ElasticSizeController(wsgi.Controller):
         instance = self._get_instance(context, server_id)
         context.can(policies.SHOW,
                     target={'project_id': instance.project_id})
-        live = None
-        if (instance.vm_state in LIVE_STATES and instance.host and
-                instance.task_state is None):
-            live = self._live_size(context, instance)
-        return {'server': self._view_builder.show(
-            instance, self._show_host(context, instance), live)}
+        observed = self._observe(context, [instance])[instance.uuid]
+        # During an adjustment the record says what it started from.
+        live = observed.size if instance.task_state is None else None
+        server = self._view_builder.show(
+            instance, self._show_host(context, instance), live)
+        server.update(readiness.describe(
+            instance, sizing.ElasticSize.from_instance(instance), observed))
+        return {'server': server}
 
-    def _live_size(self, context, instance: objects.Instance) -> dict | None:
+    def _observe(self, context, instances
+                 ) -> dict[str, readiness.Observed]:
+        """What the compute hosts read of these instances' guests.
+
+        One call per host, the hosts asked at once, each given
+        ``[xloud] readiness_timeout``; an instance whose guest does not
+        run, or whose host does not answer, gets the reason instead.
+        """
+        observed = {}
+        by_host: dict[str, list[objects.Instance]] = {}
+        for instance in instances:
+            if instance.vm_state not in LIVE_STATES:
+                observed[instance.uuid] = readiness.Observed.failed(_(
+                    'The server is %s: its guest is read while it '
+                    'runs.') % instance.vm_state)
+            elif not instance.host:
+                observed[instance.uuid] = readiness.Observed.failed(
+                    _('The server has no compute host.'))
+            else:
+                by_host.setdefault(instance.host, []).append(instance)
+        timeout = CONF.xloud.readiness_timeout
+        asked = {
+            host: thread_pool_factory.spawn(
+                self._describe_guests, context, host,
+                [instance.uuid for instance in on_host], timeout)
+            for host, on_host in by_host.items()}
+        for host, answer in asked.items():
+            answers, error = answer.result()
+            for instance in by_host[host]:
+                found = (readiness.Observed.failed(error) if error is not None
+                         else readiness.Observed.from_host(
+                             answers.get(instance.uuid)))
+                if found.size is not None and self._valid_live_size(
+                        instance, found.size) is None:
+                    found = readiness.Observed.failed(_(
+                        'The compute host %(host)s reported an impossible '
+                        'live size %(size)r.') % {'host': host,
+                                                  'size': found.size})
+                observed[instance.uuid] = found
+        return observed
+
+    def _describe_guests(self, context, host: str, uuids: list[str],
+                         timeout: int) -> tuple[dict, str | None]:
+        """``(answers, None)``, or ``({}, why)`` when the host did not
+        answer; never raises."""
         try:
-            live = self.sizing_rpcapi.get_live_size(
-                context, instance, timeout=LIVE_SIZE_TIMEOUT)
-        except (messaging.MessagingException, exception.NovaException) as e:
-            LOG.warning('Showing the recorded size: the live size could not '
-                        'be read from host %(host)s: %(error)s',
-                        {'host': instance.host, 'error': e},
-                        instance=instance)
+            return self.sizing_rpcapi.describe_guests(
+                context, host, uuids, timeout=timeout), None
+        except messaging.MessagingTimeout:
+            error = _('The compute host %(host)s did not answer within '
+                      '%(timeout)d seconds.') % {'host': host,
+                                                 'timeout': timeout}
+        except (messaging.UnsupportedVersion, messaging.NoSuchMethod,
+                messaging.RemoteError) as e:
+            error = _('The compute host %(host)s could not describe its '
+                      'guests (elastic sizing %(version)s needed): '
+                      '%(error)s') % {'host': host, 'error': e,
+                                      'version': rpcapi.VERSION}
+        except Exception as e:
+            error = _('The compute host %(host)s could not be asked: '
+                      '%(error)s') % {'host': host, 'error': e}
+        LOG.warning('Readiness not read: %s', error)
+        return {}, error
+
+    @staticmethod
+    def _valid_live_size(instance: objects.Instance,
+                         live: dict | None) -> dict | None:
+        """The live size the host reported, if it is one."""
+        if live is None:
             return None
         flavor = instance.flavor
         try:
@@ -347,7 +420,7 @@ class ElasticSizeController(wsgi.Controller):
                  '%(version)s (is its compute_driver '
                  'xloud.XloudLibvirtDriver, and upgraded?); nothing was '
                  'changed.') % {'host': instance.host,
-                                'version': rpcapi.VERSION}
+                                'version': rpcapi.BASE_VERSION}
 
     @staticmethod
     def _claim_grow(context, instance: objects.Instance, vcpus: int | None,

@@ -14,7 +14,7 @@ import copy
 from nova.api.validation import parameter_types
 from nova.db import constants as db_const
 
-from nova_ext import sizing
+from nova_ext import readiness, sizing
 
 size = {
     'type': ['integer', 'string'],
@@ -45,6 +45,11 @@ index_query = {
         'limit': parameter_types.multi_params(
             parameter_types.non_negative_integer),
         'marker': parameter_types.multi_params({'type': 'string'}),
+        # Asks each compute host of the page once for its guests'
+        # readiness (nova_ext.readiness).
+        'readiness': parameter_types.multi_params(
+            {'type': 'string', 'enum': ['true', 'false', 'True', 'False',
+                                        '1', '0']}),
     },
     'additionalProperties': False,
 }
@@ -139,7 +144,7 @@ show_view['properties']['changes'] = {
     'maxItems': sizing.CHANGE_HISTORY_LIMIT,
 }
 show_view['required'].append('changes')
-show_view['properties']['guest'] = {
+guest_view = {
     'type': 'object',
     'properties': {
         'agent': {'type': ['string', 'null'],
@@ -158,7 +163,123 @@ show_view['properties']['guest'] = {
                  'usable_memory_mb', 'as_of'],
     'additionalProperties': False,
 }
+show_view['properties']['guest'] = guest_view
 show_view['required'].append('guest')
+
+_nullable_time = {
+    'oneOf': [
+        {'type': 'string', 'format': 'date-time'},
+        {'type': 'null'},
+    ],
+}
+_per_dimension = {
+    'type': 'object',
+    'properties': {
+        'vcpus': _nullable_str,
+        'memory_mb': _nullable_str,
+    },
+    'required': ['vcpus', 'memory_mb'],
+    'additionalProperties': False,
+}
+
+readiness_view = {
+    'type': 'object',
+    'properties': {
+        'as_of': _nullable_time,
+        'error': _nullable_str,
+        'balloon': {'type': 'string', 'enum': list(readiness.BALLOON_STATES)},
+        'guest_agent': {'type': 'string',
+                        'enum': list(readiness.AGENT_STATES)},
+        'vcpu_hotplug': {'type': 'string',
+                         'enum': list(readiness.HOTPLUG_STATES)},
+        'machine_type': _nullable_str,
+        'migrated_since_boot': {'type': 'boolean'},
+        'last_outcome': copy.deepcopy(
+            size_view['properties']['adjustment']['properties']['status']),
+        'adjustable': {
+            'type': 'object',
+            'properties': {
+                'vcpus': {'type': 'boolean'},
+                'memory_mb': {'type': 'boolean'},
+            },
+            'required': ['vcpus', 'memory_mb'],
+            'additionalProperties': False,
+        },
+        'reasons': _per_dimension,
+        'warnings': {'type': 'array', 'items': {'type': 'string'}},
+    },
+    'required': ['as_of', 'error', 'balloon', 'guest_agent', 'vcpu_hotplug',
+                 'machine_type', 'migrated_since_boot', 'last_outcome',
+                 'adjustable', 'reasons', 'warnings'],
+    'additionalProperties': False,
+}
+
+utilisation_view = {
+    'type': 'object',
+    'properties': {
+        'memory': {
+            'oneOf': [
+                {
+                    'type': 'object',
+                    'properties': {
+                        'used_mb': {'type': 'integer', 'minimum': 0},
+                        'current_mb': {'type': 'integer', 'minimum': 1},
+                    },
+                    'required': ['used_mb', 'current_mb'],
+                    'additionalProperties': False,
+                },
+                {'type': 'null'},
+            ],
+        },
+        'vcpus': {
+            'oneOf': [
+                {
+                    'type': 'object',
+                    'properties': {
+                        'busy': {'type': 'number', 'minimum': 0},
+                        'current': {'type': 'integer', 'minimum': 1},
+                        'window_seconds': {'type': 'integer',
+                                           'minimum': 1},
+                    },
+                    'required': ['busy', 'current', 'window_seconds'],
+                    'additionalProperties': False,
+                },
+                {'type': 'null'},
+            ],
+        },
+        'reason': _nullable_str,
+    },
+    'required': ['memory', 'vcpus', 'reason'],
+    'additionalProperties': False,
+}
+
+recommendation_view = {
+    'type': 'object',
+    'properties': {
+        'vcpus': _nullable_int,
+        'memory_mb': _nullable_int,
+        'vcpus_rule': _nullable_str,
+        'memory_rule': _nullable_str,
+    },
+    'required': ['vcpus', 'memory_mb', 'vcpus_rule', 'memory_rule'],
+    'additionalProperties': False,
+}
+
+_readiness_keys = {
+    'readiness': readiness_view,
+    'utilisation': utilisation_view,
+    'recommendation': recommendation_view,
+}
+show_view['properties'].update(copy.deepcopy(_readiness_keys))
+show_view['required'].extend(_readiness_keys)
+
+# The list has them (and the guest's view) only with readiness=true.
+_index_item = copy.deepcopy(size_view)
+_index_item['properties'].update(copy.deepcopy(_readiness_keys))
+_index_item['properties']['guest'] = copy.deepcopy(guest_view)
+_index_item['dependentRequired'] = {
+    'readiness': ['utilisation', 'recommendation', 'guest'],
+}
 
 show_response = {
     'type': 'object',
@@ -170,7 +291,7 @@ show_response = {
 index_response = {
     'type': 'object',
     'properties': {
-        'servers': {'type': 'array', 'items': copy.deepcopy(size_view)},
+        'servers': {'type': 'array', 'items': _index_item},
         'servers_links': {
             'type': 'array',
             'items': {

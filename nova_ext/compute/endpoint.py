@@ -29,6 +29,7 @@ from oslo_log import log as logging
 from oslo_utils import timeutils
 
 from nova_ext import conf, placement, rpcapi, sizing
+from nova_ext.compute import utilisation
 from nova_ext.exception import AdjustmentRefused
 from nova_ext.virt import live
 
@@ -91,6 +92,7 @@ class ElasticSizingEndpoint:
         # ended: anything else found adjusting was interrupted.
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
+        self.cpu_samples = utilisation.CpuTimeSamples()
 
     @messaging.expected_exceptions(AdjustmentRefused)
     def start_adjust(self, context: nova_context.RequestContext,
@@ -173,6 +175,58 @@ class ElasticSizingEndpoint:
         else:
             found['state'] = 'stopped'
         return found
+
+    def describe_guests(self, context: nova_context.RequestContext,
+                        instance_uuids: list[str]) -> dict:
+        """What each guest shows of its readiness for a new size.
+
+        ``{uuid: GUEST}``: for a running domain GUEST is
+        ``live.GuestState.to_dict()`` with ``busy`` (``{'vcpus',
+        'window_seconds'}`` or None while not yet measured) and ``as_of``;
+        otherwise ``{'error': why}``. Read without the instance's lock:
+        it changes nothing, and the API shows an adjustment in flight as
+        such.
+        """
+        return {uuid: self.describe_guest(uuid) for uuid in instance_uuids}
+
+    def describe_guest(self, instance_uuid: str) -> dict:
+        domain = self.driver.elastic_domain_by_uuid(instance_uuid)
+        if domain is None:
+            return {'error': _('The domain is not on host %s.') % self.host}
+        if not domain.isActive():
+            return {'error': _('The guest is not running.')}
+        if live.is_paused(domain):
+            # Its size holds; its balloon and agent answer once it runs.
+            return {'error': _('The guest is paused.'),
+                    'size': _as_dict(live.read_size(domain))}
+        try:
+            state = live.read_guest_state(domain)
+        except Exception as e:
+            # One guest's failure does not hide the others'.
+            LOG.warning('Could not read the guest\'s readiness: %s', e,
+                        instance_uuid=instance_uuid)
+            return {'error': _('libvirt could not describe the guest: '
+                               '%s') % e}
+        self.cpu_samples.add(instance_uuid, state.cpu_time_ns)
+        busy = self.cpu_samples.busy(instance_uuid)
+        return {**state.to_dict(),
+                'busy': None if busy is None else {
+                    'vcpus': busy.vcpus,
+                    'window_seconds': busy.window_seconds},
+                'as_of': utils.isotime()}
+
+    def sample_cpu_time(self) -> None:
+        """Take a CPU time sample of every running domain here."""
+        running = {}
+        for domain in self.driver.running_domains():
+            try:
+                running[domain.UUIDString()] = int(domain.info()[4])
+            except Exception as e:
+                # Gone meanwhile, or stopping: the next sample has it.
+                LOG.debug('No CPU time sample of a domain: %s', e)
+        for uuid, cpu_time_ns in running.items():
+            self.cpu_samples.add(uuid, cpu_time_ns)
+        self.cpu_samples.keep_only(running)
 
     def heal(self, context: nova_context.RequestContext,
              instance: objects.Instance) -> dict:

@@ -21,7 +21,11 @@ nothing else:
   live size;
 * at nova-compute start, adjustments a previous run left unfinished are
   ended, and record and placement are set from the domains;
-* the elastic sizing RPC endpoint is served by the compute service.
+* the elastic sizing RPC endpoint is served by the compute service, and
+  each resource update samples the guests' CPU time for readiness
+  (``doc/readiness.md``); every start and every live migration's
+  arrival is recorded, so readiness can tell a guest migrated since it
+  started.
 """
 
 from __future__ import annotations
@@ -76,6 +80,22 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise
+
+    def running_domains(self) -> list:
+        """The running libvirt domains of this host's instances."""
+        return self._host.list_instance_domains(only_running=True)
+
+    def get_available_resource(self, nodename):
+        resources = super().get_available_resource(nodename)
+        # Nova's resource tracker calls this every
+        # update_resources_interval: the CPU time samples readiness
+        # averages over ride on it instead of a loop of their own.
+        if self.elastic_endpoint is not None:
+            try:
+                self.elastic_endpoint.sample_cpu_time()
+            except Exception:
+                LOG.exception('Could not sample the guests\' CPU time')
+        return resources
 
     def node_provider(self) -> str:
         """This host's compute node, which is its resource provider."""
@@ -172,7 +192,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         # (or its resources:* override) on this host.
         if self._is_elastic(instance):
             self._record_started_domain(context, instance,
-                                        confirm_memory=False)
+                                        live_migrated=True)
 
     def _is_elastic(self, instance: objects.Instance) -> bool:
         # Also a flavor whose minimum a setting voids
@@ -209,8 +229,11 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _record_started_domain(self, context: nova_context.RequestContext,
                                instance: objects.Instance,
-                               confirm_memory: bool = True) -> None:
+                               live_migrated: bool = False) -> None:
         """Record the size the domain runs at, and settle placement to it.
+
+        ``live_migrated``: the domain is a running guest that arrived by
+        live migration, not one that just started.
 
         The persistent definition is set to the recorded boot size first:
         a soft reboot, an unrescue or a live migration's destination
@@ -226,7 +249,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         running = (live.read_size(domain) if domain.isActive()
                    else boot)
         if domain.isActive() and running.vcpus != size.boot_vcpus and (
-                confirm_memory):
+                not live_migrated):
             LOG.warning('The domain started with %d vCPUs, not its boot '
                         'size %d; recording what it runs', running.vcpus,
                         size.boot_vcpus, instance=instance)
@@ -239,10 +262,15 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
             # Nothing left for the balloon to answer at this start: what
             # an earlier one showed no longer holds memory back.
             update.balloon(True, boot.memory_mb)
-        if confirm_memory and sizing.guest_record(instance) is not None:
-            # A guest (re)started: what it showed before no longer holds;
-            # a live migration keeps the guest running as it was.
-            update.forget_guest()
+        if live_migrated:
+            update.migrated()
+        else:
+            update.started()
+            if sizing.guest_record(instance) is not None:
+                # A guest (re)started: what it showed before no longer
+                # holds; a live migration keeps the guest running as it
+                # was.
+                update.forget_guest()
         update.apply_to(instance)
         instance.save()
         if not domain.isActive():
@@ -251,7 +279,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
             return
         self._settle_allocation(context, instance, running.vcpus,
                                 running.memory_mb)
-        if confirm_memory and running.memory_mb != boot.memory_mb:
+        if not live_migrated and running.memory_mb != boot.memory_mb:
             LOG.info('The guest holds %d MiB, its balloon target is %d '
                      'MiB; confirming in the background', running.memory_mb,
                      boot.memory_mb, instance=instance)

@@ -173,7 +173,7 @@ def apply_vcpus(domain: libvirt.virDomain, vcpus: int,
 
 def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
                  *, confirm_timeout: float | None = None) -> int:
-    """Set the balloon target of a running domain; return what it holds.
+    """Set the memory of a running domain; return what it holds.
 
     Waits up to ``confirm_timeout`` seconds (DEFAULT_CONFIRM_TIMEOUT when
     None) for the guest to reach the target. ``persist`` writes the new
@@ -380,8 +380,12 @@ def set_guest_vcpus(domain: libvirt.virDomain, ids, online: bool) -> None:
 
 def read_guest(domain: libvirt.virDomain) -> GuestView:
     """The guest's own view of a running domain."""
-    definition = etree.fromstring(domain.XMLDesc(0))
-    stats = domain.memoryStats()
+    return _read_guest(domain, etree.fromstring(domain.XMLDesc(0)),
+                       domain.memoryStats())
+
+
+def _read_guest(domain: libvirt.virDomain, definition: etree._Element,
+                stats: dict) -> GuestView:
     available = usable = None
     if _fresh(definition, stats):
         available = stats.get('available')
@@ -400,6 +404,57 @@ def read_guest(domain: libvirt.virDomain) -> GuestView:
         return GuestView(AGENT_NOT_ANSWERING, None, agent_error=str(e),
                          **memory)
     return GuestView(AGENT_ANSWERING, len(vcpus['online']), **memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestState:
+    """What a running domain shows about its readiness for a new size.
+
+    ``guest`` is the guest's own view; ``balloon_device`` whether the
+    domain has a balloon at all, ``stats_period`` the seconds between the
+    balloon driver's statistics (0: not collected), ``stats_fresh``
+    whether they flow; ``hotpluggable_vcpus`` the vCPUs of ``<vcpus>``
+    libvirt can plug and unplug (the machine type's hotplug support is
+    what QEMU reported when it started them); ``cpu_time_ns`` libvirt's
+    count of the CPU time the domain used since it started.
+    """
+
+    size: LiveSize
+    guest: GuestView
+    balloon_device: bool
+    stats_period: int
+    stats_fresh: bool
+    hotpluggable_vcpus: int
+    machine_type: str | None
+    cpu_time_ns: int
+
+    def to_dict(self) -> dict:
+        """As the compute host sends it over RPC (``describe_guests``)."""
+        return dataclasses.asdict(self)
+
+
+def read_guest_state(domain: libvirt.virDomain) -> GuestState:
+    """Readiness of a running domain: one XML read, one statistics read,
+    one agent call, one info call."""
+    definition = etree.fromstring(domain.XMLDesc(0))
+    balloon = definition.find('./devices/memballoon')
+    has_balloon = balloon is not None and balloon.get('model') != 'none'
+    stats = domain.memoryStats() if has_balloon else {}
+    stats_node = definition.find('./devices/memballoon/stats')
+    machine = definition.find('./os/type')
+    info = domain.info()
+    return GuestState(
+        size=read_size(domain),
+        guest=_read_guest(domain, definition, stats),
+        balloon_device=has_balloon,
+        stats_period=(0 if stats_node is None
+                      else int(stats_node.get('period', 0))),
+        stats_fresh=_fresh(definition, stats),
+        hotpluggable_vcpus=len(definition.findall(
+            "./vcpus/vcpu[@hotpluggable='yes']")),
+        machine_type=None if machine is None else machine.get('machine'),
+        cpu_time_ns=int(info[4]),
+    )
 
 
 def _fresh(definition: etree._Element, stats: dict) -> bool:

@@ -28,7 +28,9 @@ CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu',
                   '--disable-quic', '--no-first-run',
                   '--disable-background-networking',
                   '--disable-component-update', '--disable-sync',
-                  '--disable-dev-shm-usage', '--window-size=1600,1000')
+                  '--disable-dev-shm-usage',
+                  # The Instances table shows every column at this width.
+                  '--window-size=1920,1000')
 WAIT = 20
 
 

@@ -14,7 +14,13 @@ the Django process does not import Nova; ``test_api`` compares the two).
 Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see rows
 refresh themselves; ``fail_next_adjust`` makes the compute side fail.
 ``add_drift`` makes the audit (``GET /os-xloud-audit``, ``doc/audit.md``)
-report a finding. Compute hosts (``add_host``) have placement inventories;
+report a finding, which ``POST /os-xloud-audit`` with ``fix`` heals
+(``heal_errors`` makes a heal fail). Each server has the guest state its
+compute host would read (balloon, guest agent, vCPU hotplug, what it
+uses): readiness, utilisation and the recommendation derive from it, in
+the single GET and, with ``readiness=true``, the list
+(``readiness_offered = False``: an older extension). Compute hosts
+(``add_host``) have placement inventories;
 ``GET /os-xloud-host-exposure`` (``nova_ext.exposure``) counts what their
 servers hold now (placement follows the live size) and what the elastic
 ones would add at their maximum. Every answer of the extension is
@@ -57,6 +63,28 @@ VCPUS = compatibility.VCPUS
 MEMORY = compatibility.MEMORY
 spec_conflicts = compatibility.spec_conflicts
 
+# The guest's verdicts of readiness (nova_ext.readiness), and the
+# [xloud] defaults it recommends with.
+READY_UNKNOWN = 'unknown'
+BALLOON_ACTIVE = 'active'
+BALLOON_SILENT = 'silent'
+BALLOON_NO_STATISTICS = 'no_statistics'
+BALLOON_NO_DEVICE = 'no_device'
+HOTPLUG_NOT_POSSIBLE = 'not_possible'
+UTILISATION_WINDOW_SECONDS = _DEFAULTS['utilisation_window_seconds']
+RECOMMEND_MEMORY_HEADROOM_PERCENT = _DEFAULTS[
+    'recommend_memory_headroom_percent']
+RECOMMEND_SPARE_VCPUS = _DEFAULTS['recommend_spare_vcpus']
+RECOMMEND_MEMORY_STEP_MB = 128
+# What ``readiness`` takes (nova_ext.api.schemas.index_query).
+READINESS_VALUES = ('true', 'false', 'True', 'False', '1', '0')
+# What the guest's kernel keeps of its memory (MemTotal below the
+# domain's maximum).
+GUEST_KERNEL_MB = 64
+# Nova's vm_state of each API status the fake's servers take.
+VM_STATES = {'ACTIVE': 'active', 'SHUTOFF': 'stopped', 'PAUSED': 'paused',
+             'ERROR': 'error', 'SUSPENDED': 'suspended'}
+
 CELLS = {'cell1': '8e1c2d4a-6f0b-4b8e-9a53-1d7f0c2b3a41',
          'cell2': '2b6f9e0d-3c1a-4d7e-8f25-6a9b0c1d2e53'}
 
@@ -77,6 +105,18 @@ AUDIT_SEVERITIES = {
     'record_boot_differs': 'warning', 'domain_missing': 'warning',
     'adjustment_stuck': 'warning', 'host_unreachable': 'warning',
 }
+
+
+# What the audit's fix leaves alone (doc/audit.md).
+UNHEALABLE = ('allocation_missing', 'domain_missing', 'host_unreachable')
+
+
+def _range_reason(floor: int, maximum: int, unit: str) -> str | None:
+    """``nova_ext.readiness._range_reason``."""
+    if floor < maximum:
+        return None
+    return (f'Its flavor gives it no range to adjust in: {floor} to '
+            f'{maximum} {unit}.')
 
 
 def _now() -> str:
@@ -214,6 +254,23 @@ class FakeServer:
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # The single GET's ``changes``, newest first.
     changes: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    # The guest as its compute host reads it (readiness): the balloon's
+    # verdict, the guest agent (and why it did not answer), whether its
+    # domain has hot-pluggable vCPUs; live-migrated since it started.
+    # ``guest_read_error``: why the host did not answer (down, timed
+    # out); None when it does.
+    balloon: str = 'active'
+    guest_agent: str = 'answering'
+    agent_error: str | None = None
+    vcpu_hotplug: str = 'possible'
+    machine_type: str = 'pc-q35-7.2'
+    migrated_since_boot: bool = False
+    # What its programs use of its memory (the balloon statistics, when
+    # they flow), and its vCPUs busy on average over the window (None: no
+    # sample old enough yet).
+    memory_used_mb: int = 256
+    vcpus_busy: float | None = None
+    guest_read_error: str | None = None
 
     @property
     def task_state(self) -> str | None:
@@ -279,6 +336,9 @@ class FakeCloud:
         self.calls: list[tuple[str, str]] = []
         self.fail_next_adjust: str | None = None
         self.extension_offered = True
+        # False: an extension older than readiness (issue 15): the list
+        # refuses ``readiness`` (400) and no answer carries its keys.
+        self.readiness_offered = True
         # False: an extension older than the audit (404); a status: the
         # audit's policy refuses the caller (403) or nova-api fails.
         self.audit_offered = True
@@ -289,6 +349,9 @@ class FakeCloud:
         # it skips with why.
         self.drift: dict[str, list[dict[str, Any]]] = {}
         self.audit_skipped: dict[str, str] = {}
+        # server id -> why the audit's fix cannot heal it (e.g. placement
+        # has no room): its findings remain.
+        self.heal_errors: dict[str, str] = {}
         # Compute hosts by name; a server's host not added has the
         # defaults of FakeHost. False: an extension older than
         # os-xloud-host-exposure (404); a status: its policy refuses the
@@ -437,6 +500,205 @@ class FakeCloud:
                            'error': server.error},
         }
 
+    # -- readiness (nova_ext.readiness, doc/readiness.md) ---------------
+
+    @staticmethod
+    def _vm_state(server: FakeServer) -> str:
+        return VM_STATES.get(server.vm_status, server.vm_status.lower())
+
+    def _read_error(self, server: FakeServer) -> str | None:
+        """Why its compute host did not read the guest (the controller's
+        ``_observe``), or None when it did."""
+        vm_state = self._vm_state(server)
+        if vm_state not in ('active', 'paused'):
+            return (f'The server is {vm_state}: its guest is read while it '
+                    f'runs.')
+        if not server.host:
+            return 'The server has no compute host.'
+        if vm_state == 'paused':
+            return 'The guest is paused.'
+        return server.guest_read_error
+
+    def guest(self, server: FakeServer) -> dict[str, Any]:
+        """``guest``: what the guest showed when its host read it just now;
+        all null when not read (the fake keeps no older record)."""
+        if self._read_error(server) is not None:
+            return dict.fromkeys(('agent', 'online_vcpus',
+                                  'available_memory_mb', 'usable_memory_mb',
+                                  'as_of'))
+        statistics = server.balloon == BALLOON_ACTIVE
+        return {
+            'agent': server.guest_agent,
+            'online_vcpus': (server.vcpus
+                             if server.guest_agent == 'answering' else None),
+            # MemTotal stays near the flavor's maximum (the balloon
+            # deflates on OOM); MemAvailable follows the balloon.
+            'available_memory_mb': (server.flavor.memory_mb - GUEST_KERNEL_MB
+                                    if statistics else None),
+            'usable_memory_mb': (max(0, server.memory_mb -
+                                     server.memory_used_mb)
+                                 if statistics else None),
+            'as_of': _now() + 'Z',
+        }
+
+    @staticmethod
+    def _hotplug(server: FakeServer) -> str:
+        """Whether its domain has hot-pluggable vCPUs: all but the first
+        of the flavor's (``nova_ext.virt.guest_config``), unless it was
+        started without them."""
+        if server.flavor.vcpus <= 1:
+            return HOTPLUG_NOT_POSSIBLE
+        return server.vcpu_hotplug
+
+    def _common_reason(self, server: FakeServer) -> str | None:
+        """``nova_ext.readiness._common_reason``."""
+        vm_state = self._vm_state(server)
+        if server.locked:
+            return 'The server is locked.'
+        if server.task_state is not None:
+            if server.task_state == ADJUSTING_TASK_STATE:
+                return 'An adjustment is in progress.'
+            return (f'The server is busy with another operation '
+                    f'({server.task_state}).')
+        if vm_state == 'paused':
+            return 'The server is paused: unpause it first.'
+        if vm_state not in ('active', 'stopped'):
+            return (f'The server is {vm_state}: only running and stopped '
+                    f'servers are adjusted.')
+        return None
+
+    def readiness(self, server: FakeServer) -> dict[str, Any]:
+        """``readiness`` as ``nova_ext.readiness.describe`` builds it."""
+        limits = server.limits()
+        error = self._read_error(server)
+        read = error is None
+        balloon = server.balloon if read else READY_UNKNOWN
+        agent = server.guest_agent if read else READY_UNKNOWN
+        hotplug = self._hotplug(server) if read else READY_UNKNOWN
+        common = self._common_reason(server)
+        vcpus = (common or limits.conflicts.get(VCPUS) or _range_reason(
+            limits.floor_vcpus, server.flavor.vcpus, 'vCPUs'))
+        if vcpus is None and hotplug == HOTPLUG_NOT_POSSIBLE:
+            vcpus = (f'Its domain has no hot-pluggable vCPUs (machine type '
+                     f'{server.machine_type or "unknown"}): it was started '
+                     f'without them; a hard reboot starts it with them.')
+        memory = (common or limits.conflicts.get(MEMORY) or _range_reason(
+            limits.floor_memory_mb, server.flavor.memory_mb, 'MiB'))
+        if memory is None and balloon == BALLOON_NO_DEVICE:
+            memory = 'Its domain has no memory balloon.'
+        elif memory is None and balloon == BALLOON_SILENT:
+            memory = ('Its balloon driver has sent no statistics since the '
+                      'guest started: the guest has no balloon driver, and '
+                      'would not take up a new memory size.')
+        warnings = []
+        if server.migrated_since_boot:
+            warnings.append('Live-migrated since it started: some guest '
+                            'kernels cannot bring vCPUs hot-plugged after a '
+                            'migration online.')
+        if agent == 'not_configured':
+            warnings.append('No guest agent (image property '
+                            'hw_qemu_guest_agent): hot-plugged vCPUs come '
+                            'online only if the guest onlines them itself, '
+                            'and that cannot be checked.')
+        elif agent == 'not_answering':
+            warnings.append(f'The guest agent does not answer: '
+                            f'{server.agent_error or "no reason given"}')
+        if balloon == BALLOON_NO_STATISTICS:
+            warnings.append('No balloon statistics (collection is off, '
+                            '[libvirt] mem_stats_period_seconds = 0, or the '
+                            'guest has only just started): whether it takes '
+                            'up a new memory size shows only when it is '
+                            'asked to.')
+        return {
+            'as_of': _now() + 'Z' if read else None,
+            'error': error,
+            'balloon': balloon,
+            'guest_agent': agent,
+            'vcpu_hotplug': hotplug,
+            'machine_type': server.machine_type if read else None,
+            'migrated_since_boot': server.migrated_since_boot,
+            'last_outcome': server.adjustment_status,
+            'adjustable': {VCPUS: vcpus is None, MEMORY: memory is None},
+            'reasons': {VCPUS: vcpus, MEMORY: memory},
+            'warnings': warnings,
+        }
+
+    def utilisation(self, server: FakeServer) -> dict[str, Any]:
+        """``nova_ext.readiness._utilisation``."""
+        guest = self.guest(server)
+        if guest['as_of'] is None:
+            return {'memory': None, 'vcpus': None,
+                    'reason': 'The guest was not read.'}
+        reasons = []
+        memory = vcpus = None
+        if guest['usable_memory_mb'] is None:
+            reasons.append('The guest sends no memory statistics.')
+        else:
+            memory = {'used_mb': max(server.memory_mb -
+                                     guest['usable_memory_mb'], 0),
+                      'current_mb': server.memory_mb}
+        if server.vcpus_busy is None:
+            reasons.append(f'vCPU use is averaged over '
+                           f'{UTILISATION_WINDOW_SECONDS} seconds; the host '
+                           f'has no sample of this guest old enough yet.')
+        else:
+            vcpus = {'busy': server.vcpus_busy, 'current': server.vcpus,
+                     'window_seconds': UTILISATION_WINDOW_SECONDS}
+        return {'memory': memory, 'vcpus': vcpus,
+                'reason': ' '.join(reasons) or None}
+
+    def recommendation(self, server: FakeServer) -> dict[str, Any]:
+        """``nova_ext.readiness._recommendation``: none for a dimension its
+        flavor or image keeps fixed (or gives no range); one for a
+        dimension only momentarily refused (locked, busy)."""
+        usage = self.utilisation(server)
+        limits = server.limits()
+        flavor = server.flavor
+        fixed = {VCPUS: (VCPUS in limits.conflicts or
+                         limits.floor_vcpus >= flavor.vcpus),
+                 MEMORY: (MEMORY in limits.conflicts or
+                          limits.floor_memory_mb >= flavor.memory_mb)}
+        answer: dict[str, Any] = dict.fromkeys(
+            ('vcpus', 'memory_mb', 'vcpus_rule', 'memory_rule'))
+        memory = usage['memory']
+        if memory is not None and not fixed[MEMORY]:
+            headroom = RECOMMEND_MEMORY_HEADROOM_PERCENT
+            needed = memory['used_mb'] * 100 / (100 - headroom)
+            step = RECOMMEND_MEMORY_STEP_MB
+            value = min(max(math.ceil(needed / step) * step,
+                            limits.floor_memory_mb), flavor.memory_mb)
+            answer['memory_mb'] = value
+            answer['memory_rule'] = (
+                f"Uses {memory['used_mb']} of {memory['current_mb']} MiB; "
+                f"{headroom}% of it kept free, in steps of {step} MiB, "
+                f"within {limits.floor_memory_mb}-{flavor.memory_mb} MiB: "
+                f"{value} MiB.")
+        vcpus = usage['vcpus']
+        if vcpus is not None and not fixed[VCPUS]:
+            spare = RECOMMEND_SPARE_VCPUS
+            step = compatibility.vcpu_step(server.embedded_specs,
+                                           server.image_properties)
+            wanted = math.ceil(vcpus['busy']) + spare
+            value = min(max(math.ceil(wanted / step) * step,
+                            limits.floor_vcpus), flavor.vcpus)
+            answer['vcpus'] = value
+            answer['vcpus_rule'] = (
+                f"{vcpus['busy']:.2f} vCPUs busy on average over the last "
+                f"{vcpus['window_seconds']} seconds, plus {spare} spare, "
+                f"within {limits.floor_vcpus}-{flavor.vcpus}: {value}.")
+        return answer
+
+    def with_readiness(self, server: FakeServer,
+                       size: dict[str, Any]) -> dict[str, Any]:
+        """SIZE with the keys of readiness (the single GET always, the list
+        with ``readiness=true``); an extension older than readiness sends
+        none of them."""
+        if not self.readiness_offered:
+            return size
+        return {**size, 'readiness': self.readiness(server),
+                'utilisation': self.utilisation(server),
+                'recommendation': self.recommendation(server)}
+
     def handle(self, method: str, path: str, query: dict[str, str],
                body: Any) -> tuple[int, Any]:
         """Answer one call; raises ``HTTPError`` for Nova's error answers."""
@@ -461,12 +723,9 @@ class FakeCloud:
                     size = self.size(server, 'live')
                     size['changes'] = [dict(change)
                                        for change in server.changes]
-                    # The fake's guests run no guest agent and send no
-                    # balloon statistics: nothing read from them.
-                    size['guest'] = dict.fromkeys(
-                        ('agent', 'online_vcpus', 'available_memory_mb',
-                         'usable_memory_mb', 'as_of'))
-                    return 200, {'server': size}
+                    size['guest'] = self.guest(server)
+                    return 200, {'server': self.with_readiness(server,
+                                                               size)}
                 if len(parts) == 2 and method == 'POST':
                     return 202, self._adjust(self._server(parts[1]), body)
             if parts and parts[0] == 'os-xloud-audit':
@@ -479,6 +738,8 @@ class FakeCloud:
                     }.get(self.audit_error, 'Unexpected API Error.'))
                 if route == ('GET', 'os-xloud-audit'):
                     return 200, self._audit(query)
+                if route == ('POST', 'os-xloud-audit'):
+                    return 200, self._audit_fix(body)
             if route == ('GET', 'os-xloud-host-exposure'):
                 if not (self.extension_offered and
                         self.host_exposure_offered):
@@ -594,6 +855,17 @@ class FakeCloud:
                     f'this flavor: {conflicts[field]}.'))
 
     def _list_sizes(self, query: dict[str, str]) -> dict[str, Any]:
+        readiness = query.get('readiness')
+        if readiness is not None and not self.readiness_offered:
+            # The query schema of an older extension.
+            raise HTTPError(400, "Invalid input for query parameters "
+                                 "readiness. Value: readiness. Additional "
+                                 "properties are not allowed ('readiness' "
+                                 "was unexpected)")
+        if readiness not in (None, *READINESS_VALUES):
+            raise HTTPError(400, f'Invalid input for query parameters '
+                                 f'readiness. Value: {readiness}.')
+        readiness = readiness in ('true', 'True', '1')
         servers = sorted(self.servers.values(), key=lambda s: s.name)
         for key, attribute in (('host', 'host'), ('project_id', 'project_id'),
                                ('name', 'name')):
@@ -604,8 +876,14 @@ class FakeCloud:
             servers = [server for server in servers
                        if server.flavor.id == query['flavor']]
         page, links = self._page(servers, query, '/os-xloud-adjust')
-        return {'servers': [self.size(server, 'recorded') for server in page],
-                'servers_links': links}
+        if not readiness:
+            return {'servers': [self.size(server, 'recorded')
+                                for server in page],
+                    'servers_links': links}
+        return {'servers': [
+            self.with_readiness(server, {**self.size(server, 'recorded'),
+                                         'guest': self.guest(server)})
+            for server in page], 'servers_links': links}
 
     @staticmethod
     def _page(servers: list[FakeServer], query: dict[str, str], path: str):
@@ -789,6 +1067,75 @@ class FakeCloud:
             'host_exposure': [] if wanted is not None else [
                 self.node_exposure(entry['host']) for entry in hosts],
         }}
+
+    def _audit_fix(self, body: Any) -> dict[str, Any]:
+        """``POST /os-xloud-audit``: with ``fix``, heal what can be healed
+        (``doc/audit.md``), then audit the healed again: ``findings`` are
+        what was found, ``remaining`` what is still found."""
+        if (not isinstance(body, dict) or
+                not isinstance(body.get('fix'), bool) or
+                set(body) - {'fix', 'host', 'server_ids'}):
+            raise HTTPError(400, 'Invalid input for field/attribute fix.')
+        server_ids = body.get('server_ids')
+        if server_ids is not None and (
+                not isinstance(server_ids, list) or not server_ids or
+                len(set(server_ids)) != len(server_ids)):
+            raise HTTPError(400, 'Invalid input for field/attribute '
+                                 'server_ids.')
+        query = {key: value for key, value in (
+            ('server_id', server_ids), ('host', body.get('host')))
+            if value is not None}
+        found = self._audit(query)['audit']
+        healed = []
+        if body['fix']:
+            for entry in found['servers']:
+                server = self.servers[entry['server_id']]
+                if (entry['status'] != 'drift' or
+                        server.id in self.audit_skipped):
+                    continue
+                healed.append(self._heal(server))
+        report = self._audit(query)['audit']
+        report.update(fix=body['fix'], findings=found['findings'],
+                      healed=healed)
+        return {'audit': report}
+
+    def _heal(self, server: FakeServer) -> dict[str, Any]:
+        """The compute host's ``heal`` of one server: the record and
+        placement set from the domain; a stuck adjustment ended."""
+        changes, errors, kept = [], [], []
+        for finding in self.drift.get(server.id, []):
+            kind = finding['kind']
+            if kind in UNHEALABLE or server.id in self.heal_errors:
+                # Left as found: not the fix's to heal, or its heal failed.
+                kept.append(finding)
+            elif kind == 'adjustment_stuck':
+                server.adjustment_status = 'error'
+                server.error = ('The adjustment was found in progress but '
+                                'no nova-compute runs it.')
+                changes.append(f'Ended the adjustment {server.request_id} '
+                               f'as failed: no nova-compute runs it.')
+            elif kind.startswith('record_'):
+                changes.append(
+                    f'Recorded the size the domain reports: live '
+                    f'{server.vcpus} vCPUs / {server.memory_mb} MiB, boot '
+                    f'{server.boot_vcpus} vCPUs / {server.boot_memory_mb} '
+                    f'MiB.')
+            else:
+                held = finding['observed'].get('placement')
+                was = ('nothing' if not held else
+                       f"{held['vcpus']} VCPU / {held['memory_mb']} "
+                       f"MEMORY_MB")
+                changes.append(
+                    f'Set the placement allocation to {server.vcpus} VCPU '
+                    f'/ {server.memory_mb} MEMORY_MB (it was {was}).')
+        if server.id in self.heal_errors:
+            errors.append(self.heal_errors[server.id])
+        if kept:
+            self.drift[server.id] = kept
+        else:
+            self.drift.pop(server.id, None)
+        return {'server_id': server.id, 'host': server.host,
+                'changes': list(dict.fromkeys(changes)), 'errors': errors}
 
     @staticmethod
     def is_elastic(server: FakeServer) -> bool:

@@ -677,3 +677,398 @@ def test_failed_audit_leaves_rows_unknown(request_, cloud):
     assert audited[0].sync.reason == 'Unexpected API Error.'
     # Not a refusal: asked again next time.
     assert elastic.audit_offered(request_) is True
+
+
+def guest_states(cloud) -> dict[str, fakecloud.FakeServer]:
+    """Servers of the demo cloud in the states readiness tells apart."""
+    servers = list(cloud.servers.values())
+    silent, bare, busy, stopped, unread = servers[:5]
+    silent.balloon = 'silent'
+    silent.guest_agent = 'not_answering'
+    silent.agent_error = 'guest-ping timed out'
+    silent.migrated_since_boot = True
+    bare.balloon = 'no_device'
+    bare.vcpu_hotplug = 'not_possible'
+    bare.machine_type = 'pc-i440fx-2.9'
+    busy.vcpus_busy = 1.5
+    busy.memory_used_mb = 900
+    stopped.status = 'SHUTOFF'
+    unread.guest_read_error = ('nova-compute on compute-1 did not answer '
+                               'within 5 seconds')
+    return {'silent': silent, 'bare': bare, 'busy': busy,
+            'stopped': stopped, 'unread': unread}
+
+
+def test_list_with_readiness_is_one_call(request_, cloud):
+    servers = guest_states(cloud)
+    seen = []
+    original = cloud.handle
+
+    def spy(method, path, query, body):
+        seen.append(query)
+        return original(method, path, query, body)
+
+    cloud.handle = spy
+    sizes, _more = elastic.instance_size_list(request_, readiness=True)
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-adjust')]
+    assert seen[0]['readiness'] == 'true'
+    by_id = {size.id: size for size in sizes}
+
+    silent = by_id[servers['silent'].id]
+    assert (silent.readiness.balloon, silent.readiness.guest_agent,
+            silent.readiness.vcpu_hotplug) == ('silent', 'not_answering',
+                                               'possible')
+    assert silent.readiness.migrated_since_boot is True
+    assert silent.readiness.as_of is not None
+    assert any('guest-ping timed out' in warning
+               for warning in silent.readiness.warnings)
+    # Memory is held back by the guest, vCPUs are not: one dimension.
+    assert silent.adjustable(elastic.VCPUS)
+    assert 'no balloon driver' in silent.fixed_reason(elastic.MEMORY)
+    assert silent.adjust_refusal() is None
+    assert silent.utilisation.memory is None
+    assert silent.utilisation.reason == 'The guest sends no memory ' \
+        'statistics. vCPU use is averaged over 300 seconds; the host has ' \
+        'no sample of this guest old enough yet.'
+
+    bare = by_id[servers['bare'].id]
+    # Neither dimension can work now: the refusal says both, once each.
+    refusal = bare.adjust_refusal()
+    assert 'no hot-pluggable vCPUs (machine type pc-i440fx-2.9)' in refusal
+    assert 'no memory balloon' in refusal
+
+    busy = by_id[servers['busy'].id]
+    assert busy.guest.online_vcpus == busy.current_vcpus
+    assert busy.utilisation.vcpus == elastic.VcpuUse(1.5, 1, 300)
+    assert busy.utilisation.memory == elastic.MemoryUse(900, 1024)
+    # ceil(1.5) + 1 spare; 900 MiB with 20% free in 128 MiB steps, held
+    # to the floor of 1024.
+    assert (busy.recommendation.vcpus, busy.recommendation.memory_mb) == (
+        3, 1152)
+    assert busy.recommended(elastic.VCPUS) == 3
+    assert busy.recommendation.rule(elastic.VCPUS).startswith(
+        '1.50 vCPUs busy on average')
+
+    stopped = by_id[servers['stopped'].id]
+    assert stopped.readiness.as_of is None
+    assert stopped.readiness.error == ('The server is stopped: its guest '
+                                       'is read while it runs.')
+    assert stopped.readiness.balloon == 'unknown'
+    assert stopped.guest == elastic.GuestView(None, None, None, None, None)
+    unread = by_id[servers['unread'].id]
+    assert 'did not answer within 5 seconds' in unread.readiness.error
+    assert unread.utilisation.reason == 'The guest was not read.'
+
+    # Without asking: the list as it was, nothing of readiness.
+    cloud.calls.clear()
+    plain, _more = elastic.instance_size_list(request_)
+    assert 'readiness' not in seen[-1]
+    assert {(size.readiness, size.guest, size.utilisation,
+             size.recommendation) for size in plain} == {
+        (None, None, None, None)}
+
+
+def test_older_extension_keeps_working_without_readiness(request_, cloud):
+    cloud.readiness_offered = False
+    ids = list(cloud.servers)
+    cloud.servers[ids[1]].locked = True
+    sizes, _more = elastic.instance_size_list(request_, readiness=True)
+    # Refused for the parameter, asked again without it, remembered.
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-adjust')] * 2
+    assert [size.readiness for size in sizes] == [None] * len(ids)
+    assert elastic.readiness_offered(request_) is False
+    cloud.calls.clear()
+    elastic.instance_size_list(request_, readiness=True)
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-adjust')]
+    size = elastic.instance_size_get(request_, ids[0])
+    assert (size.readiness, size.utilisation, size.recommendation) == (
+        None, None, None)
+    assert size.adjust_refusal() is None
+    assert size.recommended(elastic.VCPUS) is None
+    locked = elastic.with_lock_states(request_, sizes)[1]
+    assert locked.adjust_refusal() == 'The instance is locked.'
+
+
+def test_a_bad_marker_is_not_taken_for_an_older_extension(request_, cloud):
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.instance_size_list(request_, marker='no-such-server',
+                                   readiness=True)
+    assert caught.value.status_code == 400
+    assert 'marker [no-such-server] not found' in caught.value.message
+    assert elastic.readiness_offered(request_) is True
+
+
+def test_show_carries_the_guest_and_readiness(request_, cloud):
+    servers = guest_states(cloud)
+    busy = elastic.instance_size_get(request_, servers['busy'].id)
+    assert busy.guest.agent == 'answering'
+    assert busy.guest.usable_memory_mb == 1024 - 900
+    assert busy.readiness.adjustable == {'vcpus': True, 'memory_mb': True}
+    assert busy.recommended(elastic.MEMORY) == 1152
+    cloud.servers[busy.id].locked = True
+    locked = elastic.instance_size_get(request_, busy.id)
+    # Readiness says why, whether or not Nova's lock state was asked.
+    assert locked.locked is None
+    assert locked.adjust_refusal() == 'The server is locked.'
+    # A refusal of the moment keeps the recommendation; the form and a
+    # bulk adjustment do not use it while the dimension is refused.
+    assert locked.recommendation.vcpus == 3
+    assert locked.recommended(elastic.VCPUS) is None
+
+
+def test_fix_drift_heals_and_says_what_became_of_it(request_, cloud):
+    ids = list(cloud.servers)
+    cloud.add_drift(ids[0], 'placement_below_live', 'Placement is short.',
+                    placement={'vcpus': 1, 'memory_mb': 4096})
+    cloud.add_drift(ids[0], 'record_live_differs', 'The record is old.')
+    cloud.add_drift(ids[1], 'domain_missing', 'No domain on compute-2.')
+    cloud.add_drift(ids[2], 'placement_above_live', 'Placement holds more.')
+    cloud.heal_errors[ids[2]] = ('compute-1 has no room for 2 VCPU / 4096 '
+                                 'MEMORY_MB')
+    cloud.add_drift(ids[3], 'record_boot_differs', 'The boot record is old.')
+    cloud.audit_skipped[ids[3]] = 'busy (task_state migrating)'
+    bodies = []
+    original = cloud.handle
+
+    def spy(method, path, query, body):
+        bodies.append(body)
+        return original(method, path, query, body)
+
+    cloud.handle = spy
+    fixed = elastic.fix_drift(request_, ids[0])
+    assert cloud.calls == [('POST', '/v2.1/os-xloud-audit')]
+    assert bodies == [{'fix': True, 'server_ids': [ids[0]]}]
+    assert fixed.status == 'in_sync'
+    assert fixed.changes == (
+        'Set the placement allocation to 2 VCPU / 4096 MEMORY_MB (it was 1 '
+        'VCPU / 4096 MEMORY_MB).',
+        'Recorded the size the domain reports: live 2 vCPUs / 4096 MiB, '
+        'boot 2 vCPUs / 4096 MiB.')
+    assert (fixed.errors, fixed.remaining, fixed.skipped) == ((), (), None)
+    # The audit of the page says so too.
+    assert elastic.instance_sync_states(request_, [ids[0]])[ids[0]].status \
+        == 'in_sync'
+
+    kept = elastic.fix_drift(request_, ids[1])
+    assert kept.status == 'drift'
+    assert [finding.kind for finding in kept.remaining] == ['domain_missing']
+    refused = elastic.fix_drift(request_, ids[2])
+    assert refused.errors == ('compute-1 has no room for 2 VCPU / 4096 '
+                              'MEMORY_MB',)
+    assert [finding.message for finding in refused.remaining] == [
+        'Placement holds more.']
+    skipped = elastic.fix_drift(request_, ids[3])
+    assert skipped.skipped == 'busy (task_state migrating)'
+    assert cloud.drift[ids[3]]
+
+    cloud.audit_error = 403
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.fix_drift(request_, ids[1])
+    assert caught.value.status_code == 403
+
+
+def test_fake_readiness_answers_match_the_extensions_schemas(
+        cloud, nova_schemas):
+    """The keys of readiness, in every state the fake serves, are what the
+    extension may say; and the fix of the audit."""
+    servers = guest_states(cloud)
+    extra = [cloud.add_server(f'extra-{index}', cloud.flavors[flavor_id])
+             for index, flavor_id in enumerate(('10', '11', '1', '10',
+                                                '10'))]
+    extra[0].guest_agent = 'not_configured'
+    extra[0].balloon = 'no_statistics'
+    extra[1].status = 'ERROR'
+    extra[2].locked = True
+    extra[3].status = 'PAUSED'
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{extra[4].id}', {},
+                 {'current_vcpus': 2})
+    for value in ('true', '1', 'false'):
+        status, body = cloud.handle('GET', '/v2.1/os-xloud-adjust',
+                                    {'all_tenants': '1',
+                                     'readiness': value}, None)
+        assert status == 200
+        assert_matches(nova_schemas['index_response'], body)
+        assert ('readiness' in body['servers'][0]) == (value != 'false')
+    for server in [*servers.values(), *extra]:
+        status, body = cloud.handle(
+            'GET', f'/v2.1/os-xloud-adjust/{server.id}', {}, None)
+        assert_matches(nova_schemas['show_response'], body)
+    ids = list(cloud.servers)
+    cloud.add_drift(ids[0], 'placement_below_live',
+                    placement={'vcpus': 1, 'memory_mb': 4096},
+                    domain_live={'vcpus': 2, 'memory_mb': 4096})
+    cloud.add_drift(ids[1], 'domain_missing', domain_state='missing')
+    cloud.heal_errors[ids[2]] = 'placement refused the allocation'
+    cloud.add_drift(ids[2], 'placement_above_live')
+    for body in ({'fix': True, 'server_ids': ids[:3]}, {'fix': False},
+                 {'fix': True}):
+        status, answer = cloud.handle('POST', '/v2.1/os-xloud-audit', {},
+                                      body)
+        assert status == 200
+        assert_matches(nova_schemas['audit_response'], answer)
+    for bad in ({}, {'fix': 'yes'}, {'fix': True, 'server_ids': []},
+                {'fix': True, 'hosts': 'compute-1'}):
+        with pytest.raises(fakecloud.HTTPError):
+            cloud.handle('POST', '/v2.1/os-xloud-audit', {}, bad)
+
+
+_REAL_READINESS = '''
+import json, sys
+from nova import objects
+objects.register_all()
+from nova_ext import readiness, sizing
+out = []
+for case in json.load(sys.stdin):
+    flavor = objects.Flavor(**case['flavor'])
+    sysmeta = {'image_' + key: value
+               for key, value in case['image'].items()}
+    sysmeta.update(case['record'])
+    if case['status']:
+        sysmeta[sizing.SYSMETA_STATUS] = case['status']
+    sysmeta[sizing.SYSMETA_STARTED_AT] = case['started_at']
+    if case['migrated_at']:
+        sysmeta[sizing.SYSMETA_MIGRATED_AT] = case['migrated_at']
+    instance = objects.Instance(
+        uuid=case['id'], host=case['host'], vm_state=case['vm_state'],
+        task_state=case['task_state'], locked=case['locked'],
+        system_metadata=sysmeta, flavor=flavor,
+        pci_requests=objects.InstancePCIRequests(requests=[]))
+    observed = (readiness.Observed.from_host(case['guest'])
+                if case['guest'] else
+                readiness.Observed.failed(case['error']))
+    out.append(readiness.describe(
+        instance, sizing.ElasticSize.from_instance(instance), observed))
+print(json.dumps(out))
+'''
+
+# The host's view of a guest behind each balloon verdict of the fake
+# (nova_ext.readiness._balloon): statistics flowing; a period but none
+# since a start long ago; collection off; no balloon device.
+_BALLOON_INPUTS = {
+    'active': (True, 10, True), 'silent': (True, 10, False),
+    'no_statistics': (True, 0, False), 'no_device': (False, 10, False),
+}
+
+
+def readiness_parity_servers() -> fakecloud.FakeCloud:
+    cloud = fakecloud.FakeCloud.demo(servers=3)
+    small, large = cloud.flavors['10'], cloud.flavors['11']
+    pinned = cloud.add_flavor('pinned', 4, 4096, minimum_cpu=2,
+                              minimum_memory=1024, flavor_id='30',
+                              extra_specs={'hw:cpu_policy': 'dedicated'})
+    threads = cloud.add_flavor('threads', 8, 8192, minimum_cpu=2,
+                               minimum_memory=2048, flavor_id='31',
+                               extra_specs={'hw:cpu_threads': '2'})
+
+    def server(name, flavor, **state):
+        added = cloud.add_server(name, flavor)
+        for key, value in state.items():
+            setattr(added, key, value)
+        return added
+
+    server('silent', small, balloon='silent', migrated_since_boot=True,
+           guest_agent='not_answering', agent_error='guest-ping timed out')
+    server('bare', small, balloon='no_device', vcpu_hotplug='not_possible',
+           machine_type='pc-i440fx-2.9')
+    server('unconfigured', large, balloon='no_statistics',
+           guest_agent='not_configured', vcpus_busy=0.2)
+    server('busy', large, vcpus_busy=5.3, memory_used_mb=9000)
+    server('full', small, vcpus_busy=7.5, memory_used_mb=4000)
+    server('locked', small, locked=True, vcpus_busy=1.0)
+    server('migrating', small, operation='migrating', vcpus_busy=1.0)
+    server('stopped', small, vm_status='SHUTOFF', vcpus_busy=1.0)
+    server('error', small, vm_status='ERROR')
+    server('paused', small, vm_status='PAUSED')
+    server('unread', small, guest_read_error='compute-1 did not answer')
+    server('pinned', pinned, vcpus_busy=2.5, memory_used_mb=1500)
+    server('threads', threads, vcpus_busy=2.2)
+    server('tiny', cloud.flavors['1'], vcpus_busy=0.9, memory_used_mb=300)
+    adjusting = server('adjusting', small)
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{adjusting.id}', {},
+                 {'current_vcpus': 2})
+    settled = server('settled', small, vcpus_busy=1.2)
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{settled.id}', {},
+                 {'current_vcpus': 3, 'persist': False})
+    cloud.settle()
+    return cloud
+
+
+def readiness_case(cloud: fakecloud.FakeCloud,
+                   server: fakecloud.FakeServer) -> dict:
+    """The instance and its host's answer for ``nova_ext.readiness``."""
+    guest = cloud.guest(server)
+    device, period, fresh = _BALLOON_INPUTS[server.balloon]
+    record = {}
+    if server.recorded:
+        record = {'xloud_flavorid': server.flavor.id,
+                  'xloud_boot_vcpus': str(server.boot_vcpus),
+                  'xloud_boot_memory_mb': str(server.boot_memory_mb),
+                  'xloud_live_vcpus': str(server.vcpus),
+                  'xloud_live_memory_mb': str(server.memory_mb)}
+    host = None
+    if guest['as_of'] is not None:
+        host = {
+            'size': {'vcpus': server.vcpus, 'memory_mb': server.memory_mb},
+            'guest': {**{key: guest[key] for key in (
+                'agent', 'online_vcpus', 'available_memory_mb',
+                'usable_memory_mb')}, 'agent_error': server.agent_error},
+            'balloon_device': device, 'stats_period': period,
+            'stats_fresh': fresh,
+            # All but the first vCPU: none for a 1-vCPU flavor.
+            'hotpluggable_vcpus': (
+                0 if server.vcpu_hotplug == 'not_possible'
+                else server.flavor.vcpus - 1),
+            'machine_type': server.machine_type, 'cpu_time_ns': 0,
+            'busy': (None if server.vcpus_busy is None else
+                     {'vcpus': server.vcpus_busy,
+                      'window_seconds':
+                          fakecloud.UTILISATION_WINDOW_SECONDS}),
+            'as_of': guest['as_of']}
+    return {
+        'id': server.id, 'host': server.host,
+        'vm_state': cloud._vm_state(server), 'task_state': server.task_state,
+        'locked': server.locked, 'status': server.adjustment_status,
+        'started_at': '2020-01-01T00:00:00Z',
+        'migrated_at': ('2020-01-02T00:00:00Z'
+                        if server.migrated_since_boot else None),
+        'flavor': {'flavorid': server.flavor.id, 'name': server.flavor.name,
+                   'vcpus': server.flavor.vcpus,
+                   'memory_mb': server.flavor.memory_mb,
+                   'extra_specs': server.embedded_specs},
+        'image': server.image_properties, 'record': record,
+        'guest': host, 'error': cloud.readiness(server)['error']}
+
+
+def without_times(answer: dict) -> dict:
+    """The answer with its read times blanked: the two sides read the
+    clock at different moments. Whether there is one stays compared."""
+    answer = json.loads(json.dumps(answer))
+    for key in ('guest', 'readiness'):
+        if answer[key]['as_of'] is not None:
+            answer[key]['as_of'] = 'read'
+    return answer
+
+
+def test_fake_readiness_follows_the_extensions_rules():
+    """Verdicts, reasons, warnings, utilisation and recommendations of the
+    fake are ``nova_ext.readiness``'s, for the same guests."""
+    cloud = readiness_parity_servers()
+    servers = list(cloud.servers.values())
+    cases = [readiness_case(cloud, server) for server in servers]
+    root = pathlib.Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, '-c', _REAL_READINESS], input=json.dumps(cases),
+        capture_output=True, text=True, check=True, timeout=120, cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    real = json.loads(result.stdout.splitlines()[-1])
+    for server, expected in zip(servers, real, strict=True):
+        fake = {'guest': cloud.guest(server),
+                'readiness': cloud.readiness(server),
+                'utilisation': cloud.utilisation(server),
+                'recommendation': cloud.recommendation(server)}
+        assert without_times(fake) == without_times(expected), server.name
+    # The cases did differ.
+    assert len({json.dumps(answer['readiness']['reasons'])
+                for answer in real}) >= 8
+    assert len({json.dumps(answer['recommendation'])
+                for answer in real}) >= 6

@@ -206,13 +206,16 @@ def test_refused_adjustment_keeps_the_modal_open(panel, cloud):
     panel.screenshot('05-adjust-refused')
     assert ('POST', f'/v2.1/os-xloud-adjust/{target}') not in cloud.calls
     assert cloud.servers[target].adjustment_status is None
-    # Once the page is shown again, the row is not offered an adjustment.
+    # Once the page is shown again, the row's Adjust is disabled, with why.
     panel.open()
     row = panel.row('instances', target)
     assert 'No' in row.find_element(By.CSS_SELECTOR,
                                     'td.xloud-adjustable').text
-    assert not panel.driver.find_elements(
-        By.ID, f'instances__row_{target}__action_adjust')
+    adjust = panel.find(f'#instances__row_{target}__action_adjust')
+    assert 'disabled' in adjust.get_attribute('class').split()
+    assert 'The instance is locked.' in (
+        adjust.get_attribute('data-original-title') or
+        adjust.get_attribute('title'))
 
 
 def test_bulk_adjust_three(panel, cloud):
@@ -399,8 +402,8 @@ def test_rows_say_why_they_cannot_be_adjusted(panel, cloud):
         # Bootstrap moves the title once it has set the tooltip up.
         assert reason in (cell.get_attribute('data-original-title') or
                           cell.get_attribute('title')), name
-        offered = bool(panel.driver.find_elements(
-            By.ID, f'instances__row_{target}__action_adjust'))
+        adjust = panel.find(f'#instances__row_{target}__action_adjust')
+        offered = 'disabled' not in adjust.get_attribute('class').split()
         assert offered == (label != 'No'), name
     yes = panel.row('instances', server_id(cloud, 'vm-0001')).find_element(
         By.CSS_SELECTOR, 'td.xloud-adjustable').text
@@ -488,3 +491,205 @@ def test_host_exposure_chart_highlights_a_host_over_capacity(panel, cloud):
     # The tabs are sticky: leave the panel on its first tab.
     panel.find('a[data-target="#elastic_sizing__instances"]').click()
     panel.visible('table#instances')
+
+
+def title_of(element) -> str:
+    # Bootstrap moves the title into data-original-title once it has set
+    # the tooltip up.
+    return (element.get_attribute('data-original-title') or
+            element.get_attribute('title') or '')
+
+
+def test_readiness_and_a_refused_adjust(panel, cloud):
+    bare = cloud.servers[server_id(cloud, 'vm-0001')]
+    bare.balloon = 'no_device'
+    bare.vcpu_hotplug = 'not_possible'
+    bare.machine_type = 'pc-i440fx-2.9'
+    silent = cloud.servers[server_id(cloud, 'vm-0002')]
+    silent.balloon = 'silent'
+    silent.migrated_since_boot = True
+    busy = cloud.servers[server_id(cloud, 'vm-0000')]
+    busy.vcpus_busy = 1.6
+    busy.memory_used_mb = 3000
+    cloud.calls.clear()
+    panel.open()
+    # The page's readiness comes with its one list call.
+    assert cloud.calls.count(('GET', '/v2.1/os-xloud-adjust')) == 1
+    assert not any(path.startswith('/v2.1/os-xloud-adjust/')
+                   for _method, path in cloud.calls)
+    header = panel.find('table#instances thead').text
+    assert 'Readiness' in header and 'Use' in header
+
+    checks = panel.row('instances', silent.id).find_element(
+        By.CSS_SELECTOR, '.xloud-readiness-checks')
+    states = {check.get_attribute('data-check'):
+              check.get_attribute('data-state')
+              for check in checks.find_elements(By.CSS_SELECTOR,
+                                                '.xloud-ready')}
+    assert states == {'balloon': 'silent', 'agent': 'answering',
+                      'hotplug': 'possible'}
+    assert checks.text.split() == ['Balloon', 'Agent', 'Hotplug']
+    tooltip = title_of(checks)
+    assert tooltip.startswith('Read ')
+    assert 'Live-migrated since it started: yes' in tooltip
+    use = panel.row('instances', busy.id).find_element(
+        By.CSS_SELECTOR, 'td.xloud-use').text
+    assert '2.9GB of 4GB' in use and '1.6 of 2 busy' in use
+    # Memory can still be adjusted on none of them: vCPUs only.
+    assert panel.row('instances', silent.id).find_element(
+        By.CSS_SELECTOR, 'td.xloud-adjustable').text == 'vCPUs only'
+    ActionChains(panel.driver).move_to_element(checks).perform()
+    panel.visible('.tooltip')
+    panel.screenshot('20-readiness')
+
+    # Neither dimension can work: Adjust stays, disabled, and says why.
+    adjust = panel.find(f'#instances__row_{bare.id}__action_adjust')
+    assert 'disabled' in adjust.get_attribute('class').split()
+    reason = title_of(adjust)
+    assert 'Its domain has no hot-pluggable vCPUs (machine type ' \
+        'pc-i440fx-2.9)' in reason
+    assert 'Its domain has no memory balloon.' in reason
+    assert panel.driver.execute_script(
+        'return getComputedStyle(arguments[0]).cursor;',
+        adjust) == 'not-allowed'
+    ActionChains(panel.driver).move_to_element(adjust).perform()
+    shown = panel.visible('.tooltip')
+    assert 'no memory balloon' in shown.text
+    panel.screenshot('21-adjust-disabled')
+    index = panel.driver.current_url
+    cloud.calls.clear()
+    adjust.click()
+    # Nothing opens, nothing is asked.
+    assert not panel.driver.find_elements(By.CSS_SELECTOR,
+                                          '.modal-dialog form')
+    assert panel.driver.current_url == index
+    assert not any(path.endswith('/adjust/') or
+                   path.startswith(f'/v2.1/os-xloud-adjust/{bare.id}')
+                   for _method, path in cloud.calls)
+    # Not selectable for a bulk adjustment either.
+    assert not panel.row('instances', bare.id).find_elements(
+        By.CSS_SELECTOR, 'input.table-row-multi-select')
+
+
+def test_the_adjust_form_holds_the_recommendation(panel, cloud):
+    busy = cloud.servers[server_id(cloud, 'vm-0000')]
+    busy.vcpus_busy = 3.2
+    busy.memory_used_mb = 3500
+    panel.open()
+    panel.open_row_action('instances', busy.id, 'adjust')
+    form = panel.modal()
+    vcpus = form.find_element(By.NAME, 'vcpus')
+    memory = form.find_element(By.NAME, 'memory_mb')
+    # ceil(3.2) + 1 spare; 3500 MiB used, 20% kept free, 128 MiB steps.
+    assert (vcpus.get_attribute('value'),
+            memory.get_attribute('value')) == ('5', '4480')
+    assert 'The fields hold the size recommended' in form.text
+    helps = [title_of(icon) for icon in form.find_elements(
+        By.CSS_SELECTOR, '.help-icon')]
+    assert any(text.startswith('Recommended: 3.20 vCPUs busy on average '
+                               'over the last 300 seconds, plus 1 spare')
+               for text in helps), helps
+    assert any('Uses 3500 of 4096 MiB; 20% of it kept free' in text
+               for text in helps), helps
+    help_icon = form.find_element(By.CSS_SELECTOR, '.help-icon')
+    ActionChains(panel.driver).move_to_element(help_icon).perform()
+    panel.visible('.tooltip')
+    panel.screenshot('22-adjust-recommended')
+    panel.submit(form)
+    panel.wait_for_message('Adjusting instance "vm-0000" to 5 vCPUs')
+    assert busy.pending == (5, 4480)
+
+
+@pytest.fixture
+def fresh_session(panel):
+    """Logged in again: a session that remembers no refused audit (an
+    earlier test has the cloud refuse it)."""
+    panel.driver.delete_all_cookies()
+    panel.login('admin', 'secret', domain='Default')
+
+
+def test_fix_drift_from_the_sync_column(panel, cloud, fresh_session):
+    drifted = cloud.servers[server_id(cloud, 'vm-0003')]
+    sentence = ('Placement holds 1 vCPUs / 512 MiB for the instance but '
+                'its guest runs at 2 vCPUs / 4096 MiB on compute-2.')
+    cloud.add_drift(drifted.id, 'placement_below_live', sentence,
+                    placement={'vcpus': 1, 'memory_mb': 512})
+    in_sync = server_id(cloud, 'vm-0004')
+    panel.open()
+    assert 'Drift (critical)' in panel.row_text('instances', drifted.id)
+    # Offered on the drifting row only.
+    assert not panel.driver.find_elements(
+        By.ID, f'instances__row_{in_sync}__action_fix_drift')
+    panel.row('instances', drifted.id).find_element(
+        By.CSS_SELECTOR, '.dropdown-toggle').click()
+    button = panel.visible(f'#instances__row_{drifted.id}__action_fix_drift')
+    assert button.text == 'Fix Drift'
+    panel.screenshot('23-fix-drift')
+    cloud.calls.clear()
+    button.click()
+    message = panel.wait_for_message('Fixed the drift of instance "vm-0003"')
+    assert ('Set the placement allocation to 2 VCPU / 4096 MEMORY_MB (it '
+            'was 1 VCPU / 512 MEMORY_MB).') in message
+    assert cloud.calls.count(('POST', '/v2.1/os-xloud-audit')) == 1
+    assert drifted.id not in cloud.drift
+    # The page shown after it audits again: the row is in sync.
+    assert 'In sync' in panel.wait_for_row('instances', drifted.id,
+                                           'In sync')
+    assert not panel.driver.find_elements(
+        By.ID, f'instances__row_{drifted.id}__action_fix_drift')
+    panel.screenshot('24-drift-fixed')
+
+
+def test_history_shows_the_guest_and_readiness(panel, cloud):
+    target = cloud.servers[server_id(cloud, 'vm-0001')]
+    target.memory_used_mb = 700
+    target.vcpus_busy = 0.4
+    target.guest_agent = 'not_configured'
+    target.migrated_since_boot = True
+    panel.open()
+    panel.open_row_action('instances', target.id, 'history')
+    guest = panel.find('dl.xloud-guest')
+    assert 'Not configured' in guest.find_element(
+        By.CSS_SELECTOR, '.xloud-guest-agent').text
+    assert guest.find_element(
+        By.CSS_SELECTOR, '.xloud-guest-memory').text == (
+        '324MB of 3.9GB the guest sees')
+    details = panel.find('dl.xloud-readiness-details')
+    assert details.find_element(
+        By.CSS_SELECTOR, '.xloud-readiness-migrated').text == 'Yes'
+    assert details.find_element(
+        By.CSS_SELECTOR, '[data-check="balloon"]').get_attribute(
+        'data-state') == 'active'
+    assert 'Possible' in details.find_element(
+        By.CSS_SELECTOR, '.xloud-readiness-vcpus').text
+    warnings = panel.find('.xloud-readiness-warnings').text
+    assert 'No guest agent (image property hw_qemu_guest_agent)' in warnings
+    assert 'Live-migrated since it started' in warnings
+    panel.screenshot('25-history-guest')
+
+
+def test_bulk_adjust_to_each_recommendation(panel, cloud):
+    busy = cloud.servers[server_id(cloud, 'vm-0000')]
+    busy.vcpus_busy = 3.2
+    busy.memory_used_mb = 3500
+    silent = cloud.servers[server_id(cloud, 'vm-0001')]
+    silent.balloon = 'silent'
+    idle = cloud.servers[server_id(cloud, 'vm-0002')]
+    panel.open()
+    panel.select_rows('instances', [busy.id, silent.id, idle.id])
+    panel.find('#instances__action_bulk_adjust').click()
+    form = panel.find('form.xloud-elastic-form')
+    panel.fill(form, {'mode': 'recommended'})
+    # No sizes to give: the size fields are not shown.
+    assert not form.find_element(By.NAME, 'vcpus').is_displayed()
+    assert not form.find_element(By.NAME, 'vcpus_step').is_displayed()
+    panel.screenshot('26-bulk-recommended')
+    panel.submit(form)
+    message = panel.wait_for_message('Adjusting 1 instance')
+    assert 'vm-0000: 2 → 5 vCPUs, 4GB → 4.4GB' in message
+    left = panel.wait_for_message('were not adjusted')
+    assert 'vm-0001: no recommendation, left alone' in left
+    assert 'vm-0002: already at its recommendation' in left
+    assert (busy.pending, silent.pending, idle.pending) == (
+        (5, 4480), None, None)
+    panel.screenshot('27-bulk-recommended-adjusting')

@@ -92,7 +92,7 @@ class IndexTests(ElasticSizingTestCase):
         # The page ends with the last id as the next marker.
         self.assertContains(res, f'instances_marker={self.sizes[-1].id}')
         self.mock_instance_size_list.assert_called_once_with(
-            helpers.IsHttpRequest(), marker=None, filters={})
+            helpers.IsHttpRequest(), marker=None, filters={}, readiness=True)
 
     @helpers.create_mocks({elastic: ['instance_size_list']})
     def test_next_page_passes_marker(self):
@@ -101,7 +101,8 @@ class IndexTests(ElasticSizingTestCase):
         self.assertEqual(res.status_code, 200)
         self.assertNotContains(res, 'Next&nbsp;&raquo;')
         self.mock_instance_size_list.assert_called_once_with(
-            helpers.IsHttpRequest(), marker='abc', filters={})
+            helpers.IsHttpRequest(), marker='abc', filters={},
+            readiness=True)
 
     @helpers.create_mocks({elastic: ['instance_size_list']})
     def test_server_side_filter(self):
@@ -114,7 +115,7 @@ class IndexTests(ElasticSizingTestCase):
         self.assertEqual(res.status_code, 200)
         self.mock_instance_size_list.assert_called_once_with(
             helpers.IsHttpRequest(), marker=None,
-            filters={'host': 'compute-1'})
+            filters={'host': 'compute-1'}, readiness=True)
 
     @helpers.create_mocks({elastic: ['instance_size_list']})
     def test_list_error_shows_message(self):
@@ -1209,3 +1210,449 @@ class HostExposureTabTests(ElasticSizingTestCase):
         self.assertContains(res, 'elastic_sizing__host_exposure')
         # Loaded when opened, not with the page.
         self.mock_host_exposure_list.assert_not_called()
+
+
+def listed_of(cloud) -> list[elastic.InstanceSize]:
+    """The fake's list with readiness, as the Instances tab asks for it."""
+    _status, body = cloud.handle('GET', '/v2.1/os-xloud-adjust',
+                                 {'readiness': 'true'}, None)
+    return [elastic.InstanceSize.from_api(server)
+            for server in body['servers']]
+
+
+def shown_of(cloud, server_id) -> elastic.InstanceSize:
+    """The fake's single GET of one instance."""
+    _status, body = cloud.handle('GET', f'/v2.1/os-xloud-adjust/{server_id}',
+                                 {}, None)
+    return elastic.InstanceSize.from_api(body['server'])
+
+
+def adjust_link(row: str) -> str:
+    """The row's Adjust action, its tag up to ``>``."""
+    start = row.index('__action_adjust"')
+    return row[row.rindex('<a', 0, start):row.index('>', start)]
+
+
+NO_HOTPLUG = ('Its domain has no hot-pluggable vCPUs (machine type '
+              'pc-i440fx-2.9): it was started without them; a hard reboot '
+              'starts it with them.')
+NO_BALLOON_DRIVER = ('Its balloon driver has sent no statistics since the '
+                     'guest started: the guest has no balloon driver, and '
+                     'would not take up a new memory size.')
+
+
+class ReadinessTests(ElasticSizingTestCase):
+    """The Readiness and Use columns, and Adjust where readiness refuses."""
+
+    def setUp(self):
+        super().setUp()
+        servers = list(self.cloud.servers.values())
+        # vm-0000: busy, with a recommendation; vm-0001: no balloon
+        # driver, its agent silent, migrated; vm-0002: neither dimension
+        # can work; vm-0003: its host did not answer.
+        self.busy, self.silent, self.bare, self.unread = servers
+        self.busy.vcpus_busy = 3.2
+        self.busy.memory_used_mb = 3500
+        self.silent.balloon = 'silent'
+        self.silent.guest_agent = 'not_answering'
+        self.silent.agent_error = 'guest-ping timed out'
+        self.silent.migrated_since_boot = True
+        self.bare.balloon = 'no_device'
+        self.bare.vcpu_hotplug = 'not_possible'
+        self.bare.machine_type = 'pc-i440fx-2.9'
+        self.bare.vcpus_busy = 0.4
+        self.unread.guest_read_error = 'compute-2 did not answer in time'
+
+    def index(self, sizes):
+        self.mock_instance_size_list.return_value = (sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        return res.content.decode()
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_readiness_and_use_columns(self):
+        content = self.index(listed_of(self.cloud))
+        self.assertIn('title="Whether the guest can take up an adjustment',
+                      content)
+        silent = row_of(content, self.silent.id)
+        for check, state, tone in (('balloon', 'silent', 'no'),
+                                   ('agent', 'not_answering', 'warn'),
+                                   ('hotplug', 'possible', 'ok')):
+            self.assertIn(f'class="xloud-ready xloud-ready-{tone}" '
+                          f'data-check="{check}" data-state="{state}"',
+                          silent)
+        cell = silent[silent.index('xloud-readiness-checks'):]
+        title = html.unescape(cell[cell.index('title="') + 7:
+                                   cell.index('">')])
+        lines = title.split('\n')
+        self.assertTrue(lines[0].startswith('Read 2'), lines)
+        self.assertIn('Balloon: silent, no balloon driver in the guest: '
+                      'memory changes are not taken up', lines)
+        self.assertIn('Guest agent: not answering', lines)
+        self.assertIn('Live-migrated since it started: yes', lines)
+        self.assertIn('The guest agent does not answer: guest-ping timed '
+                      'out', lines)
+        self.assertIn('xloud-readiness-warned', silent)
+        # What it uses: no memory figure (no statistics), and why.
+        self.assertIn('Not measured', silent)
+        self.assertIn('title="The guest sends no memory statistics.', silent)
+
+        busy = row_of(content, self.busy.id)
+        self.assertIn('<dd class="xloud-use-memory">'
+                      f'{es_tables.memory(3500)} of 4GB</dd>', busy)
+        self.assertIn('3.2 of 2 busy', busy)
+        self.assertIn('title="On average over the last 5 minutes."', busy)
+        bare = row_of(content, self.bare.id)
+        self.assertIn('0.4 of 1 busy', bare)
+        self.assertIn('title="The guest sends no memory statistics.">Memory '
+                      'not measured', bare)
+
+        unread = row_of(content, self.unread.id)
+        self.assertIn('Not read: compute-2 did not answer in time', unread)
+        self.assertIn('data-check="balloon" data-state="unknown"', unread)
+        self.assertIn('title="The guest was not read."', unread)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_adjust_is_disabled_where_nothing_can_work(self):
+        content = self.index(listed_of(self.cloud))
+        bare = row_of(content, self.bare.id)
+        link = adjust_link(bare)
+        self.assertIn('disabled', link.split('class="')[1].split('"')[0])
+        self.assertNotIn('ajax-modal', link)
+        self.assertIn('href="#"', link)
+        self.assertIn(f'title="{html.escape(NO_HOTPLUG)} '
+                      f'{html.escape("Its domain has no memory balloon.")}"',
+                      link)
+        self.assertNotIn(adjust_url(self.bare.id), bare)
+        self.assertNotIn('table-row-multi-select', bare)
+        self.assertIn('>No<', bare)
+        # One dimension refused: Adjust offered, the column says which.
+        silent = row_of(content, self.silent.id)
+        self.assertIn(adjust_url(self.silent.id), silent)
+        self.assertNotIn('disabled', adjust_link(silent))
+        self.assertIn('>vCPUs only<', silent)
+        self.assertIn(html.escape(NO_BALLOON_DRIVER), silent)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_locked_and_busy_rows_agree_with_readiness(self):
+        self.mock_locked_server_ids.return_value = {self.busy.id}
+        self.busy.locked = True
+        self.silent.operation = 'migrating'
+        content = self.index(listed_of(self.cloud))
+        # Nova's lock state and readiness say the same: once.
+        link = adjust_link(row_of(content, self.busy.id))
+        self.assertIn('title="The instance is locked."', link)
+        self.assertIn('disabled', link)
+        link = adjust_link(row_of(content, self.silent.id))
+        self.assertIn('title="The server is busy with another operation '
+                      '(migrating)."', link)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_older_extension_rows(self):
+        # Without readiness: no verdicts, no figures; Adjust as before,
+        # disabled where the lock or the flavor refuse.
+        self.mock_locked_server_ids.return_value = {self.bare.id}
+        content = self.index(sizes_of(self.cloud))
+        busy = row_of(content, self.busy.id)
+        self.assertNotIn('xloud-ready', busy)
+        self.assertNotIn('xloud-use-', busy)
+        self.assertIn(adjust_url(self.busy.id), busy)
+        link = adjust_link(row_of(content, self.bare.id))
+        self.assertIn('title="The instance is locked."', link)
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_refreshed_row_has_readiness(self):
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            self.bare.id)
+        res = self.client.get(
+            INDEX_URL + '?action=row_update&table=instances&obj_id='
+            + self.bare.id, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        self.assertEqual(res.status_code, 200)
+        row = res.content.decode()
+        self.assertIn('data-check="hotplug" data-state="not_possible"', row)
+        self.assertIn('disabled', adjust_link(row))
+        self.assertIn(html.escape(NO_HOTPLUG), adjust_link(row))
+
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            self.busy.id)
+        res = self.client.get(
+            INDEX_URL + '?action=row_update&table=instances&obj_id='
+            + self.busy.id, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        row = res.content.decode()
+        self.assertIn(adjust_url(self.busy.id), row)
+        self.assertIn('3.2 of 2 busy', row)
+
+
+class RecommendedAdjustTests(ReadinessTests.__base__):
+    """The Adjust form with readiness and the recommendation."""
+
+    def setUp(self):
+        super().setUp()
+        self.busy = self.cloud.servers[self.large.id]
+        self.busy.vcpus_busy = 3.2
+        self.busy.memory_used_mb = 3500
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_form_holds_the_recommendation_and_its_rule(self):
+        size = shown_of(self.cloud, self.busy.id)
+        self.mock_instance_size_get.return_value = size
+        res = self.client.get(adjust_url(self.busy.id))
+        form = res.context['form']
+        # ceil(3.2) + 1 spare; 3500 MiB with 20% free, in 128 MiB steps.
+        self.assertEqual((5, 4480), (form.initial['vcpus'],
+                                     form.initial['memory_mb']))
+        self.assertContains(res, 'value="5"')
+        self.assertContains(res, 'value="4480"')
+        self.assertIn('Recommended: 3.20 vCPUs busy on average over the '
+                      'last 300 seconds, plus 1 spare, within 2-8: 5.',
+                      str(form.fields['vcpus'].help_text))
+        self.assertIn('From 2 to 8.', str(form.fields['vcpus'].help_text))
+        self.assertIn('Uses 3500 of 4096 MiB', str(
+            form.fields['memory_mb'].help_text))
+        self.assertContains(res, 'The fields hold the size recommended')
+
+        # No recommendation: the current size, no rule.
+        self.busy.vcpus_busy = None
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            self.busy.id)
+        res = self.client.get(adjust_url(self.busy.id))
+        form = res.context['form']
+        self.assertEqual(2, form.initial['vcpus'])
+        self.assertNotIn('Recommended', str(form.fields['vcpus'].help_text))
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_form_disables_what_readiness_refuses(self):
+        self.busy.balloon = 'silent'
+        self.busy.migrated_since_boot = True
+        size = shown_of(self.cloud, self.busy.id)
+        self.mock_instance_size_get.return_value = size
+        self.mock_adjust.return_value = {}
+        res = self.client.get(adjust_url(self.busy.id))
+        form = res.context['form']
+        self.assertTrue(form.fields['memory_mb'].disabled)
+        self.assertEqual(NO_BALLOON_DRIVER, form.fields['memory_mb'].help_text)
+        self.assertFalse(form.fields['vcpus'].disabled)
+        self.assertContains(res, 'Live-migrated since it started')
+        res = self.client.post(adjust_url(self.busy.id), {
+            'instance_id': self.busy.id, 'vcpus': 5, 'memory_mb': 8192,
+            'persist': 'on'})
+        self.assertNoFormErrors(res)
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), self.busy.id, vcpus=5, memory_mb=None,
+            persist=True)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_clean_asks_readiness_again(self):
+        before = shown_of(self.cloud, self.busy.id)
+        self.busy.vcpu_hotplug = 'not_possible'
+        self.busy.machine_type = 'pc-i440fx-2.9'
+        fresh = shown_of(self.cloud, self.busy.id)
+        self.mock_instance_size_get.side_effect = [before, fresh]
+        res = self.client.post(adjust_url(self.busy.id), {
+            'instance_id': self.busy.id, 'vcpus': 5, 'memory_mb': 4480,
+            'persist': 'on'})
+        self.assertEqual(res.status_code, 200)
+        self.assertIn(NO_HOTPLUG, res.context['form'].errors['vcpus'])
+        self.mock_adjust.assert_not_called()
+
+
+class BulkRecommendedTests(ElasticSizingTestCase):
+    """A bulk adjustment to each instance's own recommendation."""
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_each_instance_its_own_recommendation(self):
+        busy, silent, idle, locked = self.cloud.servers.values()
+        busy.vcpus_busy = 3.2
+        busy.memory_used_mb = 3500
+        silent.balloon = 'silent'
+        locked.locked = True
+        # idle: 256 MiB used of 1024, the floor: its recommendation is
+        # where it is.
+        chosen = [shown_of(self.cloud, server.id)
+                  for server in (busy, silent, idle, locked)]
+        self.mock_instance_sizes_get.return_value = {
+            size.id: size for size in chosen}
+        self.mock_adjust_many.side_effect = lambda request, items: [
+            elastic.AdjustOutcome(item, accepted=True) for item in items]
+        res = self.client.post(BULK_URL, {
+            'instance_ids': ','.join(size.id for size in chosen),
+            'mode': 'recommended', 'out_of_limits': 'clamp',
+            'persist': 'on'})
+        self.assertNoFormErrors(res)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_adjust_many.assert_called_once_with(
+            helpers.IsHttpRequest(),
+            [elastic.AdjustRequest(busy.id, 5, 4480, True)])
+        self.assertMessageCount(success=1, warning=1)
+        success, warning = messages_of(res)
+        self.assertIn('vm-0000: 2 → 5 vCPUs, 4GB → ', success)
+        self.assertIn('vm-0001: no recommendation, left alone', warning)
+        self.assertIn('vm-0002: already at its recommendation', warning)
+        self.assertIn('vm-0003: The server is locked.', warning)
+
+    @helpers.create_mocks({elastic: ['instance_sizes_get', 'adjust_many']})
+    def test_nothing_recommended_keeps_the_form_open(self):
+        size = shown_of(self.cloud, self.small.id)
+        self.cloud.servers[self.small.id].guest_read_error = 'host down'
+        unread = shown_of(self.cloud, self.small.id)
+        self.assertIsNotNone(size.recommendation.memory_mb)
+        self.mock_instance_sizes_get.return_value = {unread.id: unread}
+        res = self.client.post(BULK_URL, {
+            'instance_ids': unread.id, 'mode': 'recommended',
+            'out_of_limits': 'clamp', 'persist': 'on'})
+        self.assertEqual(res.status_code, 200)
+        self.assertContains(res, 'No instance was adjusted: vm-0001: no '
+                                 'recommendation, left alone')
+        self.mock_adjust_many.assert_not_called()
+
+    def test_form_offers_it(self):
+        res = self.client.get(f'{BULK_URL}?id={self.small.id}')
+        self.assertContains(res, 'value="recommended"')
+        self.assertContains(res, 'Apply the recommended size to each '
+                                 'instance</option>')
+
+
+def fix_action(server_id: str) -> str:
+    return f'instances__fix_drift__{server_id}'
+
+
+class FixDriftTests(ElasticSizingTestCase):
+    """Fix Drift: the audit's fix one click from a drifting row."""
+
+    def setUp(self):
+        super().setUp()
+        self.finding = elastic.DriftFinding(
+            'placement_below_live', 'critical', 'Placement is short.')
+        self.mock_instance_sync_states.return_value = {
+            self.large.id: elastic.SyncState(elastic.SYNC_DRIFT,
+                                             findings=(self.finding,)),
+            self.small.id: elastic.SyncState(elastic.SYNC_IN_SYNC),
+            self.sizes[2].id: elastic.SyncState(elastic.SYNC_UNKNOWN,
+                                                reason='busy'),
+        }
+
+    def post(self, server_id):
+        return self.client.post(INDEX_URL, {'action': fix_action(server_id)})
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_offered_only_where_the_audit_found_drift(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        content = self.client.get(INDEX_URL).content.decode()
+        self.assertIn(f'value="{fix_action(self.large.id)}"',
+                      row_of(content, self.large.id))
+        for size in self.sizes[1:]:
+            self.assertNotIn('fix_drift', row_of(content, size.id))
+
+    @override_settings(
+        POLICY_CHECK_FUNCTION='tests.dashboard.test_views.deny_audit')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_not_offered_without_the_audit_policy(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        res = self.client.get(INDEX_URL)
+        self.assertNotContains(res, 'fix_drift')
+
+    @helpers.create_mocks({elastic: ['instance_size_list', 'fix_drift']})
+    def test_fix_reports_what_it_changed(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        self.mock_fix_drift.return_value = elastic.DriftFix(
+            self.large.id, elastic.SYNC_IN_SYNC, changes=(
+                'Set the placement allocation to 2 VCPU / 4096 MEMORY_MB '
+                '(it was 1 VCPU / 4096 MEMORY_MB).',))
+        res = self.post(self.large.id)
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_fix_drift.assert_called_once_with(
+            helpers.IsHttpRequest(), self.large.id)
+        self.assertEqual(
+            ['Fixed the drift of instance "vm-0000": Set the placement '
+             'allocation to 2 VCPU / 4096 MEMORY_MB (it was 1 VCPU / 4096 '
+             'MEMORY_MB).'], messages_of(res))
+
+    @helpers.create_mocks({elastic: ['instance_size_list', 'fix_drift']})
+    def test_what_remains_or_fails_is_said(self):
+        self.mock_instance_size_list.return_value = (self.sizes, False)
+        cases = [
+            (elastic.DriftFix(self.large.id, elastic.SYNC_DRIFT,
+                              changes=('Recorded the size.',),
+                              errors=('compute-1 has no room.',),
+                              remaining=(self.finding,)),
+             ['Partly fixed the drift of instance "vm-0000": Recorded the '
+              'size.', 'Drift remains on instance "vm-0000": Placement is '
+              'short. compute-1 has no room.']),
+            (elastic.DriftFix(self.large.id, elastic.SYNC_UNKNOWN,
+                              skipped='busy (task_state migrating)'),
+             ['Instance "vm-0000" was not fixed: busy (task_state '
+              'migrating)']),
+            (exceptions.ApiError("Policy doesn't allow "
+                                 "xloud:elastic_sizing:audit", 403),
+             ['Unable to fix the drift of instance "vm-0000": Policy '
+              'doesn\'t allow xloud:elastic_sizing:audit']),
+        ]
+        for answer, expected in cases:
+            with self.subTest(expected[0]):
+                if isinstance(answer, Exception):
+                    self.mock_fix_drift.side_effect = answer
+                else:
+                    self.mock_fix_drift.return_value = answer
+                res = self.post(self.large.id)
+                self.assertRedirectsNoFollow(res, INDEX_URL)
+                self.assertEqual(expected, messages_of(res))
+                # Shown on the next page: the queue starts empty again.
+                self.client.get(INDEX_URL)
+
+
+class GuestHistoryTests(ElasticSizingTestCase):
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history_shows_the_guest_and_readiness(self):
+        server = self.cloud.servers[self.small.id]
+        server.memory_used_mb = 700
+        server.vcpu_hotplug = 'not_possible'
+        server.guest_agent = 'not_configured'
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            server.id)
+        self.mock_adjustment_history.return_value = []
+        res = self.client.get(history_url(server.id))
+        self.assertTemplateUsed(res, 'admin/elastic_sizing/_guest.html')
+        content = res.content.decode()
+        self.assertIn('<dd class="xloud-guest-agent">Not configured</dd>',
+                      content)
+        self.assertIn('<dd class="xloud-guest-vcpus">Not read</dd>',
+                      content)
+        self.assertIn(f'{es_tables.memory(1024 - 700)} of '
+                      f'{es_tables.memory(4096 - 64)} the guest sees',
+                      content)
+        self.assertIn('data-check="hotplug" data-state="not_possible"',
+                      content)
+        self.assertIn('Its domain has no hot-pluggable vCPUs', content)
+        self.assertIn('<span class="xloud-adjustable-yes">Possible</span>',
+                      content)
+        self.assertIn('No guest agent (image property hw_qemu_guest_agent)',
+                      content)
+
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history_of_a_stopped_instance(self):
+        self.cloud.servers[self.small.id].status = 'SHUTOFF'
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            self.small.id)
+        self.mock_adjustment_history.return_value = []
+        content = self.client.get(history_url(self.small.id)).content.decode()
+        self.assertIn('<dd class="xloud-readiness-read">Not read: The '
+                      'server is stopped: its guest is read while it '
+                      'runs.</dd>', content)
+        self.assertIn('Not read since it last started', content)
+        self.assertIn('data-check="agent" data-state="unknown"', content)
+        # Stopped, it stays adjustable: at its next start.
+        self.assertIn('<dd class="xloud-readiness-memory_mb"><span '
+                      'class="xloud-adjustable-yes">Possible</span>',
+                      content)
+
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history_of_an_older_extension(self):
+        self.mock_instance_size_get.return_value = self.small
+        self.mock_adjustment_history.return_value = []
+        res = self.client.get(history_url(self.small.id))
+        self.assertEqual(res.status_code, 200)
+        self.assertNotContains(res, 'xloud-readiness-details')
+        self.assertNotContains(res, 'xloud-guest-agent')

@@ -176,16 +176,14 @@ def test_an_outdated_ramdisk_is_built_and_uploaded_again(admin_conn):
         f"({old.id})" in said
     new = admin_conn.image.find_image(kind.ramdisk_name, ignore_missing=False)
     assert new.id != old.id
-    assert new.properties[seed.INIT_VERSION] == guestimage.init_version(
-        kind.balloon_driver)
+    assert new.properties[seed.INIT_VERSION] == kind.init_version
     root = admin_conn.image.find_image(kind.name, ignore_missing=False)
     assert root.ramdisk_id == new.id
     # The other kinds were current: kept as they were.
     for other in seed.GUEST_KINDS[:-1]:
         assert admin_conn.image.find_image(
             other.ramdisk_name, ignore_missing=False).properties[
-                seed.INIT_VERSION] == guestimage.init_version(
-                    other.balloon_driver)
+                seed.INIT_VERSION] == other.init_version
 
 
 def test_dashboard_lists_the_images(cloud):

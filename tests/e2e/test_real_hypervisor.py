@@ -278,6 +278,21 @@ def test_boots_at_its_minimum(qemu_cloud, conn, servers, step):
     minimum = (MIN_VCPUS, MIN_MEMORY_MB)
     assert_everywhere(qemu_cloud, conn, server_id, minimum, minimum,
                       host="compute1")
+    with step("readiness read from the guest (agent, balloon statistics)"):
+        deadline = time.monotonic() + GUEST_WAIT
+        while True:
+            shown = helpers.size(conn, server_id)
+            ready = shown["readiness"]
+            if (ready["guest_agent"], ready["balloon"]) == (
+                    "answering", "active"):
+                break
+            assert time.monotonic() < deadline, ready
+            time.sleep(2)
+    assert (ready["vcpu_hotplug"], ready["adjustable"]) == (
+        "possible", {"vcpus": True, "memory_mb": True}), ready
+    assert shown["guest"]["online_vcpus"] == MIN_VCPUS
+    memory = shown["utilisation"]["memory"]
+    assert 0 < memory["used_mb"] < memory["current_mb"] == MIN_MEMORY_MB
 
 
 def test_grow_in_the_panel_shows_in_the_guest(qemu_cloud, conn, servers,
@@ -374,6 +389,11 @@ def test_guest_without_balloon_driver(qemu_cloud, conn, servers, panel,
             assert time.monotonic() < deadline, helpers.size(conn, server_id)
             time.sleep(2)
     assert "balloon" in reason
+    # Its guest sends no balloon statistics: nothing to measure.
+    shown = helpers.size(conn, server_id)
+    assert shown["readiness"]["balloon"] in ("no_statistics", "silent")
+    assert shown["readiness"]["adjustable"]["memory_mb"] is False
+    assert shown["utilisation"]["memory"] is None
     # It holds all of its memory, and says so itself.
     view = guest_view(console_output(conn, server_id))
     assert view.balloon_mb == 0

@@ -117,10 +117,13 @@ class XloudEndpointDouble:
     adjustment as the real endpoint does, ending it at once without
     touching the guest (``refuse`` refuses it instead)."""
 
-    target = oslo_messaging.Target(namespace='xloud', version='2.0')
+    target = oslo_messaging.Target(namespace='xloud', version='2.1')
 
     def __init__(self, live_size: dict | None = None) -> None:
         self.live_size = live_size
+        # What describe_guests answers beside the live size (GUEST of
+        # nova_ext.compute.endpoint.describe_guests).
+        self.guest_state = guest_state()
         self.refuse: str | None = None
         self.received: list[tuple[str, str, dict]] = []
 
@@ -139,6 +142,30 @@ class XloudEndpointDouble:
     def get_live_size(self, context, instance):
         self.received.append(('get_live_size', instance.uuid, {}))
         return self.live_size
+
+    def describe_guests(self, context, instance_uuids):
+        answers = {}
+        for uuid in instance_uuids:
+            self.received.append(('describe_guests', uuid, {}))
+            answers[uuid] = {**self.guest_state, 'size': self.live_size}
+        return answers
+
+
+def guest_state(**changes) -> dict:
+    """A running guest as describe_guests reports it: balloon statistics
+    flowing, agent answering, hot-pluggable vCPUs, not yet measured."""
+    state = {
+        'size': {'vcpus': 2, 'memory_mb': 2048},
+        'guest': {'agent': 'answering', 'online_vcpus': 2,
+                  'available_memory_mb': 4000, 'usable_memory_mb': 1536,
+                  'agent_error': None},
+        'balloon_device': True, 'stats_period': 10, 'stats_fresh': True,
+        'hotpluggable_vcpus': 3, 'machine_type': 'pc-q35-7.2',
+        'cpu_time_ns': 5_000_000_000, 'busy': None,
+        'as_of': '2026-12-03T18:00:00Z',
+    }
+    state.update(changes)
+    return state
 
 
 def serve_endpoint(test: ElasticServersTestBase, hostname: str,

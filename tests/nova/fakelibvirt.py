@@ -94,6 +94,15 @@ class GuestBehaviour:
     memory_in_use_kib: int = 262144
     # What the guest agent answers for its host name.
     hostname: str = 'guest'
+    # How many of its vCPUs the guest keeps busy on average: the domain's
+    # CPU time (virDomainGetInfo's cpuTime, ns) grows by this much per
+    # second of wall time while it runs.
+    busy_vcpus: float = 0.0
+
+
+def cpu_clock() -> float:
+    """The wall clock the guests' CPU time runs by (tests replace it)."""
+    return time.monotonic()
 
 
 def _error(message: str, code: int,
@@ -317,7 +326,10 @@ class ElasticDomain(fakelibvirt.Domain):
                       'stats_period': self._def['stats_period'],
                       # What the balloon driver last sent; QEMU reports
                       # last_update 0 until it sends anything.
-                      'guest_stats': {'last_update': 0}}
+                      'guest_stats': {'last_update': 0},
+                      # CPU time counts from the QEMU process's start.
+                      'cpu_time_ns': 0,
+                      'cpu_counted_at': cpu_clock()}
 
     def _live_memory(self) -> int:
         """What the guest holds: the balloon moves only with a driver, and
@@ -345,7 +357,14 @@ class ElasticDomain(fakelibvirt.Domain):
 
     def suspend(self):
         self._live_memory()  # the balloon stops where it stands
+        if self._live is not None:
+            self._cpu_time_ns()
         super().suspend()
+
+    def resume(self):
+        if self._live is not None:
+            self._cpu_time_ns()  # the pause used no CPU time
+        return super().resume()
 
     def isActive(self):
         # libvirt counts a paused domain as active; Nova's fake does not.
@@ -526,11 +545,24 @@ class ElasticDomain(fakelibvirt.Domain):
     def setMemory(self, memory):
         return self.setMemoryFlags(memory, _LIVE)
 
+    def _cpu_time_ns(self) -> int:
+        """CPU time used since start; it does not advance while paused."""
+        now = cpu_clock()
+        if self._state == fakelibvirt.VIR_DOMAIN_RUNNING:
+            self._live['cpu_time_ns'] += int(
+                (now - self._live['cpu_counted_at']) *
+                self.behaviour.busy_vcpus * 1e9)
+        self._live['cpu_counted_at'] = now
+        return self._live['cpu_time_ns']
+
     def info(self):
         info = super().info()
         if self._running():
             info[2], info[3] = self._live_memory(), self._live['vcpus']
+            info[4] = self._cpu_time_ns()
         else:
+            # libvirt reports no CPU time for a domain that is not running.
+            info[4] = 0
             info[2] = self._def['current_memory']
             info[3] = self._def['vcpu']['current']
         return info

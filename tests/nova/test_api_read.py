@@ -50,6 +50,20 @@ class ReadTest(base.ElasticAPITestBase):
         with self.subTest('no xloud endpoint on the host: recorded'):
             resp = self._get(path)
             self.assertEqual(200, resp.status_code, resp.text)
+            server = resp.json()['server']
+            ready = server.pop('readiness')
+            self.assertEqual((None, 'unknown', 'unknown', 'unknown',
+                              {'vcpus': True, 'memory_mb': True}),
+                             (ready['as_of'], ready['balloon'],
+                              ready['guest_agent'], ready['vcpu_hotplug'],
+                              ready['adjustable']))
+            self.assertIn(self.hostname, ready['error'])
+            self.assertEqual({'memory': None, 'vcpus': None,
+                              'reason': 'The guest was not read.'},
+                             server.pop('utilisation'))
+            self.assertEqual(dict.fromkeys(('vcpus', 'memory_mb',
+                                            'vcpus_rule', 'memory_rule')),
+                             server.pop('recommendation'))
             self.assertEqual({
                 'id': server_id,
                 'name': 'elastic-one',
@@ -73,13 +87,13 @@ class ReadTest(base.ElasticAPITestBase):
                           'available_memory_mb': None,
                           'usable_memory_mb': None, 'as_of': None},
                 'changes': [],
-            }, resp.json()['server'])
+            }, server)
             sent = self.rpc.sent[-1]
-            self.assertEqual(('call', self.hostname, 'xloud', '2.0',
-                              'get_live_size', 3),
+            self.assertEqual(('call', self.hostname, 'xloud', '2.1',
+                              'describe_guests', 10),
                              (sent.kind, sent.server, sent.namespace,
                               sent.version, sent.method, sent.timeout))
-            self.assertEqual(server_id, sent.kwargs['instance'].uuid)
+            self.assertEqual([server_id], sent.kwargs['instance_uuids'])
 
         endpoint = base.XloudEndpointDouble(
             live_size={'vcpus': 3, 'memory_mb': 3072})
@@ -91,8 +105,15 @@ class ReadTest(base.ElasticAPITestBase):
                               server['current_memory_mb'],
                               server['boot_vcpus'],
                               server['boot_memory_mb']))
-            self.assertEqual(('get_live_size', server_id),
+            self.assertEqual(('describe_guests', server_id),
                              endpoint.received[-1][:2])
+            self.assertEqual(('answering', 'possible', 'active',
+                              '2026-12-03T18:00:00Z', None),
+                             (server['guest']['agent'],
+                              server['readiness']['vcpu_hotplug'],
+                              server['readiness']['balloon'],
+                              server['readiness']['as_of'],
+                              server['readiness']['error']))
 
         for live in ({'vcpus': 9, 'memory_mb': 3072},
                      {'vcpus': '3', 'memory_mb': 3072},
@@ -191,6 +212,8 @@ class ReadTest(base.ElasticAPITestBase):
             # one, without the change records and the guest's view.
             self.assertEqual([], shown['server'].pop('changes'))
             self.assertIsNone(shown['server'].pop('guest')['as_of'])
+            for key in ('readiness', 'utilisation', 'recommendation'):
+                shown['server'].pop(key)
             self.assertEqual(shown['server'], servers[0])
         with self.subTest('all_tenants'):
             self.assertEqual(sorted([server_id, other_id]),
@@ -265,4 +288,4 @@ class ReadTest(base.ElasticAPITestBase):
                 status=403)
         with self.subTest('recorded values, no RPC per row'):
             self.assertEqual(sent_before + 1, len(self.rpc.sent))
-            self.assertEqual('get_live_size', self.rpc.sent[-1].method)
+            self.assertEqual('describe_guests', self.rpc.sent[-1].method)

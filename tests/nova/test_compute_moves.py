@@ -9,6 +9,7 @@ the running size; a resize starts over from the new flavor.
 
 import fixtures
 
+from nova_ext import readiness
 from tests.nova import compute_base
 
 INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE
@@ -98,8 +99,13 @@ class MovesTest(compute_base.ElasticMigrationMixin,
         # next start from that definition (a soft reboot) must be at the
         # boot size.
         self.assertEqual(BOOT, self._domain_size(self.server, INACTIVE))
+        # Readiness tells the guest moved since it started.
+        self.assertTrue(readiness.migrated_since_boot(
+            self._instance(self.server['id'])))
         self._reboot_server(self.server)
         self._assert_runs_at(BOOT, 'compute2')
+        self.assertFalse(readiness.migrated_since_boot(
+            self._instance(self.server['id'])))
 
     def test_resize_starts_from_the_new_flavor(self) -> None:
         bigger = self._create_flavor(

@@ -156,3 +156,38 @@ def test_agent_not_running_is_reported_in_libvirts_words(booted_guests):
         booted_guests['plain'].domain.setGuestVcpus('1', 1, 0)
     assert str(refused.value) == ('argument unsupported: QEMU guest agent '
                                   'is not configured')
+
+
+def test_readiness_as_the_compute_host_reads_it(agent_guest, booted_guests):
+    """What ``describe_guests`` sends, from real QEMU, and the fake's
+    answer for the same definition."""
+    _answering(agent_guest)
+    _with_statistics(agent_guest, since=time.time())
+    state = live.read_guest_state(agent_guest.domain)
+    assert (state.guest.agent, state.balloon_device, state.stats_fresh) == (
+        live.AGENT_ANSWERING, True, True)
+    assert state.hotpluggable_vcpus >= 1
+    assert state.machine_type and state.machine_type.startswith('pc')
+    # A running guest under TCG uses CPU time.
+    time.sleep(2)
+    assert live.read_guest_state(agent_guest.domain).cpu_time_ns > (
+        state.cpu_time_ns) > 0
+
+    # The plain guest has no balloon driver: with statistics collected
+    # (Nova's period), none arrive.
+    plain = booted_guests['plain']
+    plain.domain.setMemoryStatsPeriod(10, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    real = live.read_guest_state(plain.domain)
+    assert (real.balloon_device, real.stats_period, real.stats_fresh,
+            real.guest.agent) == (True, 10, False,
+                                  live.AGENT_NOT_CONFIGURED)
+    with parity.fake_libvirt() as conn:
+        fake_domain = conn.defineXML(plain.persistent_xml())
+        fake_domain.create()
+        fake_domain.behaviour.balloon_driver = False
+        fake = live.read_guest_state(fake_domain)
+    assert (fake.balloon_device, fake.stats_period, fake.stats_fresh,
+            fake.guest.agent, fake.machine_type) == (
+        real.balloon_device, real.stats_period, real.stats_fresh,
+        real.guest.agent, real.machine_type)
+    assert fake.hotpluggable_vcpus == real.hotpluggable_vcpus

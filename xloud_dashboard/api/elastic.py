@@ -4,9 +4,11 @@ The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
 flavor minimums as Nova extra specs and, for the instances of a flavor,
 the ``os-xloud-flavor-minimums`` API (``doc/api.md``), the adjustment
 history as Nova instance actions with the change records of the
-extension's single GET, whether each instance is in sync from the
-``os-xloud-audit`` API (``doc/audit.md``), and which instances are locked
-from Nova's server API.
+extension's single GET, each instance's readiness, utilisation and
+recommended size from the extension's list (``?readiness=true``) and
+single GET, whether each instance is in sync from the ``os-xloud-audit``
+API (``doc/audit.md``) and healing one's drift, and which instances are
+locked from Nova's server API.
 All calls go through one compute proxy per request, built from the user's
 token and the catalog's compute endpoint, as Horizon's own
 ``openstack_dashboard.api._nova.computeclient`` does.
@@ -68,6 +70,19 @@ SYNC_IN_SYNC = 'in_sync'
 SYNC_DRIFT = 'drift'
 SYNC_UNKNOWN = 'unknown'
 
+# The verdicts of readiness (doc/readiness.md): what the compute host read of
+# the guest's balloon, guest agent and vCPU hotplug.
+READY_UNKNOWN = 'unknown'
+BALLOON_ACTIVE = 'active'
+BALLOON_SILENT = 'silent'
+BALLOON_NO_STATISTICS = 'no_statistics'
+BALLOON_NO_DEVICE = 'no_device'
+AGENT_ANSWERING = 'answering'
+AGENT_NOT_ANSWERING = 'not_answering'
+AGENT_NOT_CONFIGURED = 'not_configured'
+HOTPLUG_POSSIBLE = 'possible'
+HOTPLUG_NOT_POSSIBLE = 'not_possible'
+
 # The extension is served by a paste filter in front of Nova's API and
 # takes no microversion; 2.61 lists flavors with their extra specs, 2.73
 # filters servers by ``locked`` and shows ``locked_reason``, and 2.84 adds
@@ -91,6 +106,9 @@ _EXTENSION_SESSION_KEY = 'xloud_elastic_sizing_offered'
 # extension older than the audit), per compute endpoint; asked again after
 # EXTENSION_CHECK_TTL.
 _AUDIT_REFUSED_SESSION_KEY = 'xloud_elastic_sizing_audit_refused'
+# When the extension last refused ``?readiness=true`` (older than
+# readiness), per compute endpoint; asked again after EXTENSION_CHECK_TTL.
+_READINESS_REFUSED_SESSION_KEY = 'xloud_elastic_sizing_readiness_refused'
 
 _DETAILS_RE = re.compile(
     r'(?P<key>vcpus|memory_mb)\s+(?P<old>\d+)\s*->\s*(?P<new>\d+)')
@@ -178,6 +196,190 @@ class SyncState:
 
 
 @dataclasses.dataclass(frozen=True)
+class GuestView:
+    """The guest's own view, as the compute host last read it: its agent,
+    the vCPUs it runs online and the memory it can use."""
+
+    agent: str | None
+    online_vcpus: int | None
+    available_memory_mb: int | None
+    usable_memory_mb: int | None
+    as_of: datetime.datetime | None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> GuestView | None:
+        if body is None:
+            return None
+        return cls(agent=body.get('agent'),
+                   online_vcpus=body.get('online_vcpus'),
+                   available_memory_mb=body.get('available_memory_mb'),
+                   usable_memory_mb=body.get('usable_memory_mb'),
+                   as_of=_parse_time(body.get('as_of')))
+
+
+@dataclasses.dataclass(frozen=True)
+class Readiness:
+    """Whether an adjustment of each dimension can work now, from what the
+    compute host read of the guest (balloon, guest agent, vCPU hotplug)
+    and what the API knows (lock, state, flavor).
+
+    ``as_of`` is None when the host was not read (``error`` says why);
+    its verdicts are then ``unknown``.
+    """
+
+    as_of: datetime.datetime | None
+    error: str | None
+    balloon: str
+    guest_agent: str
+    vcpu_hotplug: str
+    machine_type: str | None
+    migrated_since_boot: bool
+    last_outcome: str | None
+    adjustable: dict[str, bool]
+    reasons: dict[str, str | None]
+    warnings: tuple[str, ...] = ()
+
+    def refusal(self, dimension: str) -> str | None:
+        """Why ``dimension`` cannot be adjusted now, or None when it can."""
+        if self.adjustable.get(dimension, True):
+            return None
+        return (self.reasons.get(dimension) or
+                _("The extension says it cannot be adjusted now."))
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> Readiness | None:
+        if body is None:
+            return None
+        adjustable = body.get('adjustable') or {}
+        reasons = body.get('reasons') or {}
+        return cls(
+            as_of=_parse_time(body.get('as_of')), error=body.get('error'),
+            balloon=body.get('balloon') or READY_UNKNOWN,
+            guest_agent=body.get('guest_agent') or READY_UNKNOWN,
+            vcpu_hotplug=body.get('vcpu_hotplug') or READY_UNKNOWN,
+            machine_type=body.get('machine_type'),
+            migrated_since_boot=bool(body.get('migrated_since_boot')),
+            last_outcome=body.get('last_outcome'),
+            adjustable={dimension: bool(adjustable.get(dimension, True))
+                        for dimension in (VCPUS, MEMORY)},
+            reasons={dimension: reasons.get(dimension)
+                     for dimension in (VCPUS, MEMORY)},
+            warnings=tuple(body.get('warnings') or ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryUse:
+    """Memory the guest uses of what it has now (balloon statistics)."""
+
+    used_mb: int
+    current_mb: int
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> MemoryUse | None:
+        if body is None:
+            return None
+        return cls(used_mb=body['used_mb'], current_mb=body['current_mb'])
+
+
+@dataclasses.dataclass(frozen=True)
+class VcpuUse:
+    """vCPUs busy on average over the window, of those it has now."""
+
+    busy: float
+    current: int
+    window_seconds: int
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> VcpuUse | None:
+        if body is None:
+            return None
+        return cls(busy=body['busy'], current=body['current'],
+                   window_seconds=body['window_seconds'])
+
+
+@dataclasses.dataclass(frozen=True)
+class Utilisation:
+    """What the guest uses; ``reason`` says why a figure is missing."""
+
+    memory: MemoryUse | None
+    vcpus: VcpuUse | None
+    reason: str | None = None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> Utilisation | None:
+        if body is None:
+            return None
+        return cls(memory=MemoryUse.from_api(body.get('memory')),
+                   vcpus=VcpuUse.from_api(body.get('vcpus')),
+                   reason=body.get('reason'))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """The size the extension recommends from the utilisation, within the
+    instance's limits; None where it has none. The rules spell out how
+    each figure was reached."""
+
+    vcpus: int | None
+    memory_mb: int | None
+    vcpus_rule: str | None = None
+    memory_rule: str | None = None
+
+    def value(self, dimension: str) -> int | None:
+        return self.vcpus if dimension == VCPUS else self.memory_mb
+
+    def rule(self, dimension: str) -> str | None:
+        return self.vcpus_rule if dimension == VCPUS else self.memory_rule
+
+    @property
+    def is_empty(self) -> bool:
+        return self.vcpus is None and self.memory_mb is None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None
+                 ) -> Recommendation | None:
+        if body is None:
+            return None
+        return cls(vcpus=body.get('vcpus'), memory_mb=body.get('memory_mb'),
+                   vcpus_rule=body.get('vcpus_rule'),
+                   memory_rule=body.get('memory_rule'))
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftFix:
+    """What the audit's fix did with one instance: its state afterwards,
+    what it changed, what it could not do, what drift remains."""
+
+    server_id: str
+    status: str | None
+    changes: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    remaining: tuple[DriftFinding, ...] = ()
+    skipped: str | None = None
+
+    @classmethod
+    def from_report(cls, server_id: str, report: dict[str, Any]) -> DriftFix:
+        status = next((server['status'] for server in report['servers']
+                       if server['server_id'] == server_id), None)
+        changes: list[str] = []
+        errors: list[str] = []
+        for healed in report['healed']:
+            if healed['server_id'] == server_id:
+                changes.extend(healed['changes'])
+                errors.extend(healed['errors'])
+        remaining = tuple(DriftFinding.from_api(finding)
+                          for finding in report['remaining']
+                          if finding['server_id'] == server_id)
+        skipped = next((entry['reason'] for entry in report['skipped']
+                        if entry['server_id'] == server_id), None)
+        # A host that did not answer is an error of the report.
+        errors.extend(report.get('errors') or ())
+        return cls(server_id=server_id, status=status,
+                   changes=tuple(changes), errors=tuple(errors),
+                   remaining=remaining, skipped=skipped)
+
+
+@dataclasses.dataclass(frozen=True)
 class InstanceSize:
     """One instance's elastic size as the extension reports it."""
 
@@ -209,6 +411,14 @@ class InstanceSize:
     # when not asked.
     locked: bool | None = None
     locked_reason: str | None = None
+    # The guest's own view: the single GET always, the list when asked
+    # with readiness; None from an extension that does not send it.
+    guest: GuestView | None = None
+    # Readiness, utilisation and the recommendation: the single GET, and
+    # the list when asked with readiness; None from an older extension.
+    readiness: Readiness | None = None
+    utilisation: Utilisation | None = None
+    recommendation: Recommendation | None = None
 
     @property
     def is_adjusting(self) -> bool:
@@ -217,8 +427,9 @@ class InstanceSize:
     def fixed_reason(self, dimension: str) -> str | None:
         """Why ``dimension`` (VCPUS or MEMORY) cannot be adjusted, or None.
 
-        The extension's reason (a setting that makes it non-elastic), or
-        a floor equal to the maximum: nothing to adjust.
+        The extension's reason (a setting that makes it non-elastic), a
+        floor equal to the maximum (nothing to adjust), or what readiness
+        says stops it now (the guest, the lock, the state).
         """
         reason = self.not_adjustable.get(dimension)
         if reason:
@@ -231,10 +442,24 @@ class InstanceSize:
                          "(minimum = maximum = %d).") % high
             return _("The flavor allows no other amount of memory "
                      "(minimum = maximum = %d MB).") % high
+        if self.readiness is not None:
+            return self.readiness.refusal(dimension)
         return None
 
     def adjustable(self, dimension: str) -> bool:
         return self.fixed_reason(dimension) is None
+
+    def recommended(self, dimension: str) -> int | None:
+        """The recommendation for ``dimension`` where it can be adjusted,
+        held within its limits; None without one."""
+        if self.recommendation is None or not self.adjustable(dimension):
+            return None
+        value = self.recommendation.value(dimension)
+        if value is None:
+            return None
+        low, high = ((self.min_vcpus, self.max_vcpus) if dimension == VCPUS
+                     else (self.min_memory_mb, self.max_memory_mb))
+        return min(max(value, low), high)
 
     def adjust_refusal(self) -> str | None:
         """Why the instance cannot be adjusted now, or None when it can.
@@ -280,7 +505,12 @@ class InstanceSize:
                 dimension: (body.get('not_adjustable') or {}).get(dimension)
                 for dimension in (VCPUS, MEMORY)},
             changes=tuple(SizeChange.from_api(change)
-                          for change in body.get('changes') or ()))
+                          for change in body.get('changes') or ()),
+            guest=GuestView.from_api(body.get('guest')),
+            readiness=Readiness.from_api(body.get('readiness')),
+            utilisation=Utilisation.from_api(body.get('utilisation')),
+            recommendation=Recommendation.from_api(
+                body.get('recommendation')))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,13 +727,34 @@ def is_extension_offered(request) -> bool:
     return offered
 
 
+def readiness_offered(request) -> bool:
+    """False while the extension refused ``?readiness=true`` recently
+    (older than readiness), per compute endpoint; answered from the
+    session."""
+    refused = request.session.get(_READINESS_REFUSED_SESSION_KEY)
+    if not refused:
+        return True
+    try:
+        endpoint = compute_endpoint(request)
+    except horizon_exceptions.ServiceCatalogException:
+        return False
+    return not (refused.get('endpoint') == endpoint and
+                time.time() - refused.get('refused_at', 0)
+                < EXTENSION_CHECK_TTL)
+
+
 def instance_size_list(request, *, marker: str | None = None,
                        filters: dict[str, str] | None = None,
-                       paginate: bool = True
+                       paginate: bool = True, readiness: bool = False
                        ) -> tuple[list[InstanceSize], bool]:
     """One page of every project's instances, in one call.
 
-    Returns the instances and whether a further page exists.
+    Returns the instances and whether a further page exists. With
+    ``readiness`` each carries its guest view, readiness, utilisation and
+    recommendation (``?readiness=true``, read from the compute hosts);
+    an extension older than readiness refuses the parameter (400): the
+    page is asked again without it, and the refusal kept in the session
+    for EXTENSION_CHECK_TTL seconds.
     """
     params: dict[str, Any] = {'all_tenants': 1}
     params.update({key: value for key, value in (filters or {}).items()
@@ -514,8 +765,23 @@ def instance_size_list(request, *, marker: str | None = None,
         params['limit'] = page_size + 1
     if marker:
         params['marker'] = marker
-    body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
-                params=params)
+    if readiness and readiness_offered(request):
+        try:
+            body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
+                        params={**params, 'readiness': 'true'})
+        except ApiError as exc:
+            if exc.status_code != 400:
+                raise
+            # Refused for the parameter only if the page comes without it
+            # (a bad marker is refused either way).
+            body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
+                        params=params)
+            request.session[_READINESS_REFUSED_SESSION_KEY] = {
+                'endpoint': compute_endpoint(request),
+                'refused_at': time.time()}
+    else:
+        body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
+                    params=params)
     sizes = [InstanceSize.from_api(server) for server in body['servers']]
     if paginate and len(sizes) > page_size:
         return sizes[:page_size], True
@@ -627,6 +893,15 @@ def with_sync_states(request, sizes: list[InstanceSize]
         return None
     return [dataclasses.replace(size, sync=states.get(size.id))
             for size in sizes]
+
+
+def fix_drift(request, server_id: str) -> DriftFix:
+    """Heal one instance's drift (``POST /os-xloud-audit`` with ``fix``),
+    and what became of it: the audit runs again on what was healed."""
+    body = _call(request, 'POST', AUDIT_PATH,
+                 microversion=EXTENSION_MICROVERSION,
+                 json={'fix': True, 'server_ids': [server_id]})
+    return DriftFix.from_report(server_id, body['audit'])
 
 
 def locked_server_ids(request) -> set[str]:

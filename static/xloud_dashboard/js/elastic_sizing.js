@@ -1,4 +1,5 @@
-/* Shows memory fields of the Elastic Sizing forms in GB as one types. */
+/* Shows memory fields of the Elastic Sizing forms in GB as one types, and
+ * keeps a disabled Adjust (shown with why as its tooltip) from acting. */
 (function () {
   'use strict';
 
@@ -27,4 +28,10 @@
 
   horizon.modals.addModalInitFunction(attach);
   $(function () { attach(document); });
+  // Delegated: rows refresh themselves and bring new buttons.
+  $(document).on('click', '.xloud-elastic-sizing a.btn.disabled',
+                 function (event) {
+                   event.preventDefault();
+                   event.stopPropagation();
+                 });
 }());

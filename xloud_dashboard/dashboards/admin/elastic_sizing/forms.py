@@ -11,6 +11,9 @@ from xloud_dashboard.dashboards.admin.elastic_sizing.tables import memory
 
 MODE_ABSOLUTE = 'absolute'
 MODE_RELATIVE = 'relative'
+# Each instance its own recommendation (the extension's, from what it
+# uses).
+MODE_RECOMMENDED = 'recommended'
 OUT_OF_LIMITS_CLAMP = 'clamp'
 OUT_OF_LIMITS_REFUSE = 'refuse'
 
@@ -51,11 +54,20 @@ class AdjustForm(forms.SelfHandlingForm):
         limits = {elastic.VCPUS: (size.min_vcpus, size.max_vcpus),
                   elastic.MEMORY: (size.min_memory_mb, size.max_memory_mb)}
         for name, dimension in DIMENSIONS:
+            field = self.fields[name]
             reason = size.fixed_reason(dimension)
             if reason:
-                fix_field(self.fields[name], reason)
-            else:
-                limit_field(self.fields[name], *limits[dimension])
+                fix_field(field, reason)
+                continue
+            limit_field(field, *limits[dimension])
+            recommended = size.recommended(dimension)
+            if recommended is not None:
+                # The view fills the recommendation in; the rule says
+                # how it was reached.
+                field.help_text = _("Recommended: %(rule)s %(range)s") % {
+                    'rule': (size.recommendation.rule(dimension) or
+                             recommended),
+                    'range': field.help_text}
 
     def clean(self):
         """Refuse, with the extension's reason, what it would refuse now.
@@ -156,6 +168,24 @@ class Plan:
         return str(text)
 
 
+def plan_recommended(size: elastic.InstanceSize) -> Plan:
+    """The instance's own recommendation, in the dimensions it has one
+    for and can be adjusted in (the others left alone); refused when it
+    cannot be adjusted, or has no recommendation."""
+    refusal = size.adjust_refusal()
+    if refusal is not None:
+        return Plan(size, None, None, refused=str(
+            _("%(name)s: %(reason)s") % {'name': size.name,
+                                         'reason': refusal}))
+    vcpus = size.recommended(elastic.VCPUS)
+    memory_mb = size.recommended(elastic.MEMORY)
+    if vcpus is None and memory_mb is None:
+        return Plan(size, None, None, refused=str(
+            _("%(name)s: no recommendation, left alone") % {
+                'name': size.name}))
+    return Plan(size, vcpus, memory_mb)
+
+
 def plan_adjustment(size: elastic.InstanceSize, *, mode: str,
                     vcpus: int | None, memory_mb: int | None,
                     out_of_limits: str) -> Plan:
@@ -217,7 +247,9 @@ class BulkAdjustForm(forms.SelfHandlingForm):
     mode = forms.ChoiceField(
         label=_("Change"),
         choices=((MODE_ABSOLUTE, _("Set the size")),
-                 (MODE_RELATIVE, _("Add or remove a step"))),
+                 (MODE_RELATIVE, _("Add or remove a step")),
+                 (MODE_RECOMMENDED,
+                  _("Apply the recommended size to each instance"))),
         initial=MODE_ABSOLUTE,
         widget=forms.ThemableSelectWidget(attrs={
             'class': 'switchable', 'data-slug': 'mode'}))
@@ -254,7 +286,9 @@ class BulkAdjustForm(forms.SelfHandlingForm):
 
     def clean(self):
         data = super().clean()
-        if data.get('mode') == MODE_RELATIVE:
+        if data.get('mode') == MODE_RECOMMENDED:
+            vcpus = memory_mb = None
+        elif data.get('mode') == MODE_RELATIVE:
             vcpus, memory_mb = data.get('vcpus_step'), data.get('memory_step')
             if not vcpus and not memory_mb:
                 raise forms.ValidationError(
@@ -282,13 +316,19 @@ class BulkAdjustForm(forms.SelfHandlingForm):
                 problems.append(_("%(id)s: %(reason)s") % {
                     'id': server_id, 'reason': size.message})
                 continue
-            plan = plan_adjustment(size, mode=data['mode'], vcpus=vcpus,
-                                   memory_mb=memory_mb,
-                                   out_of_limits=data['out_of_limits'])
+            if data['mode'] == MODE_RECOMMENDED:
+                plan = plan_recommended(size)
+            else:
+                plan = plan_adjustment(size, mode=data['mode'], vcpus=vcpus,
+                                       memory_mb=memory_mb,
+                                       out_of_limits=data['out_of_limits'])
             if plan.refused:
                 problems.append(plan.refused)
             elif plan.unchanged:
-                problems.append(_("%(name)s: already at that size") % {
+                problems.append((
+                    _("%(name)s: already at its recommendation")
+                    if data['mode'] == MODE_RECOMMENDED else
+                    _("%(name)s: already at that size")) % {
                     'name': size.name})
             else:
                 plans.append(plan)

@@ -8,7 +8,7 @@ from django.template.defaultfilters import timesince
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy, pgettext_lazy
-from horizon import tables
+from horizon import messages, tables
 from horizon.templatetags import sizeformat
 
 from xloud_dashboard.api import elastic
@@ -95,6 +95,123 @@ def adjustability(size: elastic.InstanceSize) -> str:
             'reasons': '\n'.join(str(reason) for reason in reasons)})
 
 
+# Each readiness verdict: how it is shown (tone: ok, warn, no, unknown)
+# and what it means, in the cell's tooltip.
+BALLOON_VERDICTS = {
+    elastic.BALLOON_ACTIVE: ('ok', _("active, the guest's balloon driver "
+                                    "sends statistics")),
+    elastic.BALLOON_SILENT: ('no', _("silent, no balloon driver in the "
+                                    "guest: memory changes are not taken "
+                                    "up")),
+    elastic.BALLOON_NO_STATISTICS: ('warn', _("no statistics collected "
+                                             "(yet)")),
+    elastic.BALLOON_NO_DEVICE: ('no', _("no balloon device")),
+}
+AGENT_VERDICTS = {
+    elastic.AGENT_ANSWERING: ('ok', _("answering")),
+    elastic.AGENT_NOT_ANSWERING: ('warn', _("not answering")),
+    elastic.AGENT_NOT_CONFIGURED: ('warn', _("not configured")),
+}
+HOTPLUG_VERDICTS = {
+    elastic.HOTPLUG_POSSIBLE: ('ok', _("possible")),
+    elastic.HOTPLUG_NOT_POSSIBLE: ('no', _("not possible")),
+}
+TONE_ICONS = {'ok': 'check', 'warn': 'exclamation-triangle', 'no': 'times',
+              'unknown': 'question'}
+# Bootstrap's tooltip with a class of ours: its lines kept apart
+# (elastic_sizing.scss).
+TOOLTIP_TEMPLATE = ('<div class="tooltip xloud-tooltip" role="tooltip">'
+                    '<div class="tooltip-arrow"></div>'
+                    '<div class="tooltip-inner"></div></div>')
+
+
+def _time(value) -> str:
+    return value.strftime('%Y-%m-%d %H:%M:%S UTC')
+
+
+def readiness_checks(readiness: elastic.Readiness) -> list[dict]:
+    """The three verdicts (balloon, guest agent, vCPU hotplug): a short
+    label, a tone and icon, and what the verdict means."""
+    checks = []
+    for name, label, described, verdicts, state in (
+            ('balloon', pgettext_lazy("Readiness", "Balloon"),
+             _("Balloon"), BALLOON_VERDICTS, readiness.balloon),
+            ('agent', pgettext_lazy("Readiness", "Agent"),
+             _("Guest agent"), AGENT_VERDICTS, readiness.guest_agent),
+            ('hotplug', pgettext_lazy("Readiness", "Hotplug"),
+             _("vCPU hotplug"), HOTPLUG_VERDICTS, readiness.vcpu_hotplug)):
+        tone, meaning = verdicts.get(state, ('unknown', _("not read")))
+        checks.append({'name': name, 'label': label, 'described': described,
+                       'state': state, 'tone': tone,
+                       'icon': TONE_ICONS[tone], 'meaning': meaning})
+    return checks
+
+
+def readiness_read(readiness: elastic.Readiness) -> str:
+    """When the compute host read the guest, or why it did not."""
+    if readiness.as_of is not None:
+        return _("Read %(time)s (%(ago)s ago).") % {
+            'time': _time(readiness.as_of),
+            'ago': timesince(readiness.as_of)}
+    return _("Not read: %(reason)s") % {
+        'reason': readiness.error or _("no reason given.")}
+
+
+def readiness_state(size: elastic.InstanceSize) -> str | None:
+    """Balloon / Agent / Hotplug as short labels with a mark each; the
+    tooltip says when the guest was read, what each verdict means,
+    whether it migrated since it booted and the warnings. None (shown as
+    "-") where the extension does not say."""
+    readiness = size.readiness
+    if readiness is None:
+        return None
+    checks = readiness_checks(readiness)
+    lines = [readiness_read(readiness)]
+    lines.extend(_("%(what)s: %(meaning)s") % {
+        'what': check['described'], 'meaning': check['meaning']}
+        for check in checks)
+    if readiness.machine_type:
+        lines.append(_("Machine type: %s") % readiness.machine_type)
+    lines.append(_("Live-migrated since it started: yes")
+                 if readiness.migrated_since_boot
+                 else _("Live-migrated since it started: no"))
+    lines.extend(readiness.warnings)
+    return loader.render_to_string(
+        'admin/elastic_sizing/_readiness.html', {
+            'checks': checks, 'warned': bool(readiness.warnings or
+                                             readiness.migrated_since_boot),
+            'tooltip': '\n'.join(str(line) for line in lines),
+            'tooltip_template': TOOLTIP_TEMPLATE})
+
+
+def _busy(value: float) -> str:
+    return f'{value:.2f}'.rstrip('0').rstrip('.')
+
+
+def utilisation(size: elastic.InstanceSize) -> str | None:
+    """Memory used of what it has, vCPUs busy of what it has, or why not
+    measured; None (shown as "-") where the extension does not say."""
+    use = size.utilisation
+    if use is None:
+        return None
+    context = {'reason': use.reason or _("Not measured."),
+               'memory': None, 'vcpus': None}
+    if use.memory is not None:
+        context['memory'] = _("%(used)s of %(current)s") % {
+            'used': memory(use.memory.used_mb),
+            'current': memory(use.memory.current_mb)}
+    if use.vcpus is not None:
+        context['vcpus'] = _("%(busy)s of %(current)s busy") % {
+            'busy': _busy(use.vcpus.busy), 'current': use.vcpus.current}
+        context['window'] = ngettext_lazy(
+            "On average over the last minute.",
+            "On average over the last %(minutes)d minutes.",
+            max(1, use.vcpus.window_seconds // 60)) % {
+            'minutes': max(1, use.vcpus.window_seconds // 60)}
+    return loader.render_to_string('admin/elastic_sizing/_use.html',
+                                   context)
+
+
 def sync_state(size: elastic.InstanceSize) -> str | None:
     """In sync / Drift (what, in its tooltip) / Unknown; None (shown as
     "-") for an instance the audit does not cover."""
@@ -112,10 +229,83 @@ class AdjustInstance(tables.LinkAction):
     icon = 'arrows-v'
     policy_rules = ADJUST_POLICY
 
+    def update(self, request, size) -> None:
+        """Disabled, with why as its tooltip, where the extension would
+        refuse it (readiness, the lock, the state): shown, not hidden."""
+        refusal = size.adjust_refusal()
+        if refusal is None:
+            return
+        self.classes = [name for name in self.classes
+                        if name != 'ajax-modal'] + [
+            'disabled', 'xloud-adjust-disabled']
+        self.attrs = {**self.attrs, 'title': str(refusal),
+                      'data-toggle': 'tooltip', 'data-placement': 'left',
+                      'data-template': TOOLTIP_TEMPLATE,
+                      'aria-disabled': 'true'}
+
+    def get_link_url(self, size=None) -> str:
+        if size is not None and size.adjust_refusal() is not None:
+            # Nothing to open.
+            return '#'
+        return super().get_link_url(size)
+
+
+class FixDrift(tables.Action):
+    """Heal one instance's drift (the audit with ``fix``), one click from
+    its Sync state; offered only where the audit found drift."""
+
+    name = 'fix_drift'
+    verbose_name = _("Fix Drift")
+    icon = 'wrench'
+    policy_rules = AUDIT_POLICY
+
     def allowed(self, request, size=None) -> bool:
-        # Not offered where the extension would refuse it: the row's
-        # Adjustable column says why.
-        return size is None or size.adjust_refusal() is None
+        return size is None or (size.sync is not None and
+                                size.sync.status == elastic.SYNC_DRIFT)
+
+    def single(self, table, request, object_id):
+        # The page's rows are loaded already (Horizon loads the table
+        # before it handles an action).
+        name = next((size.name for size in table.data
+                     if size.id == object_id), object_id)
+        try:
+            fixed = elastic.fix_drift(request, object_id)
+        except elastic.ApiError as exc:
+            messages.error(request, _(
+                'Unable to fix the drift of instance "%(name)s": '
+                '%(reason)s') % {'name': name, 'reason': exc.message})
+            return shortcuts.redirect(request.get_full_path())
+        report_fix(request, name, fixed)
+        return shortcuts.redirect(request.get_full_path())
+
+
+def report_fix(request, name: str, fixed: elastic.DriftFix) -> None:
+    """What the fix changed, and what it could not do, as messages."""
+    if fixed.skipped:
+        messages.warning(request, _(
+            'Instance "%(name)s" was not fixed: %(reason)s') % {
+            'name': name, 'reason': fixed.skipped})
+        return
+    changes = ' '.join(fixed.changes)
+    if fixed.status == elastic.SYNC_IN_SYNC and not fixed.errors:
+        if changes:
+            messages.success(request, _(
+                'Fixed the drift of instance "%(name)s": %(changes)s') % {
+                'name': name, 'changes': changes})
+        else:
+            messages.success(request, _(
+                'Instance "%(name)s" is in sync.') % {'name': name})
+        return
+    if changes:
+        messages.success(request, _(
+            'Partly fixed the drift of instance "%(name)s": %(changes)s') % {
+            'name': name, 'changes': changes})
+    problems = [finding.message for finding in fixed.remaining]
+    problems += fixed.errors
+    messages.error(request, _(
+        'Drift remains on instance "%(name)s": %(problems)s') % {
+        'name': name, 'problems': ' '.join(problems) or _(
+            "the audit could not check it again.")})
 
 
 class ViewHistory(tables.LinkAction):
@@ -209,6 +399,15 @@ class InstancesTable(tables.DataTable):
     max_memory = tables.Column(lambda size: memory(size.max_memory_mb),
                                verbose_name=_("Max Memory"))
     changed = tables.Column(size_changed, verbose_name=_("Size Changed"))
+    use = tables.Column(
+        utilisation, verbose_name=_("Use"), classes=('xloud-use',),
+        help_text=_("Memory the guest uses of what it has, and vCPUs busy "
+                    "of those it has, as its compute host measured them."))
+    readiness = tables.Column(
+        readiness_state, verbose_name=_("Readiness"),
+        classes=('xloud-readiness',),
+        help_text=_("Whether the guest can take up an adjustment: its "
+                    "balloon driver, its guest agent and vCPU hotplug."))
     adjustable = tables.Column(
         adjustability, verbose_name=_("Adjustable"),
         classes=('xloud-adjustable',),
@@ -233,7 +432,7 @@ class InstancesTable(tables.DataTable):
         status_columns = ['adjustment']
         row_class = UpdateRow
         table_actions = (InstanceFilterAction, BulkAdjust)
-        row_actions = (AdjustInstance, ViewHistory)
+        row_actions = (AdjustInstance, ViewHistory, FixDrift)
 
     def __init__(self, request, *args, **kwargs):
         super().__init__(request, *args, **kwargs)

@@ -27,8 +27,11 @@ class InstancesTab(tabs.TableTab):
         if field and value:
             filters[field] = value
         try:
+            # Readiness, utilisation and recommendations come with the
+            # page's one list call (an older extension: without them).
             sizes, self._has_more = elastic.instance_size_list(
-                self.request, marker=marker, filters=filters)
+                self.request, marker=marker, filters=filters,
+                readiness=True)
         except elastic.ApiError:
             self._has_more = False
             exceptions.handle(self.request,

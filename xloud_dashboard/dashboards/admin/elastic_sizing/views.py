@@ -71,10 +71,25 @@ class AdjustView(ObjectModalFormView):
                               _("Unable to retrieve the instance's size."),
                               redirect=INDEX_URL)
 
-    def get_initial(self):
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
         size = self.get_object()
-        return {'instance_id': size.id, 'vcpus': size.current_vcpus,
-                'memory_mb': size.current_memory_mb, 'persist': True}
+        context['recommended'] = any(
+            size.recommended(dimension) is not None
+            for dimension in (elastic.VCPUS, elastic.MEMORY))
+        return context
+
+    def get_initial(self):
+        """The current size, or the recommendation where the instance has
+        one for a dimension it can be adjusted in."""
+        size = self.get_object()
+        vcpus = size.recommended(elastic.VCPUS)
+        memory_mb = size.recommended(elastic.MEMORY)
+        return {'instance_id': size.id,
+                'vcpus': size.current_vcpus if vcpus is None else vcpus,
+                'memory_mb': (size.current_memory_mb if memory_mb is None
+                              else memory_mb),
+                'persist': True}
 
 
 class BulkAdjustView(forms.ModalFormView):
@@ -232,6 +247,25 @@ class HistoryView(tables.DataTableView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context['size'] = self.get_size()
+        size = self.get_size()
+        context['size'] = size
         context['url'] = INDEX_URL
+        # The guest block and readiness of the same single GET.
+        context.update(guest_context(size))
         return context
+
+
+def guest_context(size: elastic.InstanceSize) -> dict:
+    """What ``_guest.html`` shows of an instance: the guest's own view,
+    and readiness with each dimension's verdict."""
+    readiness = size.readiness
+    if readiness is None:
+        return {'readiness_checks': (), 'dimensions': ()}
+    return {
+        'readiness_checks': es_tables.readiness_checks(readiness),
+        'dimensions': [
+            {'name': dimension, 'label': label,
+             'reason': size.fixed_reason(dimension)}
+            for dimension, label in ((elastic.VCPUS, _("vCPUs")),
+                                     (elastic.MEMORY, _("Memory")))],
+    }
