@@ -22,8 +22,15 @@ from nova.policies import servers as server_policies
 from oslo_log import log as logging
 from oslo_utils import strutils, timeutils
 
-from nova_ext import (compatibility, conf, placement, policies, readiness,
-                      rpcapi, sizing)
+from nova_ext import (
+    compatibility,
+    conf,
+    placement,
+    policies,
+    readiness,
+    rpcapi,
+    sizing,
+)
 from nova_ext import exception as xloud_exception
 from nova_ext.api import schemas, views
 

@@ -68,9 +68,9 @@ class CpuTimeSamples:
         if len(samples) < 2:
             return None
         newest_at, newest = samples[-1]
-        for taken_at, cpu_time_ns in samples:
-            if newest_at - taken_at <= window:
-                break
+        # The oldest sample within the window (the newest always is).
+        taken_at, cpu_time_ns = next(
+            sample for sample in samples if newest_at - sample[0] <= window)
         elapsed = newest_at - taken_at
         if elapsed < MIN_WINDOW_SECONDS or now - newest_at > window:
             return None

@@ -2,8 +2,7 @@
 
 import datetime
 
-from nova import objects
-from nova import test
+from nova import objects, test
 from nova.compute import vm_states
 from oslo_utils import fixture as utils_fixture
 from oslo_utils import timeutils
