@@ -38,6 +38,8 @@ _NUMA = _('gives the guest a NUMA topology, which Nova\'s resource tracker '
           'and NUMATopologyFilter count at the flavor\'s size')
 _RESIDENT = _('keeps all guest memory resident on the host whatever the '
               'balloon says')
+_ENCRYPTED = _('with xloud:memory_model=virtio-mem: QEMU cannot plug or '
+               'unplug memory of a guest whose memory is encrypted (SEV)')
 _NO_BALLOON = _('its guest did not take the balloon to %(target)s MiB '
                 'when last asked (no balloon driver?); memory is adjustable '
                 'again once a start sees the balloon answer')
@@ -85,6 +87,12 @@ def spec_conflicts(extra_specs: dict, image_properties: dict | None = None
     if _truthy(extra_specs.get('hw:locked_memory', False)) or (
             _truthy(image_properties.get('hw_locked_memory', False))):
         refuse((MEMORY,), 'hw:locked_memory', _RESIDENT)
+    # sizing.MEMORY_MODEL / MEMORY_MODEL_VIRTIO_MEM (sizing imports this
+    # module).
+    if extra_specs.get('xloud:memory_model') == 'virtio-mem' and (
+            _truthy(extra_specs.get('hw:mem_encryption', False)) or
+            _truthy(image_properties.get('hw_mem_encryption', False))):
+        refuse((MEMORY,), 'hw:mem_encryption', _ENCRYPTED)
     if extra_specs.get('pci_passthrough:alias'):
         refuse((MEMORY,), 'pci_passthrough:alias', _RESIDENT)
     for key in sorted(extra_specs):

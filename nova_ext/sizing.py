@@ -46,6 +46,17 @@ MINIMUM_MEMORY = 'xloud:minimum_memory'
 # absent, with a deprecation warning; ``xloud-flavor-sync --migrate-keys``
 # rewrites them.
 LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
+# How memory is added and taken away (doc/flavors.md): the balloon
+# (the guest boots with the flavor's memory and gives back what the
+# balloon asks for), or a virtio-mem device (the guest boots with its
+# minimum and blocks are plugged and unplugged).
+MEMORY_MODEL = 'xloud:memory_model'
+MEMORY_MODEL_BALLOON = 'balloon'
+MEMORY_MODEL_VIRTIO_MEM = 'virtio-mem'
+MEMORY_MODELS = (MEMORY_MODEL_BALLOON, MEMORY_MODEL_VIRTIO_MEM)
+# virtio-mem plugs x86-64 guest memory in blocks of 2 MiB (Linux's
+# pageblock size there).
+VIRTIO_MEM_BLOCK_MB = 2
 
 SYSMETA_FLAVOR = 'xloud_flavorid'
 SYSMETA_BOOT_VCPUS = 'xloud_boot_vcpus'
@@ -144,6 +155,14 @@ def flavor_minimum_spec(flavor: objects.Flavor,
     return None
 
 
+def memory_model(flavor: objects.Flavor) -> str:
+    """The flavor's memory model; the balloon unless it names another
+    (a value Nova's validator would refuse counts as the balloon)."""
+    value = (flavor.extra_specs or {}).get(MEMORY_MODEL,
+                                           MEMORY_MODEL_BALLOON)
+    return value if value in MEMORY_MODELS else MEMORY_MODEL_BALLOON
+
+
 def flavor_minimum(flavor: objects.Flavor, key: str) -> int | None:
     """The flavor's minimum for ``key``, or None when it has none.
 
@@ -212,6 +231,9 @@ class ElasticSize:
     conflicts: dict[str, str] = dataclasses.field(default_factory=dict)
     # vCPUs are adjusted in multiples of this (``compatibility.vcpu_step``).
     vcpu_step: int = 1
+    # The flavor's MEMORY_MODEL: how a domain generated now gets its
+    # memory (a running domain keeps the device it was started with).
+    memory_model: str = MEMORY_MODEL_BALLOON
 
     @classmethod
     def from_instance(cls, instance: objects.Instance, *,
@@ -287,6 +309,7 @@ class ElasticSize:
             vcpu_step=compatibility.vcpu_step(
                 flavor.extra_specs or {},
                 compatibility.image_properties(instance)),
+            memory_model=memory_model(flavor),
         )
 
 

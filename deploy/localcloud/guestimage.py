@@ -8,7 +8,9 @@ with the shared libraries ``ldd`` lists, from the host's
 ``qemu-guest-agent`` package), onlines every CPU that appears (what udev
 does on a distribution image) unless told not to, powers off when the ACPI
 power button is pressed and prints a status line to the serial console
-whenever the guest's own view of its size changes.
+whenever the guest's own view of its size changes. An image built with
+``virtio_mem`` also loads ``virtio_mem`` and counts its online memory
+blocks.
 """
 
 import dataclasses
@@ -72,14 +74,14 @@ state() {
         esac
     done < /proc/vmstat
     now="cpus=$cpus memtotal_kb=$memtotal"
-    now="$now balloon_kb=$(( (inflated - deflated) * 4 ))"
+    now="$now balloon_kb=$(( (inflated - deflated) * 4 ))"@MEMORY_STATE@
 }
 state
 echo "@PREFIX@ boot $now"
 for module in @MODULES@; do
     insmod "/lib/modules/$module.ko" || echo "@PREFIX@ error insmod $module"
 done
-echo "@PREFIX@ ready modules=@MODULES_CSV@"
+echo "@PREFIX@ ready modules=@MODULES_CSV@"@MEMORY_READY@
 mkdir -p /tmp
 agent=@AGENT@
 # QEMU's power button (libvirt's shutdown, Nova's stop and soft reboot) is
@@ -119,7 +121,7 @@ while :; do
             [ "$value" = 0 ] && echo 1 > "$online"
         done
     fi
-    state
+    state@MEMORY_FILL@
     if [ "$now" != "$last" ]; then
         echo "@PREFIX@ state $now"
         last=$now
@@ -130,16 +132,77 @@ done
 
 KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
 
+# virtio-mem: the driver, on the PCI transport its device sits on.
+VIRTIO_MEM_MODULES = ('virtio_pci', 'virtio_mem')
+# Debian's kernel leaves hot-added memory blocks offline (udev would online
+# them); this onlines each as it is added, into ZONE_MOVABLE, whose pages
+# can be migrated away: without that an unplug finds them pinned.
+VIRTIO_MEM_CMDLINE = KERNEL_CMDLINE + ' memhp_default_state=online_movable'
+# The status line's memory blocks (Linux's hotplug unit) online, counted
+# the way the rest of state() reads: builtins only.
+VIRTIO_MEM_STATE = r'''
+    blocks=0
+    for block in /sys/devices/system/memory/memory*/online; do
+        read -r value < "$block"
+        [ "$value" = 1 ] && blocks=$((blocks + 1))
+    done
+    now="$now memory_blocks=$blocks"'''
+VIRTIO_MEM_READY = r'''
+read -r block_size < /sys/devices/system/memory/block_size_bytes
+read -r auto_online < /sys/devices/system/memory/auto_online_blocks
+echo "@PREFIX@ memory block_size=0x$block_size auto_online=$auto_online"
+fill_at_kb=0
+fill_mb=0
+fill_keep=0
+read -r cmdline < /proc/cmdline
+for word in $cmdline; do
+    case $word in
+        xloud.fill_at_kb=*) fill_at_kb=${word#*=} ;;
+        xloud.fill_mb=*) fill_mb=${word#*=} ;;
+        xloud.fill_keep=*) fill_keep=${word#*=} ;;
+    esac
+done
+armed=0'''
+# xloud.fill_at_kb=K xloud.fill_mb=N [xloud.fill_keep=1] on the kernel
+# command line: the first time the memory the guest can use (MemTotal less
+# the balloon) reaches K KiB after having been below it, /init writes N MiB
+# to a tmpfs of its own, so that the guest has touched that memory (QEMU
+# holds it from then on), and removes them again unless fill_keep=1, which
+# leaves the guest's memory busy for a later unplug or inflation.
+VIRTIO_MEM_FILL = r'''
+    usable=$((memtotal - (inflated - deflated) * 4))
+    if [ "$fill_mb" != 0 ]; then
+        if [ "$usable" -lt "$fill_at_kb" ]; then
+            armed=1
+        elif [ "$armed" = 1 ]; then
+            mkdir -p /fill
+            mount -t tmpfs -o size="$fill_mb"m fill /fill
+            dd if=/dev/zero of=/fill/data bs=1M count="$fill_mb" 2>/dev/null
+            written=$?
+            [ "$fill_keep" = 1 ] || rm /fill/data
+            echo "@PREFIX@ filled mb=$fill_mb kept=$fill_keep status=$written"
+            fill_mb=0
+        fi
+    fi'''
 
-def _modules(balloon_driver: bool, guest_agent: bool) -> tuple[str, ...]:
+
+def _modules(balloon_driver: bool, guest_agent: bool,
+             virtio_mem: bool = False) -> tuple[str, ...]:
     return (POWER_BUTTON_MODULES
             + (BALLOON_MODULES if balloon_driver else ())
-            + (AGENT_MODULES if guest_agent else ()))
+            + (AGENT_MODULES if guest_agent else ())
+            + (VIRTIO_MEM_MODULES if virtio_mem else ()))
 
 
 def _init_script(modules: list[str], guest_agent: bool,
-                 onlines_cpus: bool) -> str:
-    return (INIT_SCRIPT.replace('@PREFIX@', STATUS_PREFIX)
+                 onlines_cpus: bool, virtio_mem: bool = False) -> str:
+    # Without virtio-mem the placeholders vanish: the same /init, byte for
+    # byte, as before the option existed.
+    return (INIT_SCRIPT
+            .replace('@MEMORY_STATE@', VIRTIO_MEM_STATE if virtio_mem else '')
+            .replace('@MEMORY_READY@', VIRTIO_MEM_READY if virtio_mem else '')
+            .replace('@MEMORY_FILL@', VIRTIO_MEM_FILL if virtio_mem else '')
+            .replace('@PREFIX@', STATUS_PREFIX)
             .replace('@MODULES@', ' '.join(modules))
             .replace('@MODULES_CSV@', ','.join(modules) or 'none')
             .replace('@AGENT@', '1' if guest_agent else '0')
@@ -148,11 +211,12 @@ def _init_script(modules: list[str], guest_agent: bool,
 
 
 def init_version(balloon_driver: bool, guest_agent: bool = False,
-                 onlines_cpus: bool = True) -> str:
+                 onlines_cpus: bool = True, virtio_mem: bool = False) -> str:
     """Names what an initramfs of this module runs: a changed ``/init`` or
     module list gives another (the local cloud uploads it again)."""
-    script = _init_script(list(_modules(balloon_driver, guest_agent)),
-                          guest_agent, onlines_cpus)
+    script = _init_script(
+        list(_modules(balloon_driver, guest_agent, virtio_mem)),
+        guest_agent, onlines_cpus, virtio_mem)
     return hashlib.sha256(script.encode()).hexdigest()[:16]
 
 
@@ -174,6 +238,7 @@ class GuestImage:
     cmdline: str
     balloon_driver: bool
     guest_agent: bool = False
+    virtio_mem: bool = False
 
 
 def _run(argv, **kwargs) -> subprocess.CompletedProcess:
@@ -325,16 +390,21 @@ def shared_libraries(binary: pathlib.Path) -> list[pathlib.Path]:
 
 def build_initramfs(kernel: Kernel, target: pathlib.Path,
                     balloon_driver: bool, guest_agent: bool = False,
-                    onlines_cpus: bool = True) -> GuestImage:
+                    onlines_cpus: bool = True,
+                    virtio_mem: bool = False) -> GuestImage:
     """Write a newc initramfs to ``target`` (overwriting it).
 
     ``guest_agent`` adds the QEMU guest agent (the host's
     ``qemu-guest-agent`` package, tools/setup.sh installs it);
-    ``onlines_cpus`` False leaves hot-plugged CPUs offline.
+    ``onlines_cpus`` False leaves hot-plugged CPUs offline. ``virtio_mem``
+    loads the virtio-mem driver, boots with hot-added memory onlined
+    movable (``VIRTIO_MEM_CMDLINE``), adds the online memory blocks to
+    the status line and obeys the ``xloud.fill_*`` kernel options
+    (``VIRTIO_MEM_FILL``).
     """
-    modules = module_load_order(kernel.module_dir,
-                                _modules(balloon_driver, guest_agent))
-    script = _init_script(modules, guest_agent, onlines_cpus)
+    modules = module_load_order(
+        kernel.module_dir, _modules(balloon_driver, guest_agent, virtio_mem))
+    script = _init_script(modules, guest_agent, onlines_cpus, virtio_mem)
     if guest_agent and not GUEST_AGENT_BINARY.exists():
         raise GuestImageUnavailable(
             f'{GUEST_AGENT_BINARY} is missing; install qemu-guest-agent')
@@ -374,5 +444,7 @@ def build_initramfs(kernel: Kernel, target: pathlib.Path,
                            cwd=tree, check=True, timeout=60)
         os.replace(partial, target)
     return GuestImage(kernel=kernel.vmlinuz, initrd=target,
-                      cmdline=KERNEL_CMDLINE, balloon_driver=balloon_driver,
-                      guest_agent=guest_agent)
+                      cmdline=(VIRTIO_MEM_CMDLINE if virtio_mem
+                               else KERNEL_CMDLINE),
+                      balloon_driver=balloon_driver,
+                      guest_agent=guest_agent, virtio_mem=virtio_mem)

@@ -341,6 +341,16 @@ class ElasticSizeController(wsgi.Controller):
                            size.minimum_memory_mb,
                            _minimum_key(instance, sizing.MINIMUM_MEMORY),
                            'memory_mb')
+        block = sizing.VIRTIO_MEM_BLOCK_MB
+        if memory_mb is not None and memory_mb % block and (
+                size.memory_model == sizing.MEMORY_MODEL_VIRTIO_MEM):
+            raise webob.exc.HTTPBadRequest(explanation=_(
+                'current_memory_mb %(memory)d is not a multiple of %(block)d '
+                'MiB: the server\'s flavor plugs memory in blocks of '
+                '%(block)d MiB (%(key)s=%(model)s).') % {
+                    'memory': memory_mb, 'block': block,
+                    'key': sizing.MEMORY_MODEL,
+                    'model': sizing.MEMORY_MODEL_VIRTIO_MEM})
         self._check_adjustable(context, instance, persist, memory_mb)
 
         self._check_compute_up(context, instance)

@@ -17,6 +17,11 @@ _CPU = ('The number of vCPUs an instance boots with and the lowest it can '
 _MEMORY = ('The memory in MiB an instance boots with (balloon target) and '
            'the lowest it can be adjusted to live. The flavor\'s ram is the '
            'maximum. Must not exceed the flavor\'s ram.')
+_MEMORY_MODEL = ('How memory is adjusted live: "balloon" (the default; the '
+                 'guest boots with the flavor\'s ram and a balloon holds back '
+                 'what it is not given) or "virtio-mem" (the guest boots with '
+                 'xloud:minimum_memory as its RAM; memory is plugged and '
+                 'unplugged in 2 MiB blocks up to the flavor\'s ram).')
 _DEPRECATED = (' Deprecated unscoped spelling of %s: Nova\'s '
                'AggregateInstanceExtraSpecsFilter takes unscoped keys for '
                'aggregate requirements.')
@@ -28,6 +33,9 @@ EXTRA_SPEC_VALIDATORS = [
     base.ExtraSpecValidator(
         name=sizing.MINIMUM_MEMORY, description=_MEMORY,
         value={'type': int, 'min': 1}),
+    base.ExtraSpecValidator(
+        name=sizing.MEMORY_MODEL, description=_MEMORY_MODEL,
+        value={'type': str, 'enum': list(sizing.MEMORY_MODELS)}),
     base.ExtraSpecValidator(
         name=sizing.LEGACY_KEYS[sizing.MINIMUM_CPU],
         description=_CPU + _DEPRECATED % sizing.MINIMUM_CPU,

@@ -154,7 +154,8 @@ class ElasticSizingFilter(base_wsgi.Middleware):
         # that already has a minimum, is judged as well.
         if not minimums and not compatibility.spec_conflicts(
                 {key: str(value) for key, value in specs.items()}) and (
-                'hw:cpu_threads' not in specs):
+                'hw:cpu_threads' not in specs) and (
+                sizing.MEMORY_MODEL not in specs):
             return None
         policy = fes_policies.POLICY_ROOT % args['action']
         if not context.can(policy, target={}, fatal=False):
@@ -170,6 +171,16 @@ class ElasticSizingFilter(base_wsgi.Middleware):
                                                      args['flavor_id'])
         except exception.FlavorNotFound:
             return None
+        if sizing.MEMORY_MODEL in specs:
+            value = specs[sizing.MEMORY_MODEL]
+            text = value if isinstance(value, str) else jsonutils.dumps(value)
+            try:
+                validators.validate(sizing.MEMORY_MODEL, text)
+            except exception.ValidationError as e:
+                return _bad_request(_(
+                    'Invalid extra spec %(key)s=%(value)s: %(reason)s') % {
+                        'key': sizing.MEMORY_MODEL, 'value': text,
+                        'reason': e.format_message()})
         for key, value in minimums.items():
             # Nova runs its validators from microversion 2.86 on; these
             # keys drive the size guests boot with, so they are checked at
@@ -227,6 +238,34 @@ class ElasticSizingFilter(base_wsgi.Middleware):
                     'Validation failed; extra spec %(key)s cannot be set on '
                     'this flavor: %(reason)s.') % {
                         'key': key, 'reason': conflicts[dimension]})
+        if merged.get(sizing.MEMORY_MODEL) == (
+                sizing.MEMORY_MODEL_VIRTIO_MEM):
+            return ElasticSizingFilter._check_virtio_mem(flavor, merged)
+        return None
+
+    @staticmethod
+    def _check_virtio_mem(flavor: objects.Flavor,
+                          specs: dict) -> wsgi.Fault | None:
+        """virtio-mem plugs whole blocks: the guest's RAM (the minimum)
+        and what the device adds (up to the flavor's ram) must be whole
+        blocks too."""
+        block = sizing.VIRTIO_MEM_BLOCK_MB
+        sizes = [(_('the flavor\'s ram'), flavor.memory_mb)]
+        for key in (sizing.MINIMUM_MEMORY,
+                    sizing.LEGACY_KEYS[sizing.MINIMUM_MEMORY]):
+            value = str(specs.get(key, '')).strip()
+            if value.isdigit():
+                sizes.append((f'{key}={value}', int(value)))
+                break
+        for name, megabytes in sizes:
+            if megabytes % block:
+                return _bad_request(_(
+                    'Validation failed; %(name)s is not a multiple of '
+                    '%(block)d MiB: %(key)s=%(model)s plugs memory in '
+                    'blocks of %(block)d MiB.') % {
+                        'name': name, 'block': block,
+                        'key': sizing.MEMORY_MODEL,
+                        'model': sizing.MEMORY_MODEL_VIRTIO_MEM})
         return None
 
 

@@ -23,6 +23,7 @@ from lxml import etree
 from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
 
+from nova_ext import sizing
 from nova_ext.sizing import ElasticSize
 from nova_ext.virt import live
 
@@ -146,6 +147,50 @@ class ElasticGuestConfig(vconfig.LibvirtConfigGuest):
                 self.individual_vcpus.append(entry)
 
 
+class LibvirtConfigGuestVirtioMem(vconfig.LibvirtConfigGuestDevice):
+    """``<memory model='virtio-mem'>``: memory plugged in blocks.
+
+    ``size`` is what the device can give the guest at most, ``requested``
+    what it is asked to give now, ``current`` (live XML only) what the
+    guest has plugged; all KiB, on guest NUMA cell ``node``.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(root_name='memory', **kwargs)
+        self.size: int | None = None
+        self.node = 0
+        self.block: int = sizing.VIRTIO_MEM_BLOCK_MB * 1024
+        self.requested: int | None = None
+        self.current: int | None = None
+
+    def format_dom(self) -> etree._Element:
+        memory = super().format_dom()
+        memory.set('model', 'virtio-mem')
+        target = etree.SubElement(memory, 'target')
+        for name, value in (('size', self.size), ('node', self.node),
+                            ('block', self.block),
+                            ('requested', self.requested)):
+            node = etree.SubElement(target, name)
+            node.text = str(value)
+            if name != 'node':
+                node.set('unit', 'KiB')
+        return memory
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        target = xmldoc.find('target')
+        if target is None:
+            return
+        for name in ('size', 'block', 'requested', 'current'):
+            node = target.find(name)
+            if node is not None:
+                setattr(self, name, live.unit_to_kib(
+                    int(node.text), node.get('unit', 'KiB')))
+        node = target.find('node')
+        if node is not None:
+            self.node = int(node.text)
+
+
 def _vcpus_elastic(size: ElasticSize) -> bool:
     return (size.minimum_vcpus is not None
             or size.floor_vcpus < size.max_vcpus
@@ -200,7 +245,51 @@ def apply_elastic_size(guest: vconfig.LibvirtConfigGuest,
         elastic.individual_vcpus = hotpluggable_vcpus(elastic.vcpus,
                                                       size.boot_vcpus)
     if _memory_elastic(size):
-        _ensure_balloon(elastic)
+        if uses_virtio_mem(elastic, size):
+            _add_virtio_mem(elastic, size)
+        else:
+            _ensure_balloon(elastic)
+
+
+def uses_virtio_mem(guest: vconfig.LibvirtConfigGuest,
+                    size: ElasticSize) -> bool:
+    """Whether the guest gets its memory from a virtio-mem device: its
+    flavor asks for one, it has a range to plug in, and nothing else
+    gave it a NUMA topology (``compatibility`` refuses those flavors)."""
+    return (size.memory_model == sizing.MEMORY_MODEL_VIRTIO_MEM
+            and size.floor_memory_mb < size.max_memory_mb
+            and guest.virt_type in _BALLOON_VIRT_TYPES
+            and guest.os_arch in _VCPU_HOTPLUG_ARCHES
+            and (guest.cpu is None or guest.cpu.numa is None))
+
+
+def _add_virtio_mem(guest: ElasticGuestConfig, size: ElasticSize) -> None:
+    """The floor as the guest's RAM, on the one NUMA cell libvirt
+    requires for memory devices; the rest of the flavor's memory behind a
+    virtio-mem device asked for the boot size.
+
+    ``<memory>`` stays the flavor's (libvirt counts the device's size in
+    it), no ``<currentMemory>``: there is no balloon to hold memory back,
+    so the balloon keeps to itself (statistics only).
+    """
+    base_kib = size.floor_memory_mb * 1024
+    guest.current_memory = None
+    guest.max_memory_size = size.max_memory_mb * 1024
+    # virtio-mem takes no DIMM slot; libvirt wants maxMemory's slots set.
+    guest.max_memory_slots = 1
+    if guest.cpu is None:
+        guest.cpu = vconfig.LibvirtConfigGuestCPU()
+    cell = vconfig.LibvirtConfigGuestCPUNUMACell()
+    cell.id = 0
+    cell.cpus = set(range(guest.vcpus))
+    cell.memory = base_kib
+    guest.cpu.numa = vconfig.LibvirtConfigGuestCPUNUMA()
+    guest.cpu.numa.cells.append(cell)
+    device = LibvirtConfigGuestVirtioMem()
+    device.size = (size.max_memory_mb - size.floor_memory_mb) * 1024
+    device.requested = (size.boot_memory_mb - size.floor_memory_mb) * 1024
+    guest.add_device(device)
+    _ensure_balloon(guest)
 
 
 def _ensure_balloon(guest: vconfig.LibvirtConfigGuest) -> None:

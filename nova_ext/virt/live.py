@@ -12,6 +12,9 @@ without a balloon driver never reaches). Such an outcome raises
 :class:`HypervisorRefused`. Both carry libvirt's own words.
 """
 
+from __future__ import annotations
+
+import copy
 import dataclasses
 import time
 
@@ -101,6 +104,10 @@ def parse_definition(xml: str) -> Definition:
     current = tree.find('./currentMemory')
     current_kib = (maximum_kib if current is None else
                    unit_to_kib(int(current.text), current.get('unit', 'KiB')))
+    plugged = VirtioMem.of(tree)
+    if plugged is not None:
+        # It starts with its RAM and the requested blocks, never more.
+        current_kib = plugged.base_kib + plugged.requested_kib
     return Definition(
         current=LiveSize(vcpus=int(vcpu.get('current', maximum_vcpus)),
                          memory_mb=kib_to_mib(current_kib)),
@@ -124,13 +131,121 @@ def persist_size(domain: libvirt.virDomain, vcpus: int,
         if defined.vcpus != vcpus:
             _set_config_vcpus(domain, vcpus)
         if defined.memory_mb != memory_mb:
-            domain.setMemoryFlags(mib_to_kib(memory_mb),
-                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            _set_memory(domain, memory_mb, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     except libvirt.libvirtError as e:
         raise HypervisorRefused(
             f'libvirt refused to persist {vcpus} vCPUs and {memory_mb} MiB: '
             f'{e}', requested=vcpus, observed=None)
     return read_definition(domain).current
+
+
+@dataclasses.dataclass(frozen=True)
+class VirtioMem:
+    """A domain's virtio-mem device (``<memory model='virtio-mem'>``),
+    KiB: ``base_kib`` the guest's RAM (its NUMA cells), ``size_kib`` the
+    most the device can plug, ``requested_kib`` what it is asked to,
+    ``current_kib`` what the guest has plugged (live XML only; the
+    requested size in a persistent definition)."""
+
+    element: etree._Element
+    base_kib: int
+    size_kib: int
+    block_kib: int
+    requested_kib: int
+    current_kib: int
+
+    @classmethod
+    def of(cls, definition: etree._Element) -> VirtioMem | None:
+        device = definition.find("./devices/memory[@model='virtio-mem']")
+        if device is None:
+            return None
+
+        def kib(node: etree._Element | None, default: int = 0) -> int:
+            if node is None:
+                return default
+            return unit_to_kib(int(node.text), node.get('unit', 'KiB'))
+
+        target = device.find('target')
+        requested = kib(target.find('requested'))
+        return cls(
+            element=device,
+            base_kib=sum(
+                unit_to_kib(int(cell.get('memory')), cell.get('unit', 'KiB'))
+                for cell in definition.findall('./cpu/numa/cell')),
+            size_kib=kib(target.find('size')),
+            block_kib=kib(target.find('block')),
+            requested_kib=requested,
+            current_kib=kib(target.find('current'), requested))
+
+    def update(self, requested_kib: int) -> str:
+        """The device's XML with only ``<requested>`` changed, as
+        virDomainUpdateDeviceFlags takes it (libvirt never parses
+        ``<current>``, which is left out)."""
+        device = copy.deepcopy(self.element)
+        target = device.find('target')
+        current = target.find('current')
+        if current is not None:
+            target.remove(current)
+        requested = target.find('requested')
+        requested.text = str(requested_kib)
+        requested.set('unit', 'KiB')
+        return etree.tostring(device, encoding='unicode')
+
+
+# What a virtio-mem shrink leaves the guest above what it uses: one of
+# Linux's x86-64 memory blocks.
+VIRTIO_MEM_SHRINK_MARGIN_MB = 128
+
+
+def _check_virtio_mem_shrink(domain: libvirt.virDomain,
+                             memory_mb: int) -> None:
+    """Refuse a virtio-mem shrink into memory the guest uses.
+
+    Unlike the balloon, which deflates when the guest runs short
+    (Nova's deflate-on-OOM), blocks once unplugged do not come back: a
+    guest asked to give up memory it uses migrates its pages into what is
+    left and is killed by its own OOM killer, or hangs (doc/realguest.md).
+    What it uses is its RAM less what its balloon driver's statistics
+    call usable; without them the shrink is not made.
+    """
+    definition = etree.fromstring(domain.XMLDesc(0))
+    plugged = VirtioMem.of(definition)
+    if plugged is None:
+        return
+    holds_mb = kib_to_mib(plugged.base_kib + plugged.current_kib)
+    if memory_mb >= holds_mb:
+        return
+    stats = domain.memoryStats()
+    if not _fresh(definition, stats) or 'usable' not in stats:
+        raise HypervisorRefused(
+            f'memory shrink to {memory_mb} MiB not made: with virtio-mem '
+            f'the guest must say how much of its {holds_mb} MiB it uses '
+            f'(its balloon driver\'s statistics, [libvirt] '
+            f'mem_stats_period_seconds), and it does not',
+            requested=memory_mb, observed=holds_mb)
+    used_mb = holds_mb - kib_to_mib(int(stats['usable']))
+    least_mb = used_mb + VIRTIO_MEM_SHRINK_MARGIN_MB
+    if memory_mb < least_mb:
+        raise HypervisorRefused(
+            f'memory shrink to {memory_mb} MiB not made: the guest uses '
+            f'{used_mb} MiB of its {holds_mb} MiB, and virtio-mem cannot '
+            f'give back blocks once unplugged; {least_mb} MiB is the least '
+            f'it can be shrunk to now', requested=memory_mb,
+            observed=holds_mb)
+
+
+def _set_memory(domain: libvirt.virDomain, memory_mb: int,
+                flags: int) -> None:
+    """Ask for ``memory_mb`` in the live domain or its definition: the
+    virtio-mem device's requested size, else the balloon's target."""
+    xml_flags = (libvirt.VIR_DOMAIN_XML_INACTIVE
+                 if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG else 0)
+    plugged = VirtioMem.of(etree.fromstring(domain.XMLDesc(xml_flags)))
+    if plugged is None:
+        domain.setMemoryFlags(mib_to_kib(memory_mb), flags)
+        return
+    domain.updateDeviceFlags(
+        plugged.update(mib_to_kib(memory_mb) - plugged.base_kib), flags)
 
 
 def apply_vcpus(domain: libvirt.virDomain, vcpus: int,
@@ -183,9 +298,9 @@ def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
     """
     if confirm_timeout is None:
         confirm_timeout = DEFAULT_CONFIRM_TIMEOUT
-    target_kib = mib_to_kib(memory_mb)
+    _check_virtio_mem_shrink(domain, memory_mb)
     try:
-        domain.setMemoryFlags(target_kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        _set_memory(domain, memory_mb, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError as e:
         raise HypervisorRefused(
             f'libvirt refused {memory_mb} MiB: {e}', requested=memory_mb,
@@ -196,6 +311,13 @@ def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
         # driver loading, a guest unpaused), unrecorded and uncounted: the
         # target goes back to what the guest holds now.
         observed = _reset_memory_target(domain)
+        if VirtioMem.of(etree.fromstring(domain.XMLDesc(0))) is not None:
+            raise NotConfirmed(
+                f'memory change to {memory_mb} MiB not confirmed, the guest '
+                f'holds {observed} MiB after {confirm_timeout:g}s (is its '
+                f'virtio_mem driver loaded, or its memory in use?); the '
+                f'virtio-mem device was asked for {observed} MiB again',
+                requested=memory_mb, observed=observed)
         raise NotConfirmed(
             f'memory change to {memory_mb} MiB not confirmed, the guest '
             f'holds {observed} MiB after {confirm_timeout:g}s (is its '
@@ -203,8 +325,7 @@ def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
             f'{observed} MiB', requested=memory_mb, observed=observed)
     if persist:
         try:
-            domain.setMemoryFlags(target_kib,
-                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            _set_memory(domain, memory_mb, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as e:
             raise HypervisorRefused(
                 f'{memory_mb} MiB applied live but libvirt refused to '
@@ -221,7 +342,7 @@ def wait_for_memory(domain: libvirt.virDomain, memory_mb: int,
     """
     deadline = time.monotonic() + timeout
     while True:
-        observed = kib_to_mib(_live_memory_kib(domain))
+        observed = kib_to_mib(_confirmed_memory_kib(domain))
         if observed == memory_mb or time.monotonic() >= deadline:
             return observed
         time.sleep(_POLL_INTERVAL)
@@ -252,10 +373,9 @@ def _reset_memory_target(domain: libvirt.virDomain) -> int:
     A guest still moving towards the old target stops within moments; what
     it holds once it has (or when the short wait ends) is returned.
     """
-    holds = kib_to_mib(_live_memory_kib(domain))
+    holds = kib_to_mib(_confirmed_memory_kib(domain))
     try:
-        domain.setMemoryFlags(mib_to_kib(holds),
-                              libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        _set_memory(domain, holds, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError:
         return holds
     return wait_for_memory(domain, holds, _RESET_SETTLE_TIMEOUT)
@@ -277,9 +397,32 @@ def _live_vcpus(domain: libvirt.virDomain) -> int:
 
 
 def _live_memory_kib(domain: libvirt.virDomain) -> int:
-    # The balloon's actual size when the hypervisor reports it (QEMU);
-    # otherwise the domain's current memory, which drivers without a
-    # balloon (libvirt's test driver) change at once.
+    """What the guest may use now.
+
+    With virtio-mem, its RAM and what the device was asked to plug or
+    holds plugged, whichever is more: the guest can take requested blocks
+    at any moment, and keeps blocks it has not unplugged yet. Otherwise
+    the balloon's actual size when the hypervisor reports it (QEMU), else
+    the domain's current memory, which drivers without a balloon
+    (libvirt's test driver) change at once.
+    """
+    plugged = VirtioMem.of(etree.fromstring(domain.XMLDesc(0)))
+    if plugged is not None:
+        return plugged.base_kib + max(plugged.requested_kib,
+                                      plugged.current_kib)
+    return _balloon_memory_kib(domain)
+
+
+def _confirmed_memory_kib(domain: libvirt.virDomain) -> int:
+    """What the guest holds, as a change is confirmed by: with virtio-mem
+    its RAM and the blocks it has plugged, else the balloon's size."""
+    plugged = VirtioMem.of(etree.fromstring(domain.XMLDesc(0)))
+    if plugged is not None:
+        return plugged.base_kib + plugged.current_kib
+    return _balloon_memory_kib(domain)
+
+
+def _balloon_memory_kib(domain: libvirt.virDomain) -> int:
     stats = domain.memoryStats()
     if 'actual' in stats:
         return int(stats['actual'])

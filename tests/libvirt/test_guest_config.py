@@ -193,3 +193,71 @@ def test_balloon_enabled_for_memory_only():
     guest_config.apply_elastic_size(guest, _size(2, 2048))
     assert balloon.model == 'virtio'
     assert len(guest.devices) == 1
+
+
+def _virtio_mem(xml: str) -> dict:
+    device = etree.fromstring(xml).find(
+        "./devices/memory[@model='virtio-mem']")
+    target = device.find('target')
+    return {child.tag: (child.text, child.get('unit')) for child in target}
+
+
+def test_virtio_mem_guest_boots_with_its_floor_as_ram(conn):
+    guest = _with_nova_balloon(_guest())
+    guest_config.apply_elastic_size(guest, _size(
+        2, 3072, memory_model=sizing.MEMORY_MODEL_VIRTIO_MEM))
+    xml = guest.to_xml()
+    tree = etree.fromstring(xml)
+    # The floor (2048 MiB) is the RAM of the one NUMA cell; the device
+    # can add the remaining 2048 MiB and is asked for 1024 of them.
+    cells = tree.findall('./cpu/numa/cell')
+    assert [(cell.get('id'), cell.get('cpus'), cell.get('memory'))
+            for cell in cells] == [('0', '0-3', str(2048 * 1024))]
+    assert (tree.find('maxMemory').text, tree.find('maxMemory').get(
+        'slots')) == (str(4096 * 1024), '1')
+    assert tree.find('memory').text == str(4096 * 1024)
+    assert tree.find('currentMemory') is None
+    assert _virtio_mem(xml) == {
+        'size': (str(2048 * 1024), 'KiB'), 'node': ('0', None),
+        'block': ('2048', 'KiB'), 'requested': (str(1024 * 1024), 'KiB')}
+    # Nova's balloon stays, for its statistics.
+    assert tree.find('./devices/memballoon').get('model') == 'virtio'
+
+    # libvirt takes the definition, and Nova's parser gives the device
+    # back.
+    domain = conn.defineXML(xml.replace('type="kvm"', 'type="test"', 1))
+    try:
+        described = domain.XMLDesc(0)
+        assert _virtio_mem(described)['requested'] == (
+            str(1024 * 1024), 'KiB')
+        device = guest_config.LibvirtConfigGuestVirtioMem()
+        device.parse_dom(etree.fromstring(described).find(
+            "./devices/memory[@model='virtio-mem']"))
+        assert (device.size, device.requested, device.block, device.node) \
+            == (2048 * 1024, 1024 * 1024, 2048, 0)
+    finally:
+        domain.undefine()
+
+
+@pytest.mark.parametrize('changes', [
+    {},
+    {'memory_model': sizing.MEMORY_MODEL_VIRTIO_MEM, 'floor_memory_mb': 4096,
+     'minimum_memory_mb': 4096},
+])
+def test_balloon_unless_virtio_mem_has_a_range(changes):
+    guest = _with_nova_balloon(_guest())
+    guest_config.apply_elastic_size(guest, _size(2, 4096, **changes))
+    tree = etree.fromstring(guest.to_xml())
+    assert tree.find("./devices/memory") is None
+    assert tree.find('maxMemory') is None
+    assert tree.find('./cpu/numa') is None
+
+
+@pytest.mark.parametrize('virt_type, arch', [('lxc', 'x86_64'),
+                                             ('kvm', 'aarch64')])
+def test_no_virtio_mem_where_qemu_cannot_plug_it(virt_type, arch):
+    guest = _with_nova_balloon(_guest(virt_type, arch))
+    guest_config.apply_elastic_size(guest, _size(
+        2, 3072, memory_model=sizing.MEMORY_MODEL_VIRTIO_MEM))
+    assert etree.fromstring(guest.to_xml()).find(
+        "./devices/memory") is None

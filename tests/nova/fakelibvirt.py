@@ -71,6 +71,11 @@ class GuestBehaviour:
     # as QEMU gives it, and its balloon reaches <currentMemory> only once
     # the driver runs; setting this back to True is the driver loading.
     balloon_driver: bool = True
+    # virtio-mem: the guest's virtio_mem driver plugs what the device
+    # offers (False: it never loaded, <current> stays 0); it cannot
+    # unplug this many KiB it has plugged (memory in use, not movable).
+    virtio_mem_driver: bool = True
+    virtio_mem_busy_kib: int = 0
     # False: libvirt's wait for a vCPU unplug times out and it keeps
     # counting the vCPU (a guest ignoring the request; QEMU 7.2 under TCG
     # always, doc/realguest.md).
@@ -294,6 +299,12 @@ class ElasticDomain(fakelibvirt.Domain):
         # was started with.
         definition['autodeflate'] = (balloon is not None and
                                      balloon.get('autodeflate') == 'on')
+        definition['virtio_mem'] = _parse_virtio_mem(tree)
+        # libvirt keeps the machine type it was given (expanded from an
+        # alias such as q35); Nova's fake writes a fixed one.
+        os_type = tree.find('./os/type')
+        definition['machine'] = (None if os_type is None
+                                 else os_type.get('machine'))
         stats = tree.find('./devices/memballoon/stats')
         definition['stats_period'] = (
             int(stats.get('period', 0)) if stats is not None else 0)
@@ -327,13 +338,101 @@ class ElasticDomain(fakelibvirt.Domain):
                       # What the balloon driver last sent; QEMU reports
                       # last_update 0 until it sends anything.
                       'guest_stats': {'last_update': 0},
+                      # What the virtio-mem device has plugged (KiB):
+                      # nothing until the guest's driver takes it.
+                      'virtio_mem_current': 0,
+                      'virtio_mem_requested': (
+                          self._def['virtio_mem']['requested']
+                          if self._def['virtio_mem'] else 0),
                       # CPU time counts from the QEMU process's start.
                       'cpu_time_ns': 0,
                       'cpu_counted_at': cpu_clock()}
 
+    def _virtio_mem_current(self) -> int:
+        """What the device has plugged: the guest's driver plugs what it
+        is asked for, and unplugs all but the blocks it cannot free."""
+        live = self._live
+        if self.behaviour.virtio_mem_driver and (
+                self._state != fakelibvirt.VIR_DOMAIN_PAUSED):
+            requested = live['virtio_mem_requested']
+            floor = min(live['virtio_mem_current'],
+                        self.behaviour.virtio_mem_busy_kib)
+            live['virtio_mem_current'] = max(requested, floor)
+        return live['virtio_mem_current']
+
+    def updateDeviceFlags(self, xml, flags=0):
+        """Only a virtio-mem device's ``<requested>``, in the words of
+        libvirt 9.0 with QEMU 7.2 (tests/realguest/test_virtio_mem.py): the
+        XML is checked as it is parsed, the device is found by its
+        address, QEMU's property set through its alias."""
+        self._refused('updateDeviceFlags')
+        device = etree.fromstring(xml)
+        if device.tag != 'memory' or device.get('model') != 'virtio-mem':
+            raise _error(f'Operation not supported: live update of device '
+                         f'\'{device.tag}\' is not supported',
+                         fakelibvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                         fakelibvirt.VIR_FROM_QEMU)
+        live, config = self._affected(flags)
+        if live and not self._running():
+            raise _not_running()
+        defined = self._def['virtio_mem']
+        target = device.find('target')
+        node = int(target.findtext('node', '0'))
+        if not defined:
+            raise _error("can't add memory backend as guest has no NUMA "
+                         "nodes configured", fakelibvirt.VIR_ERR_XML_DETAIL)
+        if node >= len(defined['cells']):
+            raise _error(f"can't add memory backend for guest node '{node}' "
+                         f"as the guest has only '{len(defined['cells'])}' "
+                         f"NUMA nodes configured",
+                         fakelibvirt.VIR_ERR_XML_DETAIL)
+
+        def kib(name: str) -> int:
+            found = target.find(name)
+            return int(int(found.text) * _UNIT_KIB[
+                found.get('unit', 'KiB').lower()])
+
+        requested, size, block = kib('requested'), kib('size'), kib('block')
+        if requested > size:
+            raise _error(f'requested size must be smaller than or equal to '
+                         f'@size ({size}KiB)', fakelibvirt.VIR_ERR_XML_DETAIL)
+        if requested % block:
+            raise _error('requested size must be an integer multiple of '
+                         'block size', fakelibvirt.VIR_ERR_XML_DETAIL)
+        address = device.find('address')
+        alias = device.find('alias')
+        if address is None or dict(address.attrib) != VIRTIO_MEM_ADDRESS:
+            if config and not live:
+                raise _error('invalid argument: memory not found',
+                             fakelibvirt.VIR_ERR_INVALID_ARG,
+                             fakelibvirt.VIR_FROM_QEMU)
+            name = '(null)' if alias is None else alias.get('name')
+            raise _unsupported(f"memory '{name}' not found")
+        if size != defined['size']:
+            raise _unsupported(f"cannot modify memory size from "
+                               f"'{defined['size']}' to '{size}'")
+        if block != defined['block']:
+            raise _unsupported(f"cannot modify memory block size from "
+                               f"'{defined['block']}' to '{block}'")
+        if live and alias is None:
+            raise _error("internal error: unable to execute QEMU command "
+                         "'qom-set': Device '/machine/peripheral/(null)' not "
+                         "found", fakelibvirt.VIR_ERR_INTERNAL_ERROR,
+                         fakelibvirt.VIR_FROM_QEMU)
+        if live:
+            self._live['virtio_mem_requested'] = requested
+        if config:
+            defined['requested'] = requested
+        return 0
+
     def _live_memory(self) -> int:
         """What the guest holds: the balloon moves only with a driver, and
-        only while the guest runs (QEMU's balloon needs the guest)."""
+        only while the guest runs (QEMU's balloon needs the guest). With
+        virtio-mem, its RAM and what the device plugged, which QEMU's
+        balloon counts as its actual size too."""
+        if self._def['virtio_mem']:
+            return (self._def['virtio_mem']['base'] +
+                    self._virtio_mem_current())
         if self._def['balloon'] and self.behaviour.balloon_driver and (
                 self._state != fakelibvirt.VIR_DOMAIN_PAUSED):
             self._live['memory'] = self._live['balloon_target']
@@ -730,6 +829,14 @@ class ElasticDomain(fakelibvirt.Domain):
                   else self._def['stats_period'])
         if self._def['balloon'] and period:
             balloon.insert(0, etree.Element('stats', period=str(period)))
+        if self._def['machine']:
+            tree.find('./os/type').set('machine', self._def['machine'])
+        if self._def['virtio_mem']:
+            _format_virtio_mem(
+                tree, self._def['virtio_mem'],
+                self._live['virtio_mem_requested'] if running
+                else self._def['virtio_mem']['requested'],
+                self._virtio_mem_current() if running else None)
         if self._def['agent_channel']:
             channel = etree.fromstring(self._def['agent_channel'])
             tree.find('./devices').append(channel)
@@ -741,6 +848,76 @@ class ElasticDomain(fakelibvirt.Domain):
                 target.set('state', 'connected' if self.behaviour.guest_agent
                            else 'disconnected')
         return etree.tostring(tree, encoding='unicode')
+
+
+# Where libvirt put the device on the PCI bus when it was defined.
+VIRTIO_MEM_ADDRESS = {'type': 'pci', 'domain': '0x0000', 'bus': '0x00',
+                      'slot': '0x05', 'function': '0x0'}
+
+
+def _parse_virtio_mem(tree) -> dict | None:
+    """A virtio-mem device and the NUMA cell it needs, in KiB."""
+    device = tree.find("./devices/memory[@model='virtio-mem']")
+    if device is None:
+        return None
+    cells = tree.findall('./cpu/numa/cell')
+    maximum = tree.find('./maxMemory')
+    if not cells:
+        raise _error('unsupported configuration: At least one numa node '
+                     'has to be configured when enabling memory hotplug',
+                     fakelibvirt.VIR_ERR_CONFIG_UNSUPPORTED)
+    if maximum is None:
+        raise _error('unsupported configuration: cannot use/hotplug a '
+                     'memory device when domain \'maxMemory\' is not '
+                     'defined', fakelibvirt.VIR_ERR_CONFIG_UNSUPPORTED)
+
+    def kib(node) -> int:
+        return int(int(node.text) * _UNIT_KIB[
+            node.get('unit', 'KiB').lower()])
+
+    target = device.find('target')
+    return {
+        'base': sum(int(cell.get('memory')) for cell in cells),
+        'cells': [dict(cell.attrib) for cell in cells],
+        'max_memory': (kib(maximum), maximum.get('slots')),
+        'size': kib(target.find('size')),
+        'node': int(target.find('node').text),
+        'block': kib(target.find('block')),
+        'requested': kib(target.find('requested')),
+    }
+
+
+def _format_virtio_mem(tree, device: dict, requested: int,
+                       current: int | None) -> None:
+    """What libvirt writes back: the cells, maxMemory, the device;
+    ``<current>`` in the live XML only."""
+    cpu = tree.find('./cpu')
+    if cpu is None:
+        cpu = etree.SubElement(tree, 'cpu')
+    numa = etree.SubElement(cpu, 'numa')
+    for cell in device['cells']:
+        etree.SubElement(numa, 'cell', **cell)
+    max_memory = etree.Element('maxMemory', unit='KiB')
+    max_memory.text = str(device['max_memory'][0])
+    if device['max_memory'][1] is not None:
+        max_memory.set('slots', device['max_memory'][1])
+    tree.find('./memory').addprevious(max_memory)
+    memory = etree.SubElement(tree.find('./devices'), 'memory',
+                              model='virtio-mem')
+    target = etree.SubElement(memory, 'target')
+    for name, value in (('size', device['size']), ('node', device['node']),
+                        ('block', device['block']),
+                        ('requested', requested), ('current', current)):
+        if value is None:
+            continue
+        node = etree.SubElement(target, name)
+        node.text = str(value)
+        if name != 'node':
+            node.set('unit', 'KiB')
+    if current is not None:
+        # libvirt names devices in the live XML only.
+        etree.SubElement(memory, 'alias', name='virtiomem0')
+    etree.SubElement(memory, 'address', **VIRTIO_MEM_ADDRESS)
 
 
 def _format_vcpus(vcpus) -> etree._Element:

@@ -97,6 +97,48 @@ class FlavorMinimumSpecsTest(base.ElasticServersTestBase):
         self.assertIn("above the flavor's vcpus 4",
                       resp.json()['badRequest']['message'])
 
+    def test_memory_model(self):
+        self.assertIn('xloud:memory_model', validators.VALIDATORS)
+        for microversion in (None, '2.86'):
+            for value in ('virtio_mem', 'dimm', '', 1):
+                with self.subTest(microversion=microversion, value=value):
+                    resp = self._specs_request(
+                        'PUT', {'xloud:memory_model': value},
+                        key='xloud:memory_model', microversion=microversion)
+                    self.assertEqual(400, resp.status_code, resp.text)
+                    self.assertIn('xloud:memory_model',
+                                  resp.json()['badRequest']['message'])
+                    self.assertEqual(
+                        self.good,
+                        self.admin_api.get_extra_specs(self.flavor_id))
+        for value in ('virtio-mem', 'balloon'):
+            with self.subTest(value=value):
+                resp = self._specs_request(
+                    'PUT', {'xloud:memory_model': value},
+                    key='xloud:memory_model')
+                self.assertEqual(200, resp.status_code, resp.text)
+
+    def test_virtio_mem_needs_whole_blocks(self):
+        odd = self._create_flavor(vcpu=2, memory_mb=4095)
+        resp = self.admin_api.api_request(
+            f'/flavors/{odd}/os-extra_specs', method='POST',
+            body=jsonutils.dumps({'extra_specs': {
+                'xloud:memory_model': 'virtio-mem'}}))
+        self.assertEqual(400, resp.status_code, resp.text)
+        self.assertIn("the flavor's ram is not a multiple of 2 MiB",
+                      resp.json()['badRequest']['message'])
+        resp = self._specs_request('POST', {'extra_specs': {
+            'xloud:memory_model': 'virtio-mem', 'minimum_memory': '2047'}})
+        self.assertEqual(400, resp.status_code, resp.text)
+        self.assertIn('minimum_memory=2047',
+                      resp.json()['badRequest']['message'])
+        self.assertEqual(self.good,
+                         self.admin_api.get_extra_specs(self.flavor_id))
+        resp = self._specs_request('POST', {'extra_specs': {
+            'xloud:memory_model': 'virtio-mem', 'hw:mem_encryption': 'true'}})
+        self.assertEqual(400, resp.status_code, resp.text)
+        self.assertIn('SEV', resp.json()['badRequest']['message'])
+
     def test_nova_answers_what_is_not_ours(self):
         cases = [
             # Nova's policy first: a member gets 403, not our 400.

@@ -6,6 +6,12 @@ balloon driver, no channel) as after a persisted grow to
 ``guests.GROWN_VCPUS`` vCPUs. The agent guest (balloon driver, the QEMU
 guest agent, no onlining of hot-plugged CPUs in its ``/init``) boots at
 the minimum, on its own, for the tests that ask for it.
+
+The memory-method guests (``test_virtio_mem.py``) boot in pairs, each pair
+for one test and gone after it: the same initramfs (both memory drivers)
+once with a virtio-mem device for the memory above the minimum and once
+with the balloon; then a virtio-mem domain whose guest has no virtio-mem
+driver and one whose guest keeps its memory busy.
 """
 
 import contextlib
@@ -14,11 +20,13 @@ import time
 import pytest
 
 from deploy.localcloud import guestimage as images
+from nova_ext import sizing
 from tests.realguest import daemon, guests
 
 # A TCG guest boots in about 7 s on an idle core; two boot at once on a
 # machine other work shares.
 BOOT_TIMEOUT = 90
+VIRTIO_MEM = sizing.MEMORY_MODEL_VIRTIO_MEM
 
 
 @pytest.fixture(scope='session')
@@ -121,3 +129,78 @@ def agent_guest(libvirtd, guest_kernel, progress):
     finally:
         guests.destroy(guest)
         conn.close()
+
+
+@pytest.fixture(scope='session')
+def virtio_mem_image(guest_kernel) -> images.GuestImage:
+    """Both memory drivers: virtio_mem finds no device on a balloon
+    domain, the balloon driver stays idle on a virtio-mem one, so one
+    guest serves both methods."""
+    try:
+        return images.build_initramfs(
+            guest_kernel, images.CACHE_DIR / 'initramfs-virtio-mem.cpio',
+            balloon_driver=True, virtio_mem=True)
+    except images.GuestImageUnavailable as exc:
+        pytest.skip(f'no virtio-mem guest image: {exc}')
+
+
+@contextlib.contextmanager
+def _booted_pair(libvirtd, starters, progress, what: str):
+    """``{kind: RealGuest}`` started by ``starters`` (``{kind: start(conn,
+    console_dir)}``) and booted; destroyed afterwards."""
+    conn = libvirtd.connect()
+    console_dir = libvirtd.shared_dir('consoles')
+    started: dict[str, guests.RealGuest] = {}
+    try:
+        for kind, start in starters.items():
+            started[kind] = start(conn, console_dir)
+        progress(f'{what} defined and started: ' + ', '.join(started))
+        for guest in started.values():
+            guest.console.wait_for(lambda view: True, BOOT_TIMEOUT,
+                                   'its first status line')
+        progress(f'{what} booted')
+        yield started
+    finally:
+        for guest in started.values():
+            guests.destroy(guest)
+        conn.close()
+
+
+@pytest.fixture
+def memory_method_guests(libvirtd, virtio_mem_image, progress):
+    """The same guest with virtio-mem and with the balloon, at the
+    minimum; each touches ``guests.TOUCH_MB`` after its grow to the maximum."""
+    touch = guests.fill_cmdline(guests.TOUCH_MB, keep=False)
+    with _booted_pair(libvirtd, {
+        'virtio-mem': lambda conn, consoles: guests.define_and_start(
+            conn, 'xloud-realguest-virtio-mem', virtio_mem_image, consoles,
+            extra_cmdline=touch, memory_model=VIRTIO_MEM),
+        'balloon': lambda conn, consoles: guests.define_and_start(
+            conn, 'xloud-realguest-mem-balloon', virtio_mem_image, consoles,
+            extra_cmdline=touch),
+    }, progress, 'memory-method guests') as started:
+        yield started
+
+
+@pytest.fixture
+def unconfirmed_virtio_mem_guests(libvirtd, guest_kernel, virtio_mem_image,
+                                  progress):
+    """Two virtio-mem domains whose guests cannot follow ``<requested>``:
+    one without the driver (the balloon image), one that keeps
+    ``guests.HOLD_MB`` once grown."""
+    try:
+        no_driver = images.build_initramfs(
+            guest_kernel, images.CACHE_DIR / 'initramfs-no-virtio-mem.cpio',
+            balloon_driver=True)
+    except images.GuestImageUnavailable as exc:
+        pytest.skip(f'no guest image: {exc}')
+    hold = guests.fill_cmdline(guests.HOLD_MB, keep=True)
+    with _booted_pair(libvirtd, {
+        'no-driver': lambda conn, consoles: guests.define_and_start(
+            conn, 'xloud-realguest-vmem-nodriver', no_driver, consoles,
+            memory_model=VIRTIO_MEM),
+        'busy': lambda conn, consoles: guests.define_and_start(
+            conn, 'xloud-realguest-vmem-busy', virtio_mem_image, consoles,
+            extra_cmdline=hold, memory_model=VIRTIO_MEM),
+    }, progress, 'unconfirmed virtio-mem guests') as started:
+        yield started
