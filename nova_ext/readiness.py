@@ -283,6 +283,13 @@ def _warnings(guest: dict | None, balloon: str, agent: str,
         warnings.append(_('Live-migrated since it started: some guest '
                           'kernels cannot bring vCPUs hot-plugged after a '
                           'migration online.'))
+    if guest is not None and guest['guest']['online_vcpus'] is not None and (
+            guest['guest']['online_vcpus'] < guest['size']['vcpus']):
+        warnings.append(_('The guest runs %(online)d of its %(vcpus)d vCPUs '
+                          'online (a vCPU unplug it did not finish, or '
+                          'vCPUs it took offline itself).') % {
+            'online': guest['guest']['online_vcpus'],
+            'vcpus': guest['size']['vcpus']})
     if agent == sizing.GUEST_AGENT_NOT_CONFIGURED:
         warnings.append(_('No guest agent (image property '
                           'hw_qemu_guest_agent): hot-plugged vCPUs come '
@@ -310,6 +317,12 @@ def _utilisation(guest: dict | None) -> dict:
     current_mb = guest['size']['memory_mb']
     if usable is None:
         reasons.append(_('The guest sends no memory statistics.'))
+    elif usable >= current_mb:
+        # The balloon moved since the guest last sent them (they come
+        # once a period): they describe the size it had before.
+        reasons.append(_('The guest\'s memory statistics predate the '
+                         'balloon\'s last move; they are renewed within '
+                         'one statistics period.'))
     else:
         # What it holds less what its programs could still take: with
         # deflate-on-OOM the balloon's pages count as neither.

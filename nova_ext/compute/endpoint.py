@@ -519,8 +519,12 @@ class ElasticSizingEndpoint:
         guest = live.read_guest(domain)
         update.guest(_GUEST_AGENT[guest.agent], guest.online_vcpus,
                      guest.available_memory_mb, guest.usable_memory_mb)
-        shortfall = _guest_shortfall(final, guest,
-                                     grew=final.vcpus > start.vcpus)
+        # A memory-only change is not made partial by vCPUs the guest had
+        # offline before it (readiness warns of those).
+        shortfall = None
+        if vcpus is not None or final.vcpus != start.vcpus:
+            shortfall = _guest_shortfall(final, guest,
+                                         grew=final.vcpus > start.vcpus)
         placement_error = None
         try:
             placement.set_allocation(context, instance, final.vcpus,

@@ -202,6 +202,26 @@ class GuestViewTest(compute_base.ElasticAPIComputeTestBase):
         self._assert_sizes({'guest': (server['id'], (3, 2048), (2, 2048),
                                       None)})
 
+    def test_memory_change_is_not_partial_for_vcpus_offline_before(
+            self) -> None:
+        server = self._boot()
+        # The guest took vCPU 1 offline itself (or did not finish an
+        # unplug): nothing this memory change did.
+        self._domain(server).setGuestVcpus('1', 0, 0)
+        self._adjust_through_api(server['id'], memory_mb=3072,
+                                 persist=False)
+        shown = self._show(server['id'])
+        self.assertEqual(sizing.STATUS_SUCCESS,
+                         shown['adjustment']['status'])
+        self.assertIn('The guest runs 1 of its 2 vCPUs online',
+                      shown['readiness']['warnings'][0])
+        # A vCPU grow has the agent online every vCPU the guest keeps
+        # offline, the old one too.
+        self._adjust_through_api(server['id'], vcpus=3, persist=False)
+        self.assertEqual('0-2', self._guest_online(server))
+        self.assertEqual([], self._show(server['id'])['readiness'][
+            'warnings'])
+
     def test_a_restart_forgets_what_the_guest_showed(self) -> None:
         server = self._boot()
         self._adjust_through_api(server['id'], vcpus=3, persist=False)

@@ -54,6 +54,28 @@ class RulesTest(test.NoDBTestCase):
                          (ready['vcpu_hotplug'], ready['adjustable']))
         self.assertIn('isapc', ready['reasons']['vcpus'])
 
+    def test_statistics_from_before_the_balloon_moved(self) -> None:
+        described = describe(instance(), size={'vcpus': 2,
+                                               'memory_mb': 2048},
+                             guest={'agent': 'answering', 'online_vcpus': 2,
+                                    'available_memory_mb': 4000,
+                                    'usable_memory_mb': 3500,
+                                    'agent_error': None})
+        self.assertIsNone(described['utilisation']['memory'])
+        self.assertIn('predate', described['utilisation']['reason'])
+        self.assertIsNone(described['recommendation']['memory_mb'])
+
+    def test_vcpus_offline_in_the_guest_are_a_warning(self) -> None:
+        ready = describe(instance(), size={'vcpus': 3, 'memory_mb': 2048},
+                         guest={'agent': 'answering', 'online_vcpus': 2,
+                                'available_memory_mb': 4000,
+                                'usable_memory_mb': 1500,
+                                'agent_error': None})['readiness']
+        self.assertEqual(['The guest runs 2 of its 3 vCPUs online (a vCPU '
+                          'unplug it did not finish, or vCPUs it took '
+                          'offline itself).'], ready['warnings'])
+        self.assertTrue(ready['adjustable']['vcpus'])
+
     def test_no_balloon_device(self) -> None:
         ready = describe(instance(), balloon_device=False,
                          stats_fresh=False)['readiness']
