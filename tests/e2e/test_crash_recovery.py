@@ -247,7 +247,8 @@ def test_guests_of_a_killed_host_come_back_as_they_ran(tmp_path):
     assert out["balloon_driver"] is False
     assert out["holds_kib"] == 4194304
     assert out["live"] == {"vcpus": 3, "memory_kib": 4194304,
-                           "balloon_target_kib": 2097152}
+                           "balloon_target_kib": 2097152,
+                           "guest_offline_vcpus": [], "stats_period": 0}
 
 
 @pytest.fixture(scope="module")
