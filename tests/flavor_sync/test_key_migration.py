@@ -63,6 +63,30 @@ def snapshot(nova_api, cloud) -> dict:
             'cell1': cloud.cell1.flavors()}
 
 
+CHANGE_LIST = re.compile(r'("nova_object\.changes": \[)([^\]]*)(\])')
+
+
+def change_lists_in_order(text: str) -> str:
+    """``text`` with every ``nova_object.changes`` list sorted in place.
+
+    Nova writes those lists from a set (``obj_to_primitive``), so their
+    order depends on the hash seed and on the order the set was filled
+    in, and Nova re-saving an untouched object may reorder them; every
+    other byte is Nova's and is compared as written.
+    """
+    return CHANGE_LIST.sub(
+        lambda found: found[1] + ', '.join(sorted(found[2].split(', '))) +
+        found[3], text)
+
+
+def as_nova_writes_it(stored: dict) -> dict:
+    """A snapshot with the JSON copies' change lists in one order."""
+    return {place: rows if place == 'flavor rows' else {
+                uuid_: text if text is None else change_lists_in_order(text)
+                for uuid_, text in rows.items()}
+            for place, rows in stored.items()}
+
+
 def cell_of(cloud, instance_uuid):
     return cloud.cell0 if instance_uuid in cloud.failed else cloud.cell1
 
@@ -307,7 +331,8 @@ def test_nova_writes_the_same_bytes_as_the_migration(nova_api, cloud,
 
     Rows Nova has loaded and saved once are in the form Nova keeps them
     in (a first save only adds change-tracking fields). Migrated from
-    that form, Nova saving the loaded objects again changes nothing: the
+    that form, Nova saving the loaded objects again changes nothing but
+    the order of its change lists, which Nova itself does not keep: the
     migration writes what Nova's own serialisation writes.
     """
     def resave_all():
@@ -331,7 +356,8 @@ def test_nova_writes_the_same_bytes_as_the_migration(nova_api, cloud,
 
     resave_all()
 
-    assert snapshot(nova_api, cloud) == migrated
+    assert (as_nova_writes_it(snapshot(nova_api, cloud)) ==
+            as_nova_writes_it(migrated))
     assert_nova_reads_migrated(nova_api, cloud)
 
 
