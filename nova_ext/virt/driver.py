@@ -12,7 +12,8 @@ nothing else:
   reboot, rescue and unrescue, resize and cold migration, revert -- what
   the new domain will start with is claimed in placement (its vCPUs, and
   all of ``<memory>``, which QEMU gives a guest until its balloon driver
-  runs); no room fails the operation before the domain starts. Afterwards
+  runs; with a virtio-mem device, its RAM and the blocks requested); no
+  room fails the operation before the domain starts. Afterwards
   the live size is recorded as the domain reports it, the allocation set
   to it, the persistent definition set to the boot size, and memory still
   on its way down to the boot size is confirmed in the background;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 
+from lxml import etree
 from nova import context as nova_context
 from nova import exception, objects, thread_pool_factory, utils
 from nova.virt.libvirt import driver as libvirt_driver
@@ -141,8 +143,9 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         # definition (guest.launch()), not from a regenerated one.
         context = nova_context.get_admin_context()
         if self._is_elastic(instance):
-            definition = live.read_definition(self.elastic_domain(instance))
-            self._claim_start(context, instance, definition)
+            definition = self.elastic_domain(instance).XMLDesc(
+                libvirt_driver.libvirt.VIR_DOMAIN_XML_INACTIVE)
+            self._claim_start(context, instance, _starts_with(definition))
         rebooted = super()._soft_reboot(instance)
         if rebooted:
             self._record_started_domain(context, instance)
@@ -158,7 +161,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         if self._is_elastic(instance):
             path = os.path.join(libvirt_utils.get_instance_path(instance),
                                 'unrescue.xml')
-            self._claim_start(context, instance, live.parse_definition(
+            self._claim_start(context, instance, _starts_with(
                 libvirt_utils.load_file(path)))
         super().unrescue(context, instance)
         self._record_started_domain(context, instance)
@@ -209,23 +212,30 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         if not self._is_elastic(instance):
             return
         size = _elastic_size(instance)
-        self._claim_start(context, instance, live.Definition(
-            current=live.LiveSize(size.boot_vcpus, size.boot_memory_mb),
-            maximum=live.LiveSize(size.max_vcpus, size.max_memory_mb)))
+        # What _get_guest_config will decide: Nova writes the configured
+        # virt type (kvm, or qemu for an emulated architecture; both plug
+        # virtio-mem), the image's architecture, and a NUMA topology only
+        # for an instance that has one.
+        plugged = guest_config.gets_virtio_mem(
+            size, CONF.libvirt.virt_type,
+            self._check_emulation_arch(instance.image_meta),
+            numa_topology=instance.numa_topology is not None)
+        self._claim_start(context, instance, live.LiveSize(
+            size.boot_vcpus,
+            size.boot_memory_mb if plugged else size.max_memory_mb))
 
     def _claim_start(self, context: nova_context.RequestContext,
                      instance: objects.Instance,
-                     definition: live.Definition) -> None:
-        """Claim, before the domain starts, what it will start with.
+                     start: live.LiveSize) -> None:
+        """Claim, before the domain starts, what it will start with
+        (``start``, see :func:`_starts_with`).
 
-        Its vCPUs are exact from the start; its memory is all of
-        ``<memory>`` until the guest's balloon driver takes the balloon to
-        ``<currentMemory>``. Raises InsufficientCapacity (the operation's
-        fault) when the host has no room: the domain is not started.
+        Raises InsufficientCapacity (the operation's fault) when the host
+        has no room: the domain is not started.
         """
         placement.claim_at_least(
-            context, instance, definition.current.vcpus,
-            definition.maximum.memory_mb, provider_uuid=self.node_provider())
+            context, instance, start.vcpus, start.memory_mb,
+            provider_uuid=self.node_provider())
 
     def _record_started_domain(self, context: nova_context.RequestContext,
                                instance: objects.Instance,
@@ -408,6 +418,21 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
 def _elastic_size(instance: objects.Instance) -> sizing.ElasticSize:
     # Devices count on the host: memory VFIO pins is never ballooned.
     return sizing.ElasticSize.from_instance(instance, devices=True)
+
+
+def _starts_with(xml: str) -> live.LiveSize:
+    """What a domain defined by ``xml`` can use from its start.
+
+    Its vCPUs are exact from the start. With a virtio-mem device its
+    memory is its RAM and the blocks requested, which the device plugs
+    and no more until it is asked; otherwise all of ``<memory>``, until
+    the guest's balloon driver takes the balloon to ``<currentMemory>``.
+    """
+    definition = live.parse_definition(xml)
+    if live.VirtioMem.of(etree.fromstring(xml)) is not None:
+        return definition.current
+    return live.LiveSize(definition.current.vcpus,
+                         definition.maximum.memory_mb)
 
 
 def _has_record(instance: objects.Instance) -> bool:

@@ -253,14 +253,24 @@ def apply_elastic_size(guest: vconfig.LibvirtConfigGuest,
 
 def uses_virtio_mem(guest: vconfig.LibvirtConfigGuest,
                     size: ElasticSize) -> bool:
-    """Whether the guest gets its memory from a virtio-mem device: its
-    flavor asks for one, it has a range to plug in, and nothing else
+    """Whether the guest gets its memory from a virtio-mem device
+    (:func:`gets_virtio_mem` of the config Nova built)."""
+    return gets_virtio_mem(
+        size, guest.virt_type, guest.os_arch,
+        numa_topology=guest.cpu is not None and guest.cpu.numa is not None)
+
+
+def gets_virtio_mem(size: ElasticSize, virt_type: str, os_arch: str | None,
+                    numa_topology: bool) -> bool:
+    """Whether a guest generated now gets its memory from a virtio-mem
+    device: its flavor asks for one, it has a range to plug in, QEMU
+    plugs virtio-mem for its virt type and architecture, and nothing else
     gave it a NUMA topology (``compatibility`` refuses those flavors)."""
     return (size.memory_model == sizing.MEMORY_MODEL_VIRTIO_MEM
             and size.floor_memory_mb < size.max_memory_mb
-            and guest.virt_type in _BALLOON_VIRT_TYPES
-            and guest.os_arch in _VCPU_HOTPLUG_ARCHES
-            and (guest.cpu is None or guest.cpu.numa is None))
+            and virt_type in _BALLOON_VIRT_TYPES
+            and os_arch in _VCPU_HOTPLUG_ARCHES
+            and not numa_topology)
 
 
 def _add_virtio_mem(guest: ElasticGuestConfig, size: ElasticSize) -> None:
