@@ -47,17 +47,18 @@ ALLOCATION_MISSING = 'allocation_missing'
 RECORD_LIVE_DIFFERS = 'record_live_differs'
 RECORD_BOOT_DIFFERS = 'record_boot_differs'
 DOMAIN_MISSING = 'domain_missing'
+VIRTIO_MEM_UNSETTLED = 'virtio_mem_unsettled'
 ADJUSTMENT_STUCK = 'adjustment_stuck'
 HOST_UNREACHABLE = 'host_unreachable'
 
 # In the order reports list them for one instance.
 KINDS = (ADJUSTMENT_STUCK, DOMAIN_MISSING, ALLOCATION_MISSING,
          PLACEMENT_BELOW_LIVE, PLACEMENT_ABOVE_LIVE, RECORD_LIVE_DIFFERS,
-         RECORD_BOOT_DIFFERS, HOST_UNREACHABLE)
+         RECORD_BOOT_DIFFERS, VIRTIO_MEM_UNSETTLED, HOST_UNREACHABLE)
 # What the compute host's heal settles; the others need an operator.
 HEALABLE = frozenset((ADJUSTMENT_STUCK, PLACEMENT_BELOW_LIVE,
                       PLACEMENT_ABOVE_LIVE, RECORD_LIVE_DIFFERS,
-                      RECORD_BOOT_DIFFERS))
+                      RECORD_BOOT_DIFFERS, VIRTIO_MEM_UNSETTLED))
 
 # A host that can run more than placement allows: the scheduler may place
 # guests on capacity that is in use.
@@ -349,6 +350,30 @@ def findings(instance: objects.Instance, domain: dict, allocation, *,
             'host': host},
             record_live=record_live, domain_live=dict(running))
 
+    device = domain.get('virtio_mem')
+    if state == STATE_RUNNING and device is not None and (
+            device['requested_mb'] != device['plugged_mb']) and not (
+            domain.get('adjusting') or sizing.virtio_mem_settling(instance)):
+        figures = {'requested': device['requested_mb'],
+                   'plugged': device['plugged_mb'], 'host': host}
+        if device['requested_mb'] > device['plugged_mb']:
+            message = _(
+                'The guest\'s virtio-mem device on %(host)s is asked for '
+                '%(requested)d MiB but the guest has plugged %(plugged)d '
+                'MiB of it: the record and placement count what it was '
+                'asked for, which the guest may take at any moment, and it '
+                'has not (no virtio_mem driver, or no memory it can online). '
+                'Fix asks the device for what the guest holds.') % figures
+        else:
+            message = _(
+                'The guest\'s virtio-mem device on %(host)s is asked for '
+                '%(requested)d MiB but the guest still holds %(plugged)d MiB '
+                'plugged: blocks in use that it has not given back, counted '
+                'in the record and placement. Fix asks the device for what '
+                'the guest holds, so that it stops unplugging.') % figures
+        add(VIRTIO_MEM_UNSETTLED, WARNING, message,
+            virtio_mem=dict(device))
+
     if allocation is NOT_READ:
         return found
     if allocation is None:
@@ -404,6 +429,12 @@ def _valid_domain(domain) -> bool:
                 all(type(size.get(k)) is int for k in ('vcpus',
                                                         'memory_mb'))):
             return False
+    device = domain.get('virtio_mem')
+    if device is not None and not (
+            isinstance(device, dict) and
+            all(type(device.get(k)) is int for k in ('requested_mb',
+                                                      'plugged_mb'))):
+        return False
     return isinstance(domain.get('adjusting'), bool)
 
 

@@ -4,17 +4,20 @@ Nova copies the flavor into every instance at boot (``instance.flavor``,
 stored in the cell's ``instance_extra``) and into its RequestSpec (the API
 database). That copy, not the flavor, governs the instance: the driver
 regenerates its domain from it and the size API takes its bounds from it
-(``nova_ext.sizing``). A flavor's minimums edited later therefore reach new
-instances only. :func:`report` tells, per cell, how many instances of a
-flavor carry its current minimums; :func:`apply` writes them into the
-embedded copies.
+(``nova_ext.sizing``). A flavor's minimums (and its memory model) edited
+later therefore reach new instances only. :func:`report` tells, per cell,
+how many instances of a flavor carry its current minimums; :func:`apply`
+writes them into the embedded copies.
 
 An instance *carries* the flavor's minimums when the minimum extra specs of
 its embedded flavor are exactly what :func:`apply` writes: the flavor's
 effective value under each scoped key (``xloud:minimum_cpu`` /
 ``xloud:minimum_memory``), no deprecated unscoped key, and neither key
-where the flavor has no minimum. Nothing else of the copy is touched: it
-remains Nova's snapshot of the flavor as it was at boot.
+where the flavor has no minimum; and ``xloud:memory_model`` as the flavor
+has it (or not at all). A running domain keeps the memory device it was
+started with (the driver reads which one it has); the copy's memory model
+decides the next domain generated for it. Nothing else of the copy is
+touched: it remains Nova's snapshot of the flavor as it was at boot.
 
 Each instance is written only while no operation owns it. Nova's
 ``Instance.save()`` writes ``instance_extra`` (the embedded flavor) before,
@@ -49,8 +52,10 @@ LOG = logging.getLogger(__name__)
 CONF = conf.CONF
 
 MINIMUM_KEYS = (sizing.MINIMUM_CPU, sizing.MINIMUM_MEMORY)
+# What an instance carries of its flavor's elastic settings.
 _ALL_KEYS = MINIMUM_KEYS + tuple(sizing.LEGACY_KEYS[key]
-                                 for key in MINIMUM_KEYS)
+                                 for key in MINIMUM_KEYS) + (
+    sizing.MEMORY_MODEL,)
 _EXPECTED_ATTRS = ['flavor', 'system_metadata']
 
 UPDATED = 'updated'
@@ -59,16 +64,20 @@ ERROR = 'error'
 
 
 def target_specs(flavor: objects.Flavor) -> dict[str, str]:
-    """The minimum extra specs an instance of ``flavor`` should carry.
+    """The elastic extra specs an instance of ``flavor`` should carry.
 
     The flavor's value of each minimum (the scoped key, else the
-    deprecated one: ``sizing.flavor_minimum_spec``), under the scoped key.
+    deprecated one: ``sizing.flavor_minimum_spec``), under the scoped key,
+    and its memory model (``xloud:memory_model``) when it sets one.
     """
     target = {}
     for key in MINIMUM_KEYS:
         found = sizing.flavor_minimum_spec(flavor, key)
         if found is not None:
             target[key] = str(found[1])
+    model = (flavor.extra_specs or {}).get(sizing.MEMORY_MODEL)
+    if model is not None:
+        target[sizing.MEMORY_MODEL] = model
     return target
 
 
@@ -82,7 +91,7 @@ def with_minimums(extra_specs: dict | None,
 
 
 def carries(flavor: objects.Flavor, target: dict[str, str]) -> bool:
-    """Whether an embedded ``flavor`` holds exactly the ``target`` minimums."""
+    """Whether an embedded ``flavor`` holds exactly the ``target`` specs."""
     specs = flavor.extra_specs or {}
     return {key: specs[key] for key in _ALL_KEYS if key in specs} == target
 
@@ -221,6 +230,7 @@ class Report:
                                                      sizing.MINIMUM_CPU),
                 'minimum_memory': sizing.flavor_minimum(
                     flavor, sizing.MINIMUM_MEMORY),
+                'memory_model': sizing.memory_model(flavor),
             },
             'memory_floor_mb': CONF.xloud.memory_floor_mb,
             'instances': self.total('instances'),

@@ -18,7 +18,6 @@ import jsonschema
 from nova import objects, utils
 from nova.compute import vm_states
 from nova.i18n import _
-from oslo_utils import timeutils
 
 from nova_ext import compatibility, conf, sizing
 
@@ -35,6 +34,17 @@ AGENT_STATES = (*sizing.GUEST_AGENT_STATES, UNKNOWN)
 HOTPLUG_POSSIBLE = 'possible'
 HOTPLUG_NOT_POSSIBLE = 'not_possible'
 HOTPLUG_STATES = (HOTPLUG_POSSIBLE, HOTPLUG_NOT_POSSIBLE, UNKNOWN)
+# A virtio-mem device: the guest holds what it was asked to add (more
+# than nothing), nothing was asked, it holds less and is taking blocks,
+# it has taken none since it started, it holds more than asked.
+VIRTIO_MEM_PLUGGED = 'plugged'
+VIRTIO_MEM_IDLE = 'idle'
+VIRTIO_MEM_PLUGGING = 'plugging'
+VIRTIO_MEM_NOT_PLUGGING = 'not_plugging'
+VIRTIO_MEM_UNPLUGGING = 'unplugging'
+VIRTIO_MEM_STATES = (VIRTIO_MEM_PLUGGED, VIRTIO_MEM_IDLE,
+                     VIRTIO_MEM_PLUGGING, VIRTIO_MEM_NOT_PLUGGING,
+                     VIRTIO_MEM_UNPLUGGING, UNKNOWN)
 
 # A recommended memory size is a multiple of this many MiB.
 MEMORY_STEP_MB = 128
@@ -74,6 +84,16 @@ GUEST_SCHEMA = {
         'hotpluggable_vcpus': _count,
         'machine_type': {'type': ['string', 'null']},
         'cpu_time_ns': _count,
+        # Sent by compute hosts of this release on; null without a device.
+        'virtio_mem': {
+            'oneOf': [
+                {'type': 'object',
+                 'properties': {'requested_mb': _count, 'plugged_mb': _count,
+                                'size_mb': _count},
+                 'required': ['requested_mb', 'plugged_mb', 'size_mb']},
+                {'type': 'null'},
+            ],
+        },
         'busy': {
             'oneOf': [
                 {'type': 'object',
@@ -142,11 +162,12 @@ def describe(instance: objects.Instance, size: sizing.ElasticSize,
         hotplug = (HOTPLUG_POSSIBLE if guest['hotpluggable_vcpus']
                    else HOTPLUG_NOT_POSSIBLE)
     migrated = migrated_since_boot(instance)
+    virtio_mem = _virtio_mem(instance, size, guest)
     reasons = {
         compatibility.VCPUS: _vcpus_reason(instance, size, conflicts, guest,
                                            hotplug),
         compatibility.MEMORY: _memory_reason(instance, size, conflicts,
-                                             guest, balloon),
+                                             balloon, virtio_mem),
     }
     usage = _utilisation(guest)
     return {
@@ -158,15 +179,18 @@ def describe(instance: objects.Instance, size: sizing.ElasticSize,
             'guest_agent': agent,
             'vcpu_hotplug': hotplug,
             'machine_type': None if guest is None else guest['machine_type'],
+            'virtio_mem': virtio_mem,
             'migrated_since_boot': migrated,
             'last_outcome': size.status or None,
             'adjustable': {dimension: reason is None
                            for dimension, reason in reasons.items()},
             'reasons': reasons,
-            'warnings': _warnings(guest, balloon, agent, migrated),
+            'warnings': _warnings(guest, balloon, agent, migrated,
+                                  virtio_mem),
         },
         'utilisation': usage,
-        'recommendation': _recommendation(size, conflicts, usage),
+        'recommendation': _recommendation(size, conflicts, usage,
+                                          virtio_mem is not None),
     }
 
 
@@ -198,17 +222,43 @@ def _balloon(instance: objects.Instance, guest: dict | None) -> str:
     if guest['stats_fresh']:
         return BALLOON_ACTIVE
     period = guest['stats_period']
-    started_at = sizing.recorded_time(instance, sizing.SYSMETA_STARTED_AT)
-    if not period or started_at is None:
+    since_start = sizing.since_start(instance)
+    if not period or since_start is None:
         # Not collected, or a guest started before this release recorded
         # starts: its silence proves nothing.
         return BALLOON_NO_STATISTICS
     silent_after = datetime.timedelta(
         seconds=CONF.xloud.balloon_silent_after + 2 * period)
-    since_start = timeutils.utcnow() - timeutils.normalize_time(started_at)
     if since_start < silent_after:
         return BALLOON_NO_STATISTICS
     return BALLOON_SILENT
+
+
+def _virtio_mem(instance: objects.Instance, size: sizing.ElasticSize,
+                guest: dict | None) -> dict | None:
+    """The readiness view's ``virtio_mem``: None for a balloon guest."""
+    if guest is not None and guest.get('virtio_mem') is not None:
+        device = guest['virtio_mem']
+    elif size.memory_model != sizing.MEMORY_MODEL_VIRTIO_MEM or (
+            guest is not None and 'virtio_mem' in guest):
+        # Its domain has no device (its flavor says balloon, or the host
+        # read a domain generated with the balloon).
+        return None
+    else:
+        # Not read, or read by a compute host that does not send it.
+        return {'state': UNKNOWN, 'requested_mb': None, 'plugged_mb': None}
+    requested, plugged = device['requested_mb'], device['plugged_mb']
+    if plugged > requested:
+        state = VIRTIO_MEM_UNPLUGGING
+    elif plugged == requested:
+        state = VIRTIO_MEM_PLUGGED if requested else VIRTIO_MEM_IDLE
+    else:
+        state = VIRTIO_MEM_PLUGGING
+        # One that has plugged nothing well after its start has no driver.
+        if plugged == 0 and sizing.since_start(instance) is not None and (
+                not sizing.virtio_mem_settling(instance)):
+            state = VIRTIO_MEM_NOT_PLUGGING
+    return {'state': state, 'requested_mb': requested, 'plugged_mb': plugged}
 
 
 def migrated_since_boot(instance: objects.Instance) -> bool:
@@ -260,13 +310,22 @@ def _vcpus_reason(instance: objects.Instance, size: sizing.ElasticSize,
 
 
 def _memory_reason(instance: objects.Instance, size: sizing.ElasticSize,
-                   conflicts: dict, guest: dict | None,
-                   balloon: str) -> str | None:
+                   conflicts: dict, balloon: str,
+                   virtio_mem: dict | None) -> str | None:
     reason = (_common_reason(instance) or
               conflicts.get(compatibility.MEMORY) or
               _range_reason(size.floor_memory_mb, size.max_memory_mb, 'MiB'))
     if reason is not None:
         return reason
+    if virtio_mem is not None:
+        # Its balloon only reports; the device moves its memory.
+        if virtio_mem['state'] == VIRTIO_MEM_NOT_PLUGGING:
+            return _('Its guest has plugged none of the %d MiB its '
+                     'virtio-mem device was asked to add since it started: '
+                     'it has no virtio_mem driver (Linux 5.8 or later), and '
+                     'would not take up a new memory '
+                     'size.') % virtio_mem['requested_mb']
+        return None
     if balloon == BALLOON_NO_DEVICE:
         return _('Its domain has no memory balloon.')
     if balloon == BALLOON_SILENT:
@@ -277,7 +336,7 @@ def _memory_reason(instance: objects.Instance, size: sizing.ElasticSize,
 
 
 def _warnings(guest: dict | None, balloon: str, agent: str,
-              migrated: bool) -> list[str]:
+              migrated: bool, virtio_mem: dict | None) -> list[str]:
     warnings = []
     if migrated:
         warnings.append(_('Live-migrated since it started: some guest '
@@ -298,12 +357,37 @@ def _warnings(guest: dict | None, balloon: str, agent: str,
     elif agent == sizing.GUEST_AGENT_NOT_ANSWERING:
         warnings.append(_('The guest agent does not answer: %s') % (
             guest['guest']['agent_error'] or _('no reason given')))
-    if balloon == BALLOON_NO_STATISTICS:
+    if virtio_mem is not None:
+        warnings.extend(_virtio_mem_warnings(balloon, virtio_mem))
+    elif balloon == BALLOON_NO_STATISTICS:
         warnings.append(_('No balloon statistics (collection is off, '
                           '[libvirt] mem_stats_period_seconds = 0, or the '
                           'guest has only just started): whether it takes '
                           'up a new memory size shows only when it is '
                           'asked to.'))
+    return warnings
+
+
+def _virtio_mem_warnings(balloon: str, virtio_mem: dict) -> list[str]:
+    warnings = []
+    state = virtio_mem['state']
+    figures = {'plugged': virtio_mem['plugged_mb'],
+               'requested': virtio_mem['requested_mb']}
+    if state == VIRTIO_MEM_PLUGGING:
+        warnings.append(_('The guest has plugged %(plugged)d of the '
+                          '%(requested)d MiB its virtio-mem device was asked '
+                          'to add.') % figures)
+    elif state == VIRTIO_MEM_UNPLUGGING:
+        warnings.append(_('The guest holds %(plugged)d MiB through its '
+                          'virtio-mem device, which was asked for '
+                          '%(requested)d: blocks in use that it has not given '
+                          'back yet. They stay counted in placement.') %
+                        figures)
+    if balloon in (BALLOON_NO_DEVICE, BALLOON_SILENT, BALLOON_NO_STATISTICS):
+        warnings.append(_('Its memory is not shrunk while the guest sends no '
+                          'balloon statistics: with virtio-mem they say how '
+                          'much it uses, and unplugged blocks do not come '
+                          'back.'))
     return warnings
 
 
@@ -342,7 +426,7 @@ def _utilisation(guest: dict | None) -> dict:
 
 
 def _recommendation(size: sizing.ElasticSize, conflicts: dict,
-                    usage: dict) -> dict:
+                    usage: dict, virtio_mem: bool) -> dict:
     recommended = {'vcpus': None, 'memory_mb': None, 'vcpus_rule': None,
                    'memory_rule': None}
     memory = usage['memory']
@@ -359,17 +443,26 @@ def _recommendation(size: sizing.ElasticSize, conflicts: dict,
     if memory is not None and not fixed[compatibility.MEMORY]:
         headroom = CONF.xloud.recommend_memory_headroom_percent
         needed = memory['used_mb'] * 100 / (100 - headroom)
+        figures = {
+            'used': memory['used_mb'], 'current': memory['current_mb'],
+            'headroom': headroom, 'step': MEMORY_STEP_MB,
+            'floor': size.floor_memory_mb, 'maximum': size.max_memory_mb,
+            'margin': sizing.VIRTIO_MEM_SHRINK_MARGIN_MB}
+        if virtio_mem:
+            # The least the compute host lets a virtio-mem shrink reach.
+            needed = max(needed, memory['used_mb'] + figures['margin'])
+            rule = _('Uses %(used)d of %(current)d MiB; %(headroom)d%% of it '
+                     'kept free and at least %(margin)d MiB (virtio-mem), in '
+                     'steps of %(step)d MiB, within %(floor)d-%(maximum)d '
+                     'MiB: %(value)d MiB.')
+        else:
+            rule = _('Uses %(used)d of %(current)d MiB; %(headroom)d%% of it '
+                     'kept free, in steps of %(step)d MiB, within '
+                     '%(floor)d-%(maximum)d MiB: %(value)d MiB.')
         value = _clamp(math.ceil(needed / MEMORY_STEP_MB) * MEMORY_STEP_MB,
                        size.floor_memory_mb, size.max_memory_mb)
         recommended['memory_mb'] = value
-        recommended['memory_rule'] = _(
-            'Uses %(used)d of %(current)d MiB; %(headroom)d%% of it kept '
-            'free, in steps of %(step)d MiB, within %(floor)d-%(maximum)d '
-            'MiB: %(value)d MiB.') % {
-                'used': memory['used_mb'], 'current': memory['current_mb'],
-                'headroom': headroom, 'step': MEMORY_STEP_MB,
-                'floor': size.floor_memory_mb,
-                'maximum': size.max_memory_mb, 'value': value}
+        recommended['memory_rule'] = rule % {**figures, 'value': value}
     vcpus = usage['vcpus']
     if vcpus is not None and not fixed[compatibility.VCPUS]:
         spare = CONF.xloud.recommend_spare_vcpus

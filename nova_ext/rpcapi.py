@@ -17,6 +17,10 @@ Version history:
 * 2.1 - ``describe_guests``: readiness, utilisation and the guest's own
   view of running instances, for many at once. A 2.0 host answers it with
   UnsupportedVersion, which the API reports as readiness not read.
+
+Answers may gain keys within a version (DOMAIN and GUEST gained
+``virtio_mem`` within 2.1): callers treat a key an older host does not
+send as not read, so no version is needed for them.
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ MEMORY_MODELS = (MEMORY_MODEL_BALLOON, MEMORY_MODEL_VIRTIO_MEM)
 # virtio-mem plugs x86-64 guest memory in blocks of 2 MiB (Linux's
 # pageblock size there).
 VIRTIO_MEM_BLOCK_MB = 2
+# What a virtio-mem shrink leaves the guest above what it uses: one of
+# Linux's x86-64 memory blocks (blocks once unplugged do not come back).
+VIRTIO_MEM_SHRINK_MARGIN_MB = 128
 
 SYSMETA_FLAVOR = 'xloud_flavorid'
 SYSMETA_BOOT_VCPUS = 'xloud_boot_vcpus'
@@ -349,6 +352,24 @@ def guest_record(instance: objects.Instance) -> GuestRecord | None:
         available_memory_mb=number(SYSMETA_GUEST_AVAILABLE_MEMORY),
         usable_memory_mb=number(SYSMETA_GUEST_USABLE_MEMORY),
         as_of=read_at)
+
+
+def since_start(instance: objects.Instance) -> datetime.timedelta | None:
+    """How long the guest has run, None when its start is not recorded
+    (a guest started before this release recorded starts)."""
+    started_at = recorded_time(instance, SYSMETA_STARTED_AT)
+    if started_at is None:
+        return None
+    return timeutils.utcnow() - timeutils.normalize_time(started_at)
+
+
+def virtio_mem_settling(instance: objects.Instance) -> bool:
+    """Whether a virtio-mem guest may still be plugging what it booted
+    with: its driver loads during boot, within ``[xloud]
+    balloon_silent_after`` of its start."""
+    running_for = since_start(instance)
+    return running_for is not None and running_for <= datetime.timedelta(
+        seconds=CONF.xloud.balloon_silent_after)
 
 
 def recorded_time(instance: objects.Instance,

@@ -196,13 +196,13 @@ class ElasticSizeController(wsgi.Controller):
             if instance.project_id not in show_host:
                 show_host[instance.project_id] = self._show_host(context,
                                                                  instance)
-            size = self._view_builder.size(instance,
-                                           show_host[instance.project_id])
+            size = sizing.ElasticSize.from_instance(instance)
+            view = self._view_builder.size(
+                instance, show_host[instance.project_id], size=size)
             if instance.uuid in observed:
-                size.update(readiness.describe(
-                    instance, sizing.ElasticSize.from_instance(instance),
-                    observed[instance.uuid]))
-            sizes.append(size)
+                view.update(readiness.describe(instance, size,
+                                               observed[instance.uuid]))
+            sizes.append(view)
         return self._view_builder.index(req, sizes)
 
     @wsgi.expected_errors((403, 404))
@@ -218,10 +218,10 @@ class ElasticSizeController(wsgi.Controller):
         observed = self._observe(context, [instance])[instance.uuid]
         # During an adjustment the record says what it started from.
         live = observed.size if instance.task_state is None else None
+        size = sizing.ElasticSize.from_instance(instance)
         server = self._view_builder.show(
-            instance, self._show_host(context, instance), live)
-        server.update(readiness.describe(
-            instance, sizing.ElasticSize.from_instance(instance), observed))
+            instance, self._show_host(context, instance), live, size)
+        server.update(readiness.describe(instance, size, observed))
         return {'server': server}
 
     def _observe(self, context, instances

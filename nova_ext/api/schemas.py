@@ -14,7 +14,7 @@ import copy
 from nova.api.validation import parameter_types
 from nova.db import constants as db_const
 
-from nova_ext import readiness, sizing
+from nova_ext import audit, readiness, sizing
 
 size = {
     'type': ['integer', 'string'],
@@ -74,9 +74,11 @@ size_view = {
                 'memory_mb': {'type': 'integer'},
                 'minimum_cpu': _nullable_int,
                 'minimum_memory': _nullable_int,
+                'memory_model': {'type': 'string',
+                                 'enum': list(sizing.MEMORY_MODELS)},
             },
             'required': ['id', 'name', 'vcpus', 'memory_mb', 'minimum_cpu',
-                         'minimum_memory'],
+                         'minimum_memory', 'memory_model'],
             'additionalProperties': False,
         },
         'current_vcpus': {'type': 'integer'},
@@ -193,6 +195,23 @@ readiness_view = {
         'vcpu_hotplug': {'type': 'string',
                          'enum': list(readiness.HOTPLUG_STATES)},
         'machine_type': _nullable_str,
+        # Null for a balloon guest.
+        'virtio_mem': {
+            'oneOf': [
+                {
+                    'type': 'object',
+                    'properties': {
+                        'state': {'type': 'string',
+                                  'enum': list(readiness.VIRTIO_MEM_STATES)},
+                        'requested_mb': _nullable_int,
+                        'plugged_mb': _nullable_int,
+                    },
+                    'required': ['state', 'requested_mb', 'plugged_mb'],
+                    'additionalProperties': False,
+                },
+                {'type': 'null'},
+            ],
+        },
         'migrated_since_boot': {'type': 'boolean'},
         'last_outcome': copy.deepcopy(
             size_view['properties']['adjustment']['properties']['status']),
@@ -209,8 +228,8 @@ readiness_view = {
         'warnings': {'type': 'array', 'items': {'type': 'string'}},
     },
     'required': ['as_of', 'error', 'balloon', 'guest_agent', 'vcpu_hotplug',
-                 'machine_type', 'migrated_since_boot', 'last_outcome',
-                 'adjustable', 'reasons', 'warnings'],
+                 'machine_type', 'virtio_mem', 'migrated_since_boot',
+                 'last_outcome', 'adjustable', 'reasons', 'warnings'],
     'additionalProperties': False,
 }
 
@@ -384,13 +403,7 @@ audit_finding = {
     'properties': {
         'server_id': {'type': 'string', 'format': 'uuid'},
         'host': _nullable_str,
-        'kind': {
-            'type': 'string',
-            'enum': ['placement_below_live', 'placement_above_live',
-                     'allocation_missing', 'record_live_differs',
-                     'record_boot_differs', 'domain_missing',
-                     'adjustment_stuck', 'host_unreachable'],
-        },
+        'kind': {'type': 'string', 'enum': list(audit.KINDS)},
         'severity': {'type': 'string', 'enum': ['critical', 'warning']},
         'message': {'type': 'string'},
         # The values compared; which ones depends on the kind.
@@ -407,6 +420,14 @@ audit_finding = {
                 'xloud_status': _nullable_str,
                 'request_id': _nullable_str,
                 'error': {'type': 'string'},
+                'virtio_mem': {
+                    'type': 'object',
+                    'properties': {'requested_mb': {'type': 'integer'},
+                                   'plugged_mb': {'type': 'integer'},
+                                   'size_mb': {'type': 'integer'}},
+                    'required': ['requested_mb', 'plugged_mb'],
+                    'additionalProperties': False,
+                },
             },
             'additionalProperties': False,
         },
@@ -529,20 +550,7 @@ _counts = {
 flavor_minimums_report = {
     'type': 'object',
     'properties': {
-        'flavor': {
-            'type': 'object',
-            'properties': {
-                'id': {'type': 'string'},
-                'name': {'type': 'string'},
-                'vcpus': {'type': 'integer'},
-                'memory_mb': {'type': 'integer'},
-                'minimum_cpu': _nullable_int,
-                'minimum_memory': _nullable_int,
-            },
-            'required': ['id', 'name', 'vcpus', 'memory_mb', 'minimum_cpu',
-                         'minimum_memory'],
-            'additionalProperties': False,
-        },
+        'flavor': copy.deepcopy(size_view['properties']['flavor']),
         'memory_floor_mb': {'type': 'integer', 'minimum': 1},
         **_counts,
         'cells': {

@@ -15,9 +15,12 @@ class ViewBuilder(common.ViewBuilder):
     _collection_name = 'os-xloud-adjust'
 
     def size(self, instance: objects.Instance, show_host: bool,
-             live: dict | None = None) -> dict:
-        """One SIZE; ``live`` is what the compute host reported, if any."""
-        size = sizing.ElasticSize.from_instance(instance)
+             live: dict | None = None,
+             size: sizing.ElasticSize | None = None) -> dict:
+        """One SIZE; ``live`` is what the compute host reported, if any,
+        ``size`` the instance's ElasticSize when the caller has it."""
+        if size is None:
+            size = sizing.ElasticSize.from_instance(instance)
         flavor = instance.flavor
         if live is None:
             current_vcpus = size.live_vcpus
@@ -39,6 +42,7 @@ class ViewBuilder(common.ViewBuilder):
                 'memory_mb': flavor.memory_mb,
                 'minimum_cpu': size.minimum_vcpus,
                 'minimum_memory': size.minimum_memory_mb,
+                'memory_model': size.memory_model,
             },
             'current_vcpus': current_vcpus,
             'current_memory_mb': current_memory_mb,
@@ -66,19 +70,20 @@ class ViewBuilder(common.ViewBuilder):
         }
 
     def show(self, instance: objects.Instance, show_host: bool,
-             live: dict | None = None) -> dict:
+             live: dict | None = None,
+             size: sizing.ElasticSize | None = None) -> dict:
         """One SIZE with its recorded changes, newest first.
 
         Only here: the bulk list stays one row per instance.
         """
-        size = self.size(instance, show_host, live)
-        size['guest'] = self.guest(instance)
-        size['changes'] = [
+        view = self.size(instance, show_host, live, size)
+        view['guest'] = self.guest(instance)
+        view['changes'] = [
             {'request_id': change.request_id,
              'changed_at': utils.isotime(change.changed_at),
              'details': change.details}
             for change in sizing.changes(instance)]
-        return size
+        return view
 
     @staticmethod
     def guest(instance: objects.Instance) -> dict:

@@ -150,18 +150,21 @@ class ElasticSizingEndpoint:
         return {uuid: self.describe_domain(uuid) for uuid in instance_uuids}
 
     def describe_domain(self, instance_uuid: str) -> dict:
-        """``{'state', 'live', 'config', 'maximum', 'adjusting'}``.
+        """``{'state', 'live', 'config', 'maximum', 'adjusting',
+        'virtio_mem'}``.
 
         ``state`` is running, paused, stopped or missing; ``live`` the size
         the guest runs at (running or paused), ``config`` and ``maximum``
         its persistent definition's boot and maximum size, each
         ``{'vcpus', 'memory_mb'}`` or None; ``adjusting`` whether an
-        adjustment runs in this nova-compute now.
+        adjustment runs in this nova-compute now; ``virtio_mem`` the
+        running domain's virtio-mem figures
+        (``live.virtio_mem_figures``), None without one.
         """
         with self._running_lock:
             adjusting = instance_uuid in self._running
         found = {'state': 'missing', 'live': None, 'config': None,
-                 'maximum': None, 'adjusting': adjusting}
+                 'maximum': None, 'adjusting': adjusting, 'virtio_mem': None}
         domain = self.driver.elastic_domain_by_uuid(instance_uuid)
         if domain is None:
             return found
@@ -172,6 +175,7 @@ class ElasticSizingEndpoint:
             found['state'] = 'paused' if live.is_paused(domain) else (
                 'running')
             found['live'] = _as_dict(live.read_size(domain))
+            found['virtio_mem'] = live.read_virtio_mem(domain)
         else:
             found['state'] = 'stopped'
         return found
@@ -276,6 +280,15 @@ class ElasticSizingEndpoint:
                 self.host)
             return
         size = sizing.ElasticSize.from_instance(instance)
+        if domain.isActive() and not live.is_paused(domain) and (
+                not sizing.virtio_mem_settling(instance)):
+            settled = live.settle_virtio_mem(domain)
+            if settled is not None:
+                report['changes'].append(_(
+                    'Asked the virtio-mem device for what the guest holds, '
+                    '%(holds)d MiB (it was asked for %(asked)d MiB, which '
+                    'the guest did not reach).') % {
+                    'holds': settled[1], 'asked': settled[0]})
         boot = live.read_definition(domain).current
         running = live.read_size(domain) if domain.isActive() else None
         observed = running or boot

@@ -22,6 +22,8 @@ import libvirt
 from lxml import etree
 from nova.virt import hardware
 
+from nova_ext import sizing
+
 # libvirt counts memory in KiB, Nova and the API in MiB.
 _KIB_PER_MIB = 1024
 
@@ -192,11 +194,6 @@ class VirtioMem:
         return etree.tostring(device, encoding='unicode')
 
 
-# What a virtio-mem shrink leaves the guest above what it uses: one of
-# Linux's x86-64 memory blocks.
-VIRTIO_MEM_SHRINK_MARGIN_MB = 128
-
-
 def _check_virtio_mem_shrink(domain: libvirt.virDomain,
                              memory_mb: int) -> None:
     """Refuse a virtio-mem shrink into memory the guest uses.
@@ -224,7 +221,7 @@ def _check_virtio_mem_shrink(domain: libvirt.virDomain,
             f'mem_stats_period_seconds), and it does not',
             requested=memory_mb, observed=holds_mb)
     used_mb = holds_mb - kib_to_mib(int(stats['usable']))
-    least_mb = used_mb + VIRTIO_MEM_SHRINK_MARGIN_MB
+    least_mb = used_mb + sizing.VIRTIO_MEM_SHRINK_MARGIN_MB
     if memory_mb < least_mb:
         raise HypervisorRefused(
             f'memory shrink to {memory_mb} MiB not made: the guest uses '
@@ -379,6 +376,26 @@ def _reset_memory_target(domain: libvirt.virDomain) -> int:
     except libvirt.libvirtError:
         return holds
     return wait_for_memory(domain, holds, _RESET_SETTLE_TIMEOUT)
+
+
+def read_virtio_mem(domain: libvirt.virDomain) -> dict | None:
+    """The running domain's virtio-mem figures (``virtio_mem_figures``)."""
+    return virtio_mem_figures(etree.fromstring(domain.XMLDesc(0)))
+
+
+def settle_virtio_mem(domain: libvirt.virDomain) -> tuple[int, int] | None:
+    """Ask a virtio-mem device for what the guest holds plugged.
+
+    A device asked for more than the guest plugs (no driver) or for less
+    than it has given back (blocks in use) is asked for what it holds, as
+    an unconfirmed adjustment leaves it. Returns the MiB it was asked for
+    and what the guest holds now, None when there was nothing to settle.
+    """
+    device = VirtioMem.of(etree.fromstring(domain.XMLDesc(0)))
+    if device is None or device.requested_kib == device.current_kib:
+        return None
+    holds = _reset_memory_target(domain)
+    return kib_to_mib(device.base_kib + device.requested_kib), holds
 
 
 _UNIT_KIB = {'b': 1 / 1024, 'bytes': 1 / 1024, 'k': 1, 'kib': 1,
@@ -559,7 +576,8 @@ class GuestState:
     whether they flow; ``hotpluggable_vcpus`` the vCPUs of ``<vcpus>``
     libvirt can plug and unplug (the machine type's hotplug support is
     what QEMU reported when it started them); ``cpu_time_ns`` libvirt's
-    count of the CPU time the domain used since it started.
+    count of the CPU time the domain used since it started;
+    ``virtio_mem`` the virtio-mem device's figures, None without one.
     """
 
     size: LiveSize
@@ -570,6 +588,7 @@ class GuestState:
     hotpluggable_vcpus: int
     machine_type: str | None
     cpu_time_ns: int
+    virtio_mem: dict | None = None
 
     def to_dict(self) -> dict:
         """As the compute host sends it over RPC (``describe_guests``)."""
@@ -597,7 +616,19 @@ def read_guest_state(domain: libvirt.virDomain) -> GuestState:
             "./vcpus/vcpu[@hotpluggable='yes']")),
         machine_type=None if machine is None else machine.get('machine'),
         cpu_time_ns=int(info[4]),
+        virtio_mem=virtio_mem_figures(definition),
     )
+
+
+def virtio_mem_figures(definition: etree._Element) -> dict | None:
+    """``{'requested_mb', 'plugged_mb', 'size_mb'}`` of the domain's
+    virtio-mem device (MiB beyond its RAM), None without one."""
+    device = VirtioMem.of(definition)
+    if device is None:
+        return None
+    return {'requested_mb': kib_to_mib(device.requested_kib),
+            'plugged_mb': kib_to_mib(device.current_kib),
+            'size_mb': kib_to_mib(device.size_kib)}
 
 
 def _fresh(definition: etree._Element, stats: dict) -> bool:

@@ -11,6 +11,10 @@ Sizes follow the extension's rules: floors from the embedded flavor's
 floor, and the settings that make a dimension non-elastic
 (``nova_ext.sizing`` / ``nova_ext.compatibility``, mirrored here because
 the Django process does not import Nova; ``test_api`` compares the two).
+A flavor's ``xloud:memory_model`` is written under the API's rules
+(known values; with virtio-mem, ram and minimum in 2 MiB blocks); a
+server booted with virtio-mem reports its device in readiness
+(``virtio_mem_driver``, ``virtio_mem_unreturned_mb`` set its guest).
 Adjustments stay ``adjusting`` until ``settle()`` runs, so tests see rows
 refresh themselves; ``fail_next_adjust`` makes the compute side fail.
 ``add_drift`` makes the audit (``GET /os-xloud-audit``, ``doc/audit.md``)
@@ -55,7 +59,14 @@ CHANGE_HISTORY_LIMIT = 20
 MINIMUM_CPU = sizing.MINIMUM_CPU
 MINIMUM_MEMORY = sizing.MINIMUM_MEMORY
 LEGACY_KEYS = sizing.LEGACY_KEYS
-_ALL_MINIMUM_KEYS = (MINIMUM_CPU, MINIMUM_MEMORY, *LEGACY_KEYS.values())
+MEMORY_MODEL = sizing.MEMORY_MODEL
+MEMORY_MODEL_BALLOON = sizing.MEMORY_MODEL_BALLOON
+MEMORY_MODEL_VIRTIO_MEM = sizing.MEMORY_MODEL_VIRTIO_MEM
+MEMORY_MODELS = sizing.MEMORY_MODELS
+VIRTIO_MEM_BLOCK_MB = sizing.VIRTIO_MEM_BLOCK_MB
+# What ``nova_ext.flavor_minimums`` carries into the embedded copies.
+_ALL_MINIMUM_KEYS = (MINIMUM_CPU, MINIMUM_MEMORY, *LEGACY_KEYS.values(),
+                     MEMORY_MODEL)
 _DEFAULTS = {opt.name: opt.default for opt in conf.OPTS}
 MEMORY_FLOOR_MB = _DEFAULTS['memory_floor_mb']
 VCPU_FLOOR = _DEFAULTS['vcpu_floor']
@@ -71,6 +82,11 @@ BALLOON_SILENT = 'silent'
 BALLOON_NO_STATISTICS = 'no_statistics'
 BALLOON_NO_DEVICE = 'no_device'
 HOTPLUG_NOT_POSSIBLE = 'not_possible'
+VIRTIO_MEM_PLUGGED = 'plugged'
+VIRTIO_MEM_IDLE = 'idle'
+VIRTIO_MEM_PLUGGING = 'plugging'
+VIRTIO_MEM_NOT_PLUGGING = 'not_plugging'
+VIRTIO_MEM_UNPLUGGING = 'unplugging'
 UTILISATION_WINDOW_SECONDS = _DEFAULTS['utilisation_window_seconds']
 RECOMMEND_MEMORY_HEADROOM_PERCENT = _DEFAULTS[
     'recommend_memory_headroom_percent']
@@ -132,6 +148,13 @@ def minimum_spec(specs: dict, key: str) -> tuple[str, str] | None:
     return None
 
 
+def memory_model(specs: dict) -> str:
+    """``nova_ext.sizing.memory_model``: the balloon unless the specs
+    name a model the extension knows."""
+    value = specs.get(MEMORY_MODEL, MEMORY_MODEL_BALLOON)
+    return value if value in MEMORY_MODELS else MEMORY_MODEL_BALLOON
+
+
 def target_specs(specs: dict) -> dict[str, str]:
     """``nova_ext.flavor_minimums.target_specs``."""
     target = {}
@@ -139,6 +162,8 @@ def target_specs(specs: dict) -> dict[str, str]:
         found = minimum_spec(specs, key)
         if found is not None:
             target[key] = str(found[1])
+    if MEMORY_MODEL in specs:
+        target[MEMORY_MODEL] = specs[MEMORY_MODEL]
     return target
 
 
@@ -271,6 +296,11 @@ class FakeServer:
     memory_used_mb: int = 256
     vcpus_busy: float | None = None
     guest_read_error: str | None = None
+    # A virtio-mem guest: whether it runs a virtio_mem driver (without
+    # one it plugs nothing), and the MiB it holds plugged beyond what its
+    # device is asked for (blocks it has not given back).
+    virtio_mem_driver: bool = True
+    virtio_mem_unreturned_mb: int = 0
 
     @property
     def task_state(self) -> str | None:
@@ -483,7 +513,8 @@ class FakeCloud:
             'flavor': {'id': flavor.id, 'name': flavor.name,
                        'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb,
                        'minimum_cpu': limits.minimum_vcpus,
-                       'minimum_memory': limits.minimum_memory_mb},
+                       'minimum_memory': limits.minimum_memory_mb,
+                       'memory_model': memory_model(server.embedded_specs)},
             'current_vcpus': server.vcpus,
             'current_memory_mb': server.memory_mb,
             'max_vcpus': flavor.vcpus, 'max_memory_mb': flavor.memory_mb,
@@ -527,13 +558,17 @@ class FakeCloud:
                                   'available_memory_mb', 'usable_memory_mb',
                                   'as_of'))
         statistics = server.balloon == BALLOON_ACTIVE
+        # MemTotal stays near the flavor's maximum (the balloon deflates
+        # on OOM); MemAvailable follows the balloon. A virtio-mem guest's
+        # MemTotal is its base memory and the blocks it holds.
+        device = self.virtio_mem_device(server)
+        total = (server.flavor.memory_mb if device is None else
+                 server.limits().floor_memory_mb + device['plugged_mb'])
         return {
             'agent': server.guest_agent,
             'online_vcpus': (server.vcpus
                              if server.guest_agent == 'answering' else None),
-            # MemTotal stays near the flavor's maximum (the balloon
-            # deflates on OOM); MemAvailable follows the balloon.
-            'available_memory_mb': (server.flavor.memory_mb - GUEST_KERNEL_MB
+            'available_memory_mb': (total - GUEST_KERNEL_MB
                                     if statistics else None),
             'usable_memory_mb': (max(0, server.memory_mb -
                                      server.memory_used_mb)
@@ -584,7 +619,18 @@ class FakeCloud:
                      f'without them; a hard reboot starts it with them.')
         memory = (common or limits.conflicts.get(MEMORY) or _range_reason(
             limits.floor_memory_mb, server.flavor.memory_mb, 'MiB'))
-        if memory is None and balloon == BALLOON_NO_DEVICE:
+        virtio_mem = self.virtio_mem(server)
+        if virtio_mem is not None:
+            # Its memory is plugged, not ballooned: the balloon only
+            # sends statistics.
+            if memory is None and (
+                    virtio_mem['state'] == VIRTIO_MEM_NOT_PLUGGING):
+                memory = (f"Its guest has plugged none of the "
+                          f"{virtio_mem['requested_mb']} MiB its virtio-mem "
+                          f"device was asked to add since it started: it "
+                          f"has no virtio_mem driver (Linux 5.8 or later), "
+                          f"and would not take up a new memory size.")
+        elif memory is None and balloon == BALLOON_NO_DEVICE:
             memory = 'Its domain has no memory balloon.'
         elif memory is None and balloon == BALLOON_SILENT:
             memory = ('Its balloon driver has sent no statistics since the '
@@ -603,7 +649,9 @@ class FakeCloud:
         elif agent == 'not_answering':
             warnings.append(f'The guest agent does not answer: '
                             f'{server.agent_error or "no reason given"}')
-        if balloon == BALLOON_NO_STATISTICS:
+        if virtio_mem is not None:
+            warnings.extend(self._virtio_mem_warnings(balloon, virtio_mem))
+        elif balloon == BALLOON_NO_STATISTICS:
             warnings.append('No balloon statistics (collection is off, '
                             '[libvirt] mem_stats_period_seconds = 0, or the '
                             'guest has only just started): whether it takes '
@@ -616,12 +664,82 @@ class FakeCloud:
             'guest_agent': agent,
             'vcpu_hotplug': hotplug,
             'machine_type': server.machine_type if read else None,
+            'virtio_mem': virtio_mem,
             'migrated_since_boot': server.migrated_since_boot,
             'last_outcome': server.adjustment_status,
             'adjustable': {VCPUS: vcpus is None, MEMORY: memory is None},
             'reasons': {VCPUS: vcpus, MEMORY: memory},
             'warnings': warnings,
         }
+
+    def virtio_mem_device(self, server: FakeServer) -> dict[str, int] | None:
+        """The virtio-mem device its host reads (``nova_ext.virt.live
+        .virtio_mem_figures``), None without one: a domain gets one from a
+        virtio-mem flavor with a memory range (``nova_ext.virt
+        .guest_config.uses_virtio_mem``), asked for what the guest has
+        beyond its base memory (the floor). An adjustment in flight has
+        asked the device already; the guest still holds what it had."""
+        limits = server.limits()
+        if (memory_model(server.embedded_specs) != MEMORY_MODEL_VIRTIO_MEM
+                or limits.floor_memory_mb >= server.flavor.memory_mb):
+            return None
+        base = limits.floor_memory_mb
+        asked = (server.pending[1] if server.pending is not None
+                 else server.memory_mb)
+        plugged = (server.memory_mb - base + server.virtio_mem_unreturned_mb
+                   if server.virtio_mem_driver else 0)
+        return {'requested_mb': asked - base, 'plugged_mb': plugged,
+                'size_mb': server.flavor.memory_mb - base}
+
+    def virtio_mem(self, server: FakeServer) -> dict[str, Any] | None:
+        """``readiness.virtio_mem`` (``nova_ext.readiness._virtio_mem``):
+        None for a balloon guest, ``unknown`` for a virtio-mem one not
+        read. Every fake guest started long ago: one that has plugged
+        nothing of what it was asked has no driver."""
+        if memory_model(server.embedded_specs) != MEMORY_MODEL_VIRTIO_MEM:
+            return None
+        if self._read_error(server) is not None:
+            return {'state': READY_UNKNOWN, 'requested_mb': None,
+                    'plugged_mb': None}
+        device = self.virtio_mem_device(server)
+        if device is None:
+            return None
+        requested, plugged = device['requested_mb'], device['plugged_mb']
+        if plugged > requested:
+            state = VIRTIO_MEM_UNPLUGGING
+        elif plugged == requested:
+            state = VIRTIO_MEM_PLUGGED if requested else VIRTIO_MEM_IDLE
+        elif plugged:
+            state = VIRTIO_MEM_PLUGGING
+        else:
+            state = VIRTIO_MEM_NOT_PLUGGING
+        return {'state': state, 'requested_mb': requested,
+                'plugged_mb': plugged}
+
+    @staticmethod
+    def _virtio_mem_warnings(balloon: str, virtio_mem: dict) -> list[str]:
+        """``nova_ext.readiness._virtio_mem_warnings``."""
+        warnings = []
+        state = virtio_mem['state']
+        plugged, requested = (virtio_mem['plugged_mb'],
+                              virtio_mem['requested_mb'])
+        if state == VIRTIO_MEM_PLUGGING:
+            warnings.append(f'The guest has plugged {plugged} of the '
+                            f'{requested} MiB its virtio-mem device was '
+                            f'asked to add.')
+        elif state == VIRTIO_MEM_UNPLUGGING:
+            warnings.append(f'The guest holds {plugged} MiB through its '
+                            f'virtio-mem device, which was asked for '
+                            f'{requested}: blocks in use that it has not '
+                            f'given back yet. They stay counted in '
+                            f'placement.')
+        if balloon in (BALLOON_NO_DEVICE, BALLOON_SILENT,
+                       BALLOON_NO_STATISTICS):
+            warnings.append('Its memory is not shrunk while the guest sends '
+                            'no balloon statistics: with virtio-mem they say '
+                            'how much it uses, and unplugged blocks do not '
+                            'come back.')
+        return warnings
 
     def utilisation(self, server: FakeServer) -> dict[str, Any]:
         """``nova_ext.readiness._utilisation``."""
@@ -665,13 +783,20 @@ class FakeCloud:
             headroom = RECOMMEND_MEMORY_HEADROOM_PERCENT
             needed = memory['used_mb'] * 100 / (100 - headroom)
             step = RECOMMEND_MEMORY_STEP_MB
+            kept = f'{headroom}% of it kept free'
+            if self.virtio_mem(server) is not None:
+                # The least the compute host lets a virtio-mem shrink
+                # reach.
+                margin = sizing.VIRTIO_MEM_SHRINK_MARGIN_MB
+                needed = max(needed, memory['used_mb'] + margin)
+                kept += f' and at least {margin} MiB (virtio-mem)'
             value = min(max(math.ceil(needed / step) * step,
                             limits.floor_memory_mb), flavor.memory_mb)
             answer['memory_mb'] = value
             answer['memory_rule'] = (
                 f"Uses {memory['used_mb']} of {memory['current_mb']} MiB; "
-                f"{headroom}% of it kept free, in steps of {step} MiB, "
-                f"within {limits.floor_memory_mb}-{flavor.memory_mb} MiB: "
+                f"{kept}, in steps of {step} MiB, within "
+                f"{limits.floor_memory_mb}-{flavor.memory_mb} MiB: "
                 f"{value} MiB.")
         vcpus = usage['vcpus']
         if vcpus is not None and not fixed[VCPUS]:
@@ -828,6 +953,13 @@ class FakeCloud:
         limits = {MINIMUM_CPU: 'vcpus', MINIMUM_MEMORY: 'memory_mb',
                   LEGACY_KEYS[MINIMUM_CPU]: 'vcpus',
                   LEGACY_KEYS[MINIMUM_MEMORY]: 'memory_mb'}
+        if MEMORY_MODEL in specs and specs[MEMORY_MODEL] not in MEMORY_MODELS:
+            # Nova's enum validator's reason (nova.api.validation
+            # .extra_specs.base).
+            raise HTTPError(400, (
+                f"Invalid extra spec {MEMORY_MODEL}={specs[MEMORY_MODEL]}: "
+                f"Validation failed; '{specs[MEMORY_MODEL]}' is not one of: "
+                f"{', '.join(MEMORY_MODELS)}."))
         for key, field in limits.items():
             if key not in specs:
                 continue
@@ -853,6 +985,27 @@ class FakeCloud:
                 raise HTTPError(400, (
                     f'Validation failed; extra spec {key} cannot be set on '
                     f'this flavor: {conflicts[field]}.'))
+        if merged.get(MEMORY_MODEL) == MEMORY_MODEL_VIRTIO_MEM and (
+                MEMORY_MODEL in specs or set(specs) & set(limits)):
+            self._check_virtio_mem(flavor, merged)
+
+    @staticmethod
+    def _check_virtio_mem(flavor: FakeFlavor, specs: dict) -> None:
+        """``nova_ext.api.filter._check_virtio_mem``: the flavor's ram
+        and its memory minimum in whole blocks."""
+        sizes = [("the flavor's ram", flavor.memory_mb)]
+        for key in (MINIMUM_MEMORY, LEGACY_KEYS[MINIMUM_MEMORY]):
+            value = str(specs.get(key, '')).strip()
+            if value.isdigit():
+                sizes.append((f'{key}={value}', int(value)))
+                break
+        for name, megabytes in sizes:
+            if megabytes % VIRTIO_MEM_BLOCK_MB:
+                raise HTTPError(400, (
+                    f'Validation failed; {name} is not a multiple of '
+                    f'{VIRTIO_MEM_BLOCK_MB} MiB: {MEMORY_MODEL}='
+                    f'{MEMORY_MODEL_VIRTIO_MEM} plugs memory in blocks of '
+                    f'{VIRTIO_MEM_BLOCK_MB} MiB.'))
 
     def _list_sizes(self, query: dict[str, str]) -> dict[str, Any]:
         readiness = query.get('readiness')
@@ -955,7 +1108,8 @@ class FakeCloud:
             'flavor': {'id': flavor.id, 'name': flavor.name,
                        'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb,
                        'minimum_cpu': flavor.minimum(MINIMUM_CPU),
-                       'minimum_memory': flavor.minimum(MINIMUM_MEMORY)},
+                       'minimum_memory': flavor.minimum(MINIMUM_MEMORY),
+                       'memory_model': memory_model(flavor.extra_specs)},
             'memory_floor_mb': MEMORY_FLOOR_MB,
             **{key: sum(cell[key] for cell in cells.values())
                for key in keys},
@@ -1252,6 +1406,14 @@ class FakeCloud:
             raise HTTPError(400, (
                 f'{field} {value} is below {floor}, the least any server '
                 f'is given ([xloud] memory_floor_mb / vcpu_floor).'))
+        if memory_mb is not None and memory_mb % VIRTIO_MEM_BLOCK_MB and (
+                memory_model(server.embedded_specs) ==
+                MEMORY_MODEL_VIRTIO_MEM):
+            raise HTTPError(400, (
+                f"current_memory_mb {memory_mb} is not a multiple of "
+                f"{VIRTIO_MEM_BLOCK_MB} MiB: the server's flavor plugs "
+                f"memory in blocks of {VIRTIO_MEM_BLOCK_MB} MiB "
+                f"({MEMORY_MODEL}={MEMORY_MODEL_VIRTIO_MEM})."))
         if server.locked:
             raise HTTPError(409, f'Instance {server.id} is locked')
         if server.vm_status == 'ERROR':

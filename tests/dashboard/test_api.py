@@ -187,6 +187,94 @@ def test_flavor_minimums_set_and_clear(request_, cloud):
     assert 'below [xloud] memory_floor_mb 256 MiB' in caught.value.message
 
 
+def test_flavor_memory_model_written_only_when_it_changes(request_, cloud):
+    tiny = cloud.flavors['1']
+    assert elastic.flavor_get(request_, '1').memory_model == 'balloon'
+    for model, specs, calls in (
+            ('virtio-mem', {'xloud:memory_model': 'virtio-mem'},
+             ['GET', 'POST']),
+            # Unchanged: nothing written.
+            ('virtio-mem', {'xloud:memory_model': 'virtio-mem'}, ['GET']),
+            # The default is the key's absence.
+            ('balloon', {}, ['GET', 'DELETE']),
+            ('balloon', {}, ['GET'])):
+        cloud.calls.clear()
+        elastic.flavor_set_minimums(request_, '1', minimum_cpu=None,
+                                    minimum_memory=None, memory_model=model)
+        assert tiny.extra_specs == specs, model
+        assert [method for method, _path in cloud.calls] == calls, model
+        assert elastic.flavor_get(request_, '1').memory_model == model
+
+
+def test_flavor_memory_model_leaves_balloon_with_its_minimums(request_,
+                                                               cloud):
+    """Back to the balloon with a minimum that is not whole blocks: the
+    minimum is validated under the balloon, and the key removed."""
+    small = cloud.flavors['10']
+    small.extra_specs['xloud:memory_model'] = 'virtio-mem'
+    elastic.flavor_set_minimums(request_, '10', minimum_cpu=1,
+                                minimum_memory=1025, memory_model='balloon')
+    assert small.extra_specs == {'xloud:minimum_cpu': '1',
+                                 'xloud:minimum_memory': '1025'}
+    # A value the extension does not know reads as the balloon, and
+    # saving the balloon clears it.
+    small.extra_specs['xloud:memory_model'] = 'dimm'
+    assert elastic.flavor_get(request_, '10').memory_model == 'balloon'
+    elastic.flavor_set_minimums(request_, '10', minimum_cpu=1,
+                                minimum_memory=1024, memory_model='balloon')
+    assert 'xloud:memory_model' not in small.extra_specs
+
+
+def test_flavor_memory_model_refusals_change_nothing(request_, cloud):
+    odd = cloud.add_flavor('odd', 2, 1025, minimum_memory=512,
+                           flavor_id='21')
+    small = cloud.flavors['10']
+    before = {flavor.id: dict(flavor.extra_specs)
+              for flavor in (odd, small)}
+    for flavor_id, minimum, model, message in (
+            ('21', 512, 'virtio-mem',
+             "Validation failed; the flavor's ram is not a multiple of 2 "
+             "MiB: xloud:memory_model=virtio-mem plugs memory in blocks of "
+             "2 MiB."),
+            ('10', 1025, 'virtio-mem',
+             'Validation failed; xloud:minimum_memory=1025 is not a '
+             'multiple of 2 MiB: xloud:memory_model=virtio-mem plugs '
+             'memory in blocks of 2 MiB.'),
+            ('10', 1024, 'dimm',
+             "Invalid extra spec xloud:memory_model=dimm: Validation "
+             "failed; 'dimm' is not one of: balloon, virtio-mem.")):
+        with pytest.raises(exceptions.ApiError) as caught:
+            elastic.flavor_set_minimums(request_, flavor_id, minimum_cpu=None,
+                                        minimum_memory=minimum,
+                                        memory_model=model)
+        assert caught.value.status_code == 400
+        assert caught.value.message == message
+    assert {flavor.id: flavor.extra_specs
+            for flavor in (odd, small)} == before
+
+
+def test_virtio_mem_is_adjusted_in_whole_blocks(request_, cloud):
+    virtio = cloud.add_flavor('virtio', 4, 4096, minimum_memory=1024,
+                              flavor_id='22', extra_specs={
+                                  'xloud:memory_model': 'virtio-mem'})
+    server = cloud.add_server('vm-virtio', virtio)
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.adjust(request_, server.id, memory_mb=2047)
+    assert caught.value.status_code == 400
+    assert caught.value.message == (
+        "current_memory_mb 2047 is not a multiple of 2 MiB: the server's "
+        "flavor plugs memory in blocks of 2 MiB "
+        "(xloud:memory_model=virtio-mem).")
+    assert server.adjustment_status is None
+    elastic.adjust(request_, server.id, memory_mb=2048)
+    cloud.settle()
+    size = elastic.instance_size_get(request_, server.id)
+    assert (size.current_memory_mb, size.flavor.memory_model) == (
+        2048, 'virtio-mem')
+    assert size.readiness.virtio_mem == elastic.VirtioMemState(
+        'plugged', requested_mb=1024, plugged_mb=1024)
+
+
 def test_flavor_minimums_replace_the_seeds_keys(request_, cloud):
     seed = cloud.add_flavor('seed', 4, 4096, minimum_cpu=2,
                             minimum_memory=2048, legacy=True,
@@ -466,6 +554,11 @@ PARITY_CASES = [
     ('a vGPU', (4, 4096, {'xloud:minimum_memory': '1024',
                           'resources:VGPU': '1'}), {}),
     ('NUMA', (4, 4096, {'xloud:minimum_cpu': '2', 'hw:numa_nodes': '1'}),
+     {}),
+    ('virtio-mem', (4, 4096, {'xloud:minimum_memory': '1024',
+                              'xloud:memory_model': 'virtio-mem'}), {}),
+    ('an unknown memory model', (2, 2048, {'xloud:minimum_memory': '1024',
+                                           'xloud:memory_model': 'dimm'}),
      {}),
 ]
 
@@ -882,6 +975,15 @@ def test_fake_readiness_answers_match_the_extensions_schemas(
     extra[3].status = 'PAUSED'
     cloud.handle('POST', f'/v2.1/os-xloud-adjust/{extra[4].id}', {},
                  {'current_vcpus': 2})
+    virtio = cloud.add_flavor('elastic.virtio', 4, 4096, minimum_cpu=1,
+                              minimum_memory=1024, flavor_id='12',
+                              extra_specs={'xloud:memory_model':
+                                           'virtio-mem'})
+    plugged, unread = (cloud.add_server(f'virtio-{index}', virtio)
+                       for index in range(2))
+    plugged.memory_mb = 2048
+    unread.status = 'SHUTOFF'
+    extra += [plugged, unread]
     for value in ('true', '1', 'false'):
         status, body = cloud.handle('GET', '/v2.1/os-xloud-adjust',
                                     {'all_tenants': '1',
@@ -889,10 +991,16 @@ def test_fake_readiness_answers_match_the_extensions_schemas(
         assert status == 200
         assert_matches(nova_schemas['index_response'], body)
         assert ('readiness' in body['servers'][0]) == (value != 'false')
+    states = set()
     for server in [*servers.values(), *extra]:
         status, body = cloud.handle(
             'GET', f'/v2.1/os-xloud-adjust/{server.id}', {}, None)
         assert_matches(nova_schemas['show_response'], body)
+        states.add((body['server']['flavor']['memory_model'],
+                    (body['server']['readiness']['virtio_mem'] or {}).get(
+                        'state')))
+    assert states == {('balloon', None), ('virtio-mem', 'plugged'),
+                      ('virtio-mem', 'unknown')}
     ids = list(cloud.servers)
     cloud.add_drift(ids[0], 'placement_below_live',
                     placement={'vcpus': 1, 'memory_mb': 4096},
@@ -990,6 +1098,24 @@ def readiness_parity_servers() -> fakecloud.FakeCloud:
     cloud.handle('POST', f'/v2.1/os-xloud-adjust/{settled.id}', {},
                  {'current_vcpus': 3, 'persist': False})
     cloud.settle()
+    plugged = cloud.add_flavor('plugged', 4, 4096, minimum_cpu=1,
+                               minimum_memory=1024, flavor_id='32',
+                               extra_specs={'xloud:memory_model':
+                                            'virtio-mem'})
+    # Booted at the minimum, or at a larger size persisted before.
+    server('vm idle', plugged)
+    server('vm plugged', plugged, memory_mb=2048, boot_memory_mb=2048,
+           recorded=True, vcpus_busy=0.5, memory_used_mb=1500)
+    server('vm no driver', plugged, memory_mb=3072, boot_memory_mb=3072,
+           recorded=True, virtio_mem_driver=False)
+    server('vm unplugging', plugged, memory_mb=2048, boot_memory_mb=2048,
+           recorded=True, virtio_mem_unreturned_mb=512,
+           balloon='no_statistics')
+    server('vm unread', plugged, guest_read_error='compute-1 did not answer')
+    growing = server('vm plugging', plugged, memory_mb=2048,
+                     boot_memory_mb=2048, recorded=True)
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{growing.id}', {},
+                 {'current_memory_mb': 3072})
     return cloud
 
 
@@ -1019,6 +1145,7 @@ def readiness_case(cloud: fakecloud.FakeCloud,
                 0 if server.vcpu_hotplug == 'not_possible'
                 else server.flavor.vcpus - 1),
             'machine_type': server.machine_type, 'cpu_time_ns': 0,
+            'virtio_mem': cloud.virtio_mem_device(server),
             'busy': (None if server.vcpus_busy is None else
                      {'vcpus': server.vcpus_busy,
                       'window_seconds':
@@ -1072,3 +1199,8 @@ def test_fake_readiness_follows_the_extensions_rules():
                 for answer in real}) >= 8
     assert len({json.dumps(answer['recommendation'])
                 for answer in real}) >= 6
+    # Balloon guests, and a virtio-mem device in each state.
+    assert {(answer['readiness']['virtio_mem'] or {}).get('state')
+            for answer in real} == {
+        None, 'idle', 'plugged', 'plugging', 'not_plugging', 'unplugging',
+        'unknown'}

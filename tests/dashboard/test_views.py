@@ -730,7 +730,8 @@ class EditMinimumsTests(ElasticSizingTestCase):
             self.cloud.flavors['10'].as_nova())
 
     def post(self, **data):
-        values = {'flavor_id': '10', 'minimum_cpu': '', 'minimum_memory': ''}
+        values = {'flavor_id': '10', 'minimum_cpu': '', 'minimum_memory': '',
+                  'memory_model': 'balloon'}
         values.update(data)
         return self.client.post(minimums_url('10'), values)
 
@@ -782,16 +783,17 @@ class EditMinimumsTests(ElasticSizingTestCase):
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
         self.mock_flavor_set_minimums.assert_called_once_with(
             helpers.IsHttpRequest(), '10', minimum_cpu=2,
-            minimum_memory=1024)
+            minimum_memory=1024, memory_model='balloon')
         self.assertMessageCount(success=1, warning=1)
         messages = messages_of(res)
         self.assertIn('Updated the minimums of flavor "elastic.small".',
                       messages)
         [warning] = [html.unescape(message) for message in messages
                      if 'carry other minimums' in message]
-        self.assertIn('2 of its 2 instances carry other minimums and keep '
-                      'them until the flavor\'s are applied to them. 1 of '
-                      'them has an operation in progress.', warning)
+        self.assertIn('2 of its 2 instances carry other minimums or another '
+                      'memory method and keep them until the flavor\'s are '
+                      'applied to them. 1 of them has an operation in '
+                      'progress.', warning)
         # A button that opens the apply form.
         self.assertIn(f'href="{apply_url("10")}"', warning)
         self.assertIn('ajax-modal', warning)
@@ -817,7 +819,8 @@ class EditMinimumsTests(ElasticSizingTestCase):
         self.mock_flavor_minimums_get.return_value = report_of(self.cloud,
                                                                '1')
         res = self.client.post(minimums_url('1'), {
-            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': '256'})
+            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': '256',
+            'memory_model': 'balloon'})
         self.assertNoFormErrors(res)
         self.assertEqual(
             ['Updated the minimums of flavor "m1.tiny". It has no '
@@ -827,7 +830,8 @@ class EditMinimumsTests(ElasticSizingTestCase):
         self.mock_flavor_minimums_get.side_effect = exceptions.ApiError(
             "Policy doesn't allow it", 403)
         res = self.client.post(minimums_url('1'), {
-            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': ''})
+            'flavor_id': '1', 'minimum_cpu': '1', 'minimum_memory': '',
+            'memory_model': 'balloon'})
         self.assertNoFormErrors(res)
         # The first save's message is still queued: no page showed it.
         self.assertEqual('Updated the minimums of flavor "m1.tiny".',
@@ -845,7 +849,7 @@ class EditMinimumsTests(ElasticSizingTestCase):
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
         self.mock_flavor_set_minimums.assert_called_once_with(
             helpers.IsHttpRequest(), '10', minimum_cpu=2,
-            minimum_memory=None)
+            minimum_memory=None, memory_model='balloon')
 
     @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
                                      'flavor_minimums_get']})
@@ -879,6 +883,283 @@ class EditMinimumsTests(ElasticSizingTestCase):
         res = self.client.get(minimums_url('99'))
         self.assertRedirectsNoFollow(
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
+
+
+VIRTIO_MEM_RAM_MISFIT = (
+    "Validation failed; the flavor's ram is not a multiple of 2 MiB: "
+    "xloud:memory_model=virtio-mem plugs memory in blocks of 2 MiB.")
+
+
+class MemoryMethodEditorTests(ElasticSizingTestCase):
+    """The memory method in the minimums editor: the panel's API
+    functions run, their Nova calls answered by the fake (``test_api``
+    sends the same over HTTP)."""
+
+    def setUp(self):
+        super().setUp()
+        # What reached the fake Nova, with the bodies.
+        self.handled = mock.patch.object(self.cloud, 'handle',
+                                         wraps=self.cloud.handle).start()
+        mock.patch.object(elastic, '_call', self.call_fake).start()
+        self.addCleanup(mock.patch.stopall)
+
+    def call_fake(self, request, method, path, *, microversion, json=None,
+                  params=None):
+        try:
+            _status, body = self.cloud.handle(method, '/v2.1' + path,
+                                              params or {}, json)
+        except fakecloud.HTTPError as exc:
+            error = (exceptions.NotFound if exc.status == 404
+                     else exceptions.ApiError)
+            raise error(exc.message, exc.status)
+        return body or {}
+
+    def writes(self, flavor_id: str) -> list[tuple[str, str, dict]]:
+        """The extra spec writes the fake Nova was asked for."""
+        path = f'/v2.1/flavors/{flavor_id}/os-extra_specs'
+        return [(method, called_path.removeprefix(path), body)
+                for method, called_path, _query, body in (
+                    call.args for call in self.handled.call_args_list)
+                if method != 'GET' and called_path.startswith(path)]
+
+    def post(self, flavor_id, **data):
+        return self.client.post(minimums_url(flavor_id), {
+            'flavor_id': flavor_id, **data})
+
+    def test_form_offers_the_method_the_flavor_has(self):
+        res = self.client.get(minimums_url('10'))
+        form = res.context['form']
+        self.assertEqual('balloon', form.initial['memory_model'])
+        self.assertContains(res, 'Memory method')
+        self.assertContains(res, 'An existing instance gets a new method '
+                                 'once the flavor')
+        self.cloud.flavors['10'].extra_specs['xloud:memory_model'] = (
+            'virtio-mem')
+        res = self.client.get(minimums_url('10'))
+        self.assertEqual('virtio-mem',
+                         res.context['form'].initial['memory_model'])
+        self.assertContains(
+            res, '<option value="virtio-mem" selected="selected">')
+
+    def test_editor_sets_keeps_and_removes_the_key(self):
+        specs = self.cloud.flavors['10'].extra_specs
+        minimums = {'minimum_cpu': '1', 'minimum_memory': '1024'}
+        res = self.post('10', memory_model='virtio-mem', **minimums)
+        self.assertNoFormErrors(res)
+        self.assertEqual('virtio-mem', specs['xloud:memory_model'])
+        self.assertEqual([('POST', '', {'extra_specs': {
+            'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024',
+            'xloud:memory_model': 'virtio-mem'}})], self.writes('10'))
+        self.assertIn('Instances of flavor "elastic.small" booted or resized '
+                      'from now on use the memory method virtio-mem; an '
+                      'existing one gets it once the flavor\'s settings are '
+                      'applied to it and its domain is generated again (hard '
+                      'reboot, cold migration, unshelve).',
+                      [html.unescape(text) for text in messages_of(res)])
+
+        # Unchanged: the key is not written again, nothing is said of it.
+        self.handled.reset_mock()
+        res = self.post('10', memory_model='virtio-mem', **minimums)
+        self.assertNoFormErrors(res)
+        self.assertEqual([('POST', '', {'extra_specs': {
+            'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024'}})],
+            self.writes('10'))
+        self.assertEqual(1, sum('use the memory method' in text
+                                for text in messages_of(res)))
+
+        # The balloon is the key's absence.
+        self.handled.reset_mock()
+        res = self.post('10', memory_model='balloon', **minimums)
+        self.assertNoFormErrors(res)
+        self.assertNotIn('xloud:memory_model', specs)
+        self.assertTrue(any('use the memory method Balloon;' in text
+                            for text in messages_of(res)))
+        self.assertEqual(
+            [('POST', '', {'extra_specs': {
+                'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024',
+                'xloud:memory_model': 'balloon'}}),
+             ('DELETE', '/xloud:memory_model', None)], self.writes('10'))
+        self.handled.reset_mock()
+        res = self.post('10', memory_model='balloon', **minimums)
+        self.assertNoFormErrors(res)
+        self.assertNotIn('xloud:memory_model', specs)
+        self.assertEqual([('POST', '', {'extra_specs': {
+            'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024'}})],
+            self.writes('10'))
+
+    def test_not_whole_blocks_is_refused_and_changes_nothing(self):
+        self.cloud.add_flavor('odd', 2, 1025, minimum_memory=512,
+                              flavor_id='21')
+        before = {flavor_id: dict(flavor.extra_specs)
+                  for flavor_id, flavor in self.cloud.flavors.items()}
+        res = self.post('21', minimum_memory='512',
+                        memory_model='virtio-mem')
+        self.assertEqual(200, res.status_code)
+        self.assertEqual([VIRTIO_MEM_RAM_MISFIT],
+                         res.context['form'].errors['memory_model'])
+        res = self.post('10', minimum_cpu='1', minimum_memory='1025',
+                        memory_model='virtio-mem')
+        self.assertEqual(
+            ['Validation failed; xloud:minimum_memory=1025 is not a '
+             'multiple of 2 MiB: xloud:memory_model=virtio-mem plugs '
+             'memory in blocks of 2 MiB.'],
+            res.context['form'].errors['minimum_memory'])
+        res = self.post('10', minimum_cpu='1', minimum_memory='1024',
+                        memory_model='dimm')
+        self.assertEqual(['Select a valid choice. dimm is not one of the '
+                          'available choices.'],
+                         res.context['form'].errors['memory_model'])
+        # The balloon takes any size.
+        res = self.post('21', minimum_memory='513', memory_model='balloon')
+        self.assertNoFormErrors(res)
+        self.assertEqual([], self.writes('10'))
+        self.assertEqual(
+            [('POST', '', {'extra_specs': {'xloud:minimum_memory': '513'}})],
+            self.writes('21'))
+        before['21']['xloud:minimum_memory'] = '513'
+        self.assertEqual(before, {
+            flavor_id: flavor.extra_specs
+            for flavor_id, flavor in self.cloud.flavors.items()})
+
+    def test_the_apis_refusal_reaches_the_user(self):
+        """What only Nova's API knows (memory encryption) is refused by
+        it, in the form, and nothing is changed."""
+        specs = self.cloud.flavors['10'].extra_specs
+        specs['hw:mem_encryption'] = 'true'
+        before = dict(specs)
+        res = self.post('10', minimum_cpu='1', minimum_memory='1024',
+                        memory_model='virtio-mem')
+        self.assertEqual(200, res.status_code)
+        self.assertContains(res, 'Unable to update the minimums of flavor '
+                                 '&quot;elastic.small&quot;')
+        self.assertContains(res, 'hw:mem_encryption with '
+                                 'xloud:memory_model=virtio-mem')
+        self.assertEqual(before, specs)
+
+
+class MemoryMethodDisplayTests(ElasticSizingTestCase):
+    """The method of flavors and instances, and a virtio-mem device's
+    readiness."""
+
+    def setUp(self):
+        super().setUp()
+        virtio = self.cloud.add_flavor(
+            'elastic.virtio', 4, 4096, minimum_cpu=1, minimum_memory=1024,
+            flavor_id='12', extra_specs={'xloud:memory_model': 'virtio-mem'})
+        self.plugged = self.cloud.add_server(
+            'vm-virtio', virtio, server_id='00000000-0000-4000-8000-'
+                                           '000000000100')
+        self.plugged.memory_mb = self.plugged.boot_memory_mb = 2048
+        self.plugged.recorded = True
+        self.balloon = next(iter(self.cloud.servers.values()))
+
+    @helpers.create_mocks({elastic: ['flavor_list']})
+    def test_flavors_tab_shows_the_method(self):
+        self.mock_flavor_list.return_value = flavors_of(self.cloud)
+        res = self.client.get(INDEX_URL + '?tab=elastic_sizing__flavors')
+        table = res.context['tab_group'].get_tab('flavors')._tables[
+            'flavors']
+        methods = {row.datum.name: row.cells['memory_model'].data
+                   for row in table.get_rows()}
+        self.assertEqual({'elastic.small': 'Balloon',
+                          'elastic.large': 'Balloon', 'm1.tiny': 'Balloon',
+                          'elastic.virtio': 'virtio-mem'},
+                         {name: str(method)
+                          for name, method in methods.items()})
+        self.assertContains(res, 'Memory Method')
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_instances_show_the_method_and_the_device(self):
+        self.mock_instance_size_list.return_value = (listed_of(self.cloud),
+                                                     False)
+        content = self.client.get(INDEX_URL).content.decode()
+        virtio = row_of(content, self.plugged.id)
+        self.assertIn('<span class="xloud-memory" '
+                      'data-memory-model="virtio-mem" data-toggle="tooltip" '
+                      'data-placement="left" title="Memory method: '
+                      'virtio-mem">2GB</span>', virtio)
+        self.assertIn('class="xloud-ready xloud-ready-ok" '
+                      'data-check="virtio_mem" data-state="plugged"', virtio)
+        cell = virtio[virtio.index('xloud-readiness-checks'):]
+        lines = html.unescape(cell[cell.index('title="') + 7:
+                                   cell.index('">')]).split('\n')
+        self.assertIn('virtio-mem: plugged, the guest holds all the memory '
+                      'its device was asked to add', lines)
+        self.assertIn('virtio-mem: 1GB plugged of 1GB asked, beyond its base '
+                      'memory', lines)
+        balloon = row_of(content, self.balloon.id)
+        self.assertIn('title="Memory method: Balloon"', balloon)
+        self.assertNotIn('virtio_mem', balloon)
+        self.assertNotIn('virtio-mem', balloon)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_a_guest_without_a_virtio_mem_driver(self):
+        self.plugged.virtio_mem_driver = False
+        self.mock_instance_size_list.return_value = (listed_of(self.cloud),
+                                                     False)
+        content = self.client.get(INDEX_URL).content.decode()
+        row = row_of(content, self.plugged.id)
+        self.assertIn('class="xloud-ready xloud-ready-no" '
+                      'data-check="virtio_mem" data-state="not_plugging"',
+                      row)
+        self.assertIn('virtio-mem: 0B plugged of 1GB asked', row)
+        # Readiness says why its memory cannot be adjusted.
+        self.assertIn('Its guest has plugged none of the 1024 MiB its '
+                      'virtio-mem device was asked to add',
+                      html.unescape(row))
+        self.assertIn('vCPUs only', row)
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'adjust']})
+    def test_adjust_form_takes_whole_blocks_for_virtio_mem(self):
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.plugged.id)
+        self.mock_adjust.return_value = {}
+        res = self.client.get(adjust_url(self.plugged.id))
+        self.assertContains(res, '<dd class="xloud-memory-model" '
+                                 'data-memory-model="virtio-mem">')
+        res = self.client.post(adjust_url(self.plugged.id), {
+            'instance_id': self.plugged.id, 'vcpus': 1, 'memory_mb': 3071,
+            'persist': 'on'})
+        self.assertEqual(
+            ["current_memory_mb 3071 is not a multiple of 2 MiB: the "
+             "server's flavor plugs memory in blocks of 2 MiB "
+             "(xloud:memory_model=virtio-mem)."],
+            res.context['form'].errors['memory_mb'])
+        self.mock_adjust.assert_not_called()
+        # The balloon takes any size.
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.small.id)
+        res = self.client.post(adjust_url(self.small.id), {
+            'instance_id': self.small.id, 'vcpus': 1, 'memory_mb': 3071,
+            'persist': 'on'})
+        self.assertNoFormErrors(res)
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), self.small.id, vcpus=1, memory_mb=3071,
+            persist=True)
+
+    @helpers.create_mocks({elastic: ['instance_size_get',
+                                     'adjustment_history']})
+    def test_history_shows_the_method_and_the_device(self):
+        self.mock_adjustment_history.return_value = []
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.plugged.id)
+        content = self.client.get(history_url(self.plugged.id)
+                                  ).content.decode()
+        self.assertIn('<dd class="xloud-memory-model" '
+                      'data-memory-model="virtio-mem">virtio-mem</dd>',
+                      content)
+        self.assertIn('data-check="virtio_mem" data-state="plugged"', content)
+        self.assertIn('<dd class="xloud-virtio-mem-blocks">1GB plugged of '
+                      '1GB asked, beyond its base memory</dd>', content)
+
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.balloon.id)
+        content = self.client.get(history_url(self.balloon.id)
+                                  ).content.decode()
+        self.assertIn('<dd class="xloud-memory-model" '
+                      'data-memory-model="balloon">Balloon</dd>', content)
+        self.assertNotIn('virtio_mem', content)
+        self.assertNotIn('xloud-virtio-mem-blocks', content)
 
 
 class ApplyMinimumsTests(ElasticSizingTestCase):

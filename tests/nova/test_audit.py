@@ -21,6 +21,7 @@ import time
 import fixtures
 import jsonschema
 import testtools
+from lxml import etree
 from nova import context as nova_context
 from nova import objects
 from nova.compute import task_states
@@ -32,6 +33,7 @@ from oslo_utils import timeutils
 from nova_ext import audit, sizing
 from nova_ext.api import schemas
 from nova_ext.deploy import cli
+from nova_ext.virt import live
 from tests.nova import base as api_base
 from tests.nova import compute_base
 
@@ -160,6 +162,40 @@ class FindingsTest(testtools.TestCase):
         self.assertEqual([audit.RECORD_BOOT_DIFFERS], [
             finding.kind for finding in audit.findings(
                 instance, make_domain('stopped', config=(4, 2048)), None)])
+
+    def test_virtio_mem_device_not_where_it_was_asked(self):
+        self.useFixture(fixtures.MockPatchObject(
+            audit.CONF.xloud, 'balloon_silent_after', 120))
+        started = timeutils.utcnow() - datetime.timedelta(seconds=300)
+        instance = make_instance(xloud_live_memory_mb='3072',
+                                 xloud_started_at=started.isoformat())
+        allocation = {'VCPU': 2, 'MEMORY_MB': 3072}
+
+        def domain(requested, plugged, **changes):
+            found = make_domain(live=(2, 3072), **changes)
+            found['virtio_mem'] = {'requested_mb': requested,
+                                   'plugged_mb': plugged, 'size_mb': 2048}
+            return found
+
+        self.assertEqual([], audit.findings(instance, domain(1024, 1024),
+                                            allocation))
+        for requested, plugged, words in ((1024, 0, 'has plugged 0 MiB'),
+                                          (512, 1024, 'still holds 1024')):
+            with self.subTest(requested=requested, plugged=plugged):
+                [unsettled] = audit.findings(
+                    instance, domain(requested, plugged), allocation)
+                self.assertEqual(
+                    (audit.VIRTIO_MEM_UNSETTLED, audit.WARNING, True),
+                    (unsettled.kind, unsettled.severity, unsettled.healable))
+                self.assertIn(words, unsettled.message)
+        # Not while an adjustment runs, nor while the guest is starting.
+        self.assertEqual([], audit.findings(
+            instance, domain(1024, 0, adjusting=True), allocation))
+        starting = make_instance(
+            xloud_live_memory_mb='3072',
+            xloud_started_at=timeutils.utcnow().isoformat())
+        self.assertEqual([], audit.findings(starting, domain(1024, 0),
+                                            allocation))
 
     def test_missing_domain(self):
         [missing] = audit.findings(make_instance(), make_domain('missing'),
@@ -501,6 +537,65 @@ class AuditTest(AuditHarnessMixin, compute_base.ElasticComputeTestBase):
         report = self._audit(host='compute2')
         self.assertLess(time.monotonic() - started, 1)
         self.assertIn('nova-compute on compute2 is down', report.errors[0])
+
+
+class AuditVirtioMemTest(AuditHarnessMixin,
+                         compute_base.ElasticComputeTestBase):
+    """A virtio-mem device asked behind Nova's back for what its guest
+    does not reach: found, and fix asks it for what the guest holds."""
+
+    microversion = '2.84'
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.flags(balloon_silent_after=0, group='xloud')
+        self.start_compute('compute1')
+        self.flags(cores=64, ram=65536, group='quota')
+        self.flavor = self._create_flavor(
+            vcpu=4, memory_mb=4096, disk=1, ephemeral=0,
+            extra_spec={'xloud:minimum_cpu': '2',
+                        'xloud:minimum_memory': '2048',
+                        'xloud:memory_model': 'virtio-mem'})
+
+    def _ask(self, server: dict, requested_mb: int) -> None:
+        domain = self._libvirt_domain(server)
+        device = live.VirtioMem.of(etree.fromstring(domain.XMLDesc(0)))
+        domain.updateDeviceFlags(device.update(requested_mb * MIB), LIVE)
+
+    def test_found_and_settled_to_what_the_guest_holds(self):
+        no_driver, busy = self._servers(self.flavor, 2)
+        self._libvirt_domain(no_driver).behaviour.virtio_mem_driver = False
+        self._ask(no_driver, 1024)
+        self._libvirt_domain(busy).behaviour.virtio_mem_busy_kib = 512 * MIB
+        self._ask(busy, 1024)
+        self._ask(busy, 0)
+
+        report = self._audit()
+        self.assertEqual({
+            (no_driver['id'], audit.VIRTIO_MEM_UNSETTLED, audit.WARNING),
+            (no_driver['id'], audit.RECORD_LIVE_DIFFERS, audit.WARNING),
+            (no_driver['id'], audit.PLACEMENT_BELOW_LIVE, audit.CRITICAL),
+            (busy['id'], audit.VIRTIO_MEM_UNSETTLED, audit.WARNING),
+            (busy['id'], audit.RECORD_LIVE_DIFFERS, audit.WARNING),
+            (busy['id'], audit.PLACEMENT_BELOW_LIVE, audit.CRITICAL),
+        }, self._kinds(report.findings))
+
+        report = self._audit(fix=True)
+        self.assertEqual([], report.remaining)
+        changes = {healed.instance_uuid: ' '.join(healed.changes)
+                   for healed in report.healed}
+        self.assertIn('Asked the virtio-mem device for what the guest holds, '
+                      '2048 MiB (it was asked for 3072 MiB',
+                      changes[no_driver['id']])
+        self.assertIn('2560 MiB (it was asked for 2048 MiB',
+                      changes[busy['id']])
+        for server, memory_mb in ((no_driver, 2048), (busy, 2560)):
+            self.assertEqual(memory_mb, self._domain_size(server)[1])
+            self.assertEqual(((2, memory_mb), (2, 2048)),
+                             self._record(server['id']))
+            self.assertEqual((2, memory_mb),
+                             self._placement_size(server['id']))
+        self.assertEqual([], self._audit().findings)
 
 
 class AuditCommandTest(AuditHarnessMixin,

@@ -199,7 +199,8 @@ class FlavorMinimumsTest(base.ElasticAPITestBase):
         report = self._report()
         self.assertEqual({'id': self.flavor_id, 'name': report['flavor'][
             'name'], 'vcpus': 4, 'memory_mb': 4096, 'minimum_cpu': 2,
-            'minimum_memory': 2048}, report['flavor'])
+            'minimum_memory': 2048, 'memory_model': 'balloon'},
+            report['flavor'])
         self.assertEqual(256, report['memory_floor_mb'])
         # The seed's spelling is not the flavor's: A is stale.
         self.assertEqual({
@@ -327,6 +328,36 @@ class FlavorMinimumsTest(base.ElasticAPITestBase):
         self.assertEqual(without, self._request_spec(a))
         # Not elastic in vCPUs any more: the flavor's own size.
         self.assertEqual(4, self._min_vcpus(a))
+
+    def test_the_memory_model_is_carried_too(self):
+        a = self.ids['a']
+        self.admin_api.post_extra_spec(self.flavor_id, {'extra_specs': {
+            sizing.MEMORY_MODEL: sizing.MEMORY_MODEL_VIRTIO_MEM}})
+        report = self._report()
+        self.assertEqual((sizing.MEMORY_MODEL_VIRTIO_MEM, 0, 3),
+                         (report['flavor']['memory_model'],
+                          report['current'], report['stale']))
+        self.assertEqual(3, self._apply()['updated'])
+        wanted = {SCOPED_CPU: '2', SCOPED_MEMORY: '2048',
+                  sizing.MEMORY_MODEL: sizing.MEMORY_MODEL_VIRTIO_MEM,
+                  **PLACEMENT_SPECS}
+        self.assertEqual((wanted, wanted),
+                         (self._embedded(a), self._request_spec(a)))
+        # The size API tells what the copy says the domain is made with.
+        resp = self.admin_api.api_request(f'/os-xloud-adjust/{a}')
+        self.assertEqual(sizing.MEMORY_MODEL_VIRTIO_MEM,
+                         resp.json()['server']['flavor']['memory_model'])
+
+        # Back to the balloon, the default: the key leaves the copies.
+        self.admin_api.api_request(
+            f'/flavors/{self.flavor_id}/os-extra_specs/'
+            f'{sizing.MEMORY_MODEL}', method='DELETE')
+        self.assertEqual((sizing.MEMORY_MODEL_BALLOON, 3),
+                         (self._report()['flavor']['memory_model'],
+                          self._apply()['updated']))
+        without = {SCOPED_CPU: '2', SCOPED_MEMORY: '2048', **PLACEMENT_SPECS}
+        self.assertEqual((without, without),
+                         (self._embedded(a), self._request_spec(a)))
 
     def test_refusals_and_an_operation_starting_meanwhile(self):
         a = self.ids['a']

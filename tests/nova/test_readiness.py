@@ -92,6 +92,8 @@ class ReadinessTest(compute_base.ElasticAPIComputeTestBase):
              ready['last_outcome'], ready['adjustable'], ready['reasons'],
              ready['warnings']))
         self.assertTrue(ready['machine_type'])
+        self.assertEqual(('balloon', None), (shown['flavor']['memory_model'],
+                                             ready['virtio_mem']))
         # The guest's own view, read just now.
         self.assertEqual(('answering', 2, ready['as_of']),
                          (shown['guest']['agent'],
@@ -110,6 +112,45 @@ class ReadinessTest(compute_base.ElasticAPIComputeTestBase):
                           shown['recommendation']['vcpus_rule']))
         self.assertIn('Uses 320 of 2048 MiB',
                       shown['recommendation']['memory_rule'])
+
+    def test_a_virtio_mem_guest(self) -> None:
+        self.flavor = self._create_flavor(
+            vcpu=4, memory_mb=4096,
+            extra_spec={sizing.MINIMUM_CPU: '2',
+                        sizing.MINIMUM_MEMORY: '2048',
+                        sizing.MEMORY_MODEL: sizing.MEMORY_MODEL_VIRTIO_MEM})
+        server = self._boot()
+        shown = self._show(server['id'])
+        self.assertEqual(
+            ('virtio-mem', {'state': 'idle', 'requested_mb': 0,
+                            'plugged_mb': 0}, True, []),
+            (shown['flavor']['memory_model'],
+             shown['readiness']['virtio_mem'],
+             shown['readiness']['adjustable']['memory_mb'],
+             shown['readiness']['warnings']))
+
+        self._adjust_through_api(server['id'], memory_mb=3072)
+        listed = self._list()[server['id']]
+        self.assertEqual({'state': 'plugged', 'requested_mb': 1024,
+                          'plugged_mb': 1024},
+                         listed['readiness']['virtio_mem'])
+
+        # Started again, from its definition, by a guest kernel without
+        # the driver: it plugs nothing of the 1024 MiB it boots with.
+        self.elastic_libvirt.new_guests(virtio_mem_driver=False)
+        self._reboot_server(server, hard=True)
+        ready = self._show(server['id'])['readiness']
+        self.assertEqual(({'state': 'plugging', 'requested_mb': 1024,
+                           'plugged_mb': 0}, True),
+                         (ready['virtio_mem'],
+                          ready['adjustable']['memory_mb']))
+        self._started_long_ago(server['id'])
+        ready = self._show(server['id'])['readiness']
+        self.assertEqual(({'state': 'not_plugging', 'requested_mb': 1024,
+                           'plugged_mb': 0},
+                          {'vcpus': True, 'memory_mb': False}),
+                         (ready['virtio_mem'], ready['adjustable']))
+        self.assertIn('no virtio_mem driver', ready['reasons']['memory_mb'])
 
     def test_busy_vcpus_and_the_recommended_size(self) -> None:
         clock = Clock()

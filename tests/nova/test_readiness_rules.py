@@ -2,12 +2,14 @@
 
 import datetime
 
+import jsonschema
 from nova import objects, test
 from nova.compute import vm_states
 from oslo_utils import fixture as utils_fixture
 from oslo_utils import timeutils
 
 from nova_ext import readiness, sizing
+from nova_ext.api import schemas
 from nova_ext.compute import utilisation
 from tests.nova import base
 
@@ -207,3 +209,129 @@ class CpuTimeSamplesTest(test.NoDBTestCase):
         self._at(60, 60)
         self.samples.keep_only(['b'])
         self.assertIsNone(self.samples.busy('a'))
+
+
+def virtio_mem_instance(**changes) -> objects.Instance:
+    flavor = objects.Flavor(
+        flavorid='f2', name='elastic-virtio-mem', vcpus=4, memory_mb=4096,
+        extra_specs={sizing.MINIMUM_CPU: '2', sizing.MINIMUM_MEMORY: '2048',
+                     sizing.MEMORY_MODEL: sizing.MEMORY_MODEL_VIRTIO_MEM})
+    return instance(flavor=flavor, **changes)
+
+
+def device(requested_mb: int, plugged_mb: int) -> dict:
+    return {'requested_mb': requested_mb, 'plugged_mb': plugged_mb,
+            'size_mb': 2048}
+
+
+class VirtioMemRulesTest(test.NoDBTestCase):
+    """A virtio-mem guest's readiness comes from its device."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.flags(balloon_silent_after=120, group='xloud')
+        self.started = timeutils.utcnow()
+        self.server = virtio_mem_instance(system_metadata={
+            sizing.SYSMETA_STARTED_AT: self.started.isoformat()})
+
+    def _after(self, seconds: int) -> None:
+        self.useFixture(utils_fixture.TimeFixture(
+            self.started + datetime.timedelta(seconds=seconds)))
+
+    def _readiness(self, server=None, **guest) -> dict:
+        described = describe(server or self.server, **guest)
+        jsonschema.validate(described['readiness'], schemas.readiness_view)
+        return described['readiness']
+
+    def test_states_from_what_is_asked_and_plugged(self) -> None:
+        self._after(600)
+        for requested, plugged, state in ((0, 0, 'idle'),
+                                          (1024, 1024, 'plugged'),
+                                          (1024, 512, 'plugging'),
+                                          (1024, 0, 'not_plugging'),
+                                          (512, 1024, 'unplugging')):
+            with self.subTest(requested=requested, plugged=plugged):
+                ready = self._readiness(size={'vcpus': 2, 'memory_mb': 3072},
+                                        virtio_mem=device(requested, plugged))
+                self.assertEqual({'state': state, 'requested_mb': requested,
+                                  'plugged_mb': plugged}, ready['virtio_mem'])
+                self.assertEqual(state != 'not_plugging',
+                                 ready['adjustable']['memory_mb'])
+
+    def test_a_guest_without_the_driver_is_told_apart_after_the_grace(
+            self) -> None:
+        for seconds, state in ((60, 'plugging'), (121, 'not_plugging')):
+            with self.subTest(seconds=seconds):
+                self._after(seconds)
+                ready = self._readiness(virtio_mem=device(1024, 0))
+                self.assertEqual(state, ready['virtio_mem']['state'])
+        self.assertEqual(
+            'Its guest has plugged none of the 1024 MiB its virtio-mem '
+            'device was asked to add since it started: it has no virtio_mem '
+            'driver (Linux 5.8 or later), and would not take up a new memory '
+            'size.', ready['reasons']['memory_mb'])
+        # Without a recorded start, nothing is concluded.
+        ready = self._readiness(virtio_mem_instance(),
+                                virtio_mem=device(1024, 0))
+        self.assertEqual('plugging', ready['virtio_mem']['state'])
+
+    def test_the_balloon_only_reports(self) -> None:
+        self._after(600)
+        for balloon in ({'balloon_device': False},
+                        {'stats_fresh': False, 'stats_period': 10}):
+            with self.subTest(**balloon):
+                ready = self._readiness(virtio_mem=device(0, 0), **balloon)
+                self.assertTrue(ready['adjustable']['memory_mb'])
+                self.assertEqual(['Its memory is not shrunk while the guest '
+                                  'sends no balloon statistics: with '
+                                  'virtio-mem they say how much it uses, and '
+                                  'unplugged blocks do not come back.'],
+                                 ready['warnings'])
+        ready = self._readiness(virtio_mem=device(512, 1024))
+        self.assertEqual(['The guest holds 1024 MiB through its virtio-mem '
+                          'device, which was asked for 512: blocks in use '
+                          'that it has not given back yet. They stay counted '
+                          'in placement.'], ready['warnings'])
+
+    def test_unknown_unless_its_host_read_the_device(self) -> None:
+        not_read = readiness.describe(
+            self.server, sizing.ElasticSize.from_instance(self.server),
+            readiness.Observed.failed('The guest is not running.'))
+        older_host = base.guest_state()
+        self.assertNotIn('virtio_mem', older_host)
+        for ready in (not_read['readiness'],
+                      self._readiness(**older_host)):
+            self.assertEqual({'state': 'unknown', 'requested_mb': None,
+                              'plugged_mb': None}, ready['virtio_mem'])
+        # The domain decides: one generated with the balloon has none.
+        self.assertIsNone(self._readiness(virtio_mem=None)['virtio_mem'])
+        self.assertIsNone(self._readiness(instance(),
+                                          virtio_mem=None)['virtio_mem'])
+
+    def test_recommendation_keeps_the_shrink_margin(self) -> None:
+        self.flags(recommend_memory_headroom_percent=10, group='xloud')
+        guest = {'agent': 'answering', 'online_vcpus': 2,
+                 'available_memory_mb': 3000, 'usable_memory_mb': 3072 - 2000,
+                 'agent_error': None}
+        found = {}
+        for name, server, figures in (
+                ('balloon', instance(), {}),
+                ('virtio-mem', self.server,
+                 {'virtio_mem': device(1024, 1024)})):
+            found[name] = describe(
+                server, size={'vcpus': 2, 'memory_mb': 3072}, guest=guest,
+                **figures)['recommendation']
+        # 2000 MiB used: 10% headroom asks 2223, the margin 2128.
+        self.assertEqual((2304, 2304), (found['balloon']['memory_mb'],
+                                        found['virtio-mem']['memory_mb']))
+        guest['usable_memory_mb'] = 3072 - 2100
+        # 2100 used: 1% headroom asks 2122 (2176 in steps), the margin 2228.
+        self.flags(recommend_memory_headroom_percent=1, group='xloud')
+        virtio = describe(self.server, size={'vcpus': 2, 'memory_mb': 3072},
+                          guest=guest,
+                          virtio_mem=device(1024, 1024))['recommendation']
+        balloon = describe(instance(), size={'vcpus': 2, 'memory_mb': 3072},
+                           guest=guest)['recommendation']
+        self.assertEqual((2176, 2304),
+                         (balloon['memory_mb'], virtio['memory_mb']))
+        self.assertIn('at least 128 MiB (virtio-mem)', virtio['memory_rule'])

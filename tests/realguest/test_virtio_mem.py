@@ -374,6 +374,17 @@ def test_requests_the_guest_cannot_follow(
     assert memtotal_kb(no_driver) == boot_kb
     progress(f'virtio-mem without a driver: requested {DEVICE_KIB} KiB, '
              f'current 0 after {UNCONFIRMED_WAIT} s')
+    # What the compute host reports of it (readiness, the audit), and
+    # the audit's fix: the device asked for what the guest holds.
+    figures = live.read_virtio_mem(no_driver.domain)
+    assert figures == {'requested_mb': DEVICE_KIB // KIB_PER_MIB,
+                       'plugged_mb': 0,
+                       'size_mb': DEVICE_KIB // KIB_PER_MIB}
+    assert live.read_guest_state(no_driver.domain).virtio_mem == figures
+    assert live.settle_virtio_mem(no_driver.domain) == (
+        guests.FLAVOR_MEMORY_MB, guests.MINIMUM_MEMORY_MB)
+    assert guests.virtio_mem_sizes(no_driver.domain) == (0, 0)
+    assert live.settle_virtio_mem(no_driver.domain) is None
 
     # Busy: plugged, then filled beyond what the base memory can hold.
     boot_kb = busy.console.boot_view().memtotal_kb

@@ -1,14 +1,14 @@
 """Nova calls of the Elastic Sizing panel, through openstacksdk.
 
 The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
-flavor minimums as Nova extra specs and, for the instances of a flavor,
-the ``os-xloud-flavor-minimums`` API (``doc/api.md``), the adjustment
-history as Nova instance actions with the change records of the
-extension's single GET, each instance's readiness, utilisation and
-recommended size from the extension's list (``?readiness=true``) and
-single GET, whether each instance is in sync from the ``os-xloud-audit``
-API (``doc/audit.md``) and healing one's drift, and which instances are
-locked from Nova's server API.
+flavor minimums and memory model as Nova extra specs and, for the
+instances of a flavor, the ``os-xloud-flavor-minimums`` API
+(``doc/api.md``), the adjustment history as Nova instance actions with
+the change records of the extension's single GET, each instance's
+readiness, utilisation and recommended size from the extension's list
+(``?readiness=true``) and single GET, whether each instance is in sync
+from the ``os-xloud-audit`` API (``doc/audit.md``) and healing one's
+drift, and which instances are locked from Nova's server API.
 All calls go through one compute proxy per request, built from the user's
 token and the catalog's compute endpoint, as Horizon's own
 ``openstack_dashboard.api._nova.computeclient`` does.
@@ -51,6 +51,14 @@ ADJUST_EVENT = 'compute_xloud_adjust'
 MINIMUM_CPU = 'xloud:minimum_cpu'
 MINIMUM_MEMORY = 'xloud:minimum_memory'
 LEGACY_KEYS = {MINIMUM_CPU: 'minimum_cpu', MINIMUM_MEMORY: 'minimum_memory'}
+# How an instance's memory is adjusted live (nova_ext.sizing,
+# doc/flavors.md "Memory models"): the balloon unless the flavor names
+# virtio-mem, which plugs memory in blocks of VIRTIO_MEM_BLOCK_MB.
+MEMORY_MODEL = 'xloud:memory_model'
+MEMORY_MODEL_BALLOON = 'balloon'
+MEMORY_MODEL_VIRTIO_MEM = 'virtio-mem'
+MEMORY_MODELS = (MEMORY_MODEL_BALLOON, MEMORY_MODEL_VIRTIO_MEM)
+VIRTIO_MEM_BLOCK_MB = 2
 # [xloud] memory_floor_mb's default, for a cloud whose extension does not
 # say (older than os-xloud-flavor-minimums).
 DEFAULT_MEMORY_FLOOR_MB = 256
@@ -82,6 +90,12 @@ AGENT_NOT_ANSWERING = 'not_answering'
 AGENT_NOT_CONFIGURED = 'not_configured'
 HOTPLUG_POSSIBLE = 'possible'
 HOTPLUG_NOT_POSSIBLE = 'not_possible'
+# A virtio-mem guest's device (nova_ext.readiness.VIRTIO_MEM_STATES).
+VIRTIO_MEM_PLUGGED = 'plugged'
+VIRTIO_MEM_IDLE = 'idle'
+VIRTIO_MEM_PLUGGING = 'plugging'
+VIRTIO_MEM_NOT_PLUGGING = 'not_plugging'
+VIRTIO_MEM_UNPLUGGING = 'unplugging'
 
 # The extension is served by a paste filter in front of Nova's API and
 # takes no microversion; 2.61 lists flavors with their extra specs, 2.73
@@ -127,6 +141,7 @@ class Flavor:
     is_public: bool = True
     # The seed's unscoped keys the flavor still holds.
     legacy_keys: tuple[str, ...] = ()
+    memory_model: str = MEMORY_MODEL_BALLOON
 
     @classmethod
     def from_nova(cls, body: dict[str, Any]) -> Flavor:
@@ -138,14 +153,18 @@ class Flavor:
                                            body['ram']),
                    is_public=body.get('os-flavor-access:is_public', True),
                    legacy_keys=tuple(LEGACY_KEYS[key] for key in LEGACY_KEYS
-                                     if LEGACY_KEYS[key] in specs))
+                                     if LEGACY_KEYS[key] in specs),
+                   memory_model=_memory_model(specs))
 
     @classmethod
     def from_extension(cls, body: dict[str, Any]) -> Flavor:
+        # An extension older than the memory models has only the balloon.
         return cls(id=body['id'], name=body['name'], vcpus=body['vcpus'],
                    memory_mb=body['memory_mb'],
                    minimum_cpu=body.get('minimum_cpu'),
-                   minimum_memory=body.get('minimum_memory'))
+                   minimum_memory=body.get('minimum_memory'),
+                   memory_model=(body.get('memory_model') or
+                                 MEMORY_MODEL_BALLOON))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +237,25 @@ class GuestView:
 
 
 @dataclasses.dataclass(frozen=True)
+class VirtioMemState:
+    """A virtio-mem guest's device as its compute host read it: the
+    verdict (VIRTIO_MEM_*, or ``unknown``) and the MiB beyond the guest's
+    base memory the device was asked to add and holds plugged."""
+
+    state: str
+    requested_mb: int | None
+    plugged_mb: int | None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> VirtioMemState | None:
+        if body is None:
+            return None
+        return cls(state=body.get('state') or READY_UNKNOWN,
+                   requested_mb=body.get('requested_mb'),
+                   plugged_mb=body.get('plugged_mb'))
+
+
+@dataclasses.dataclass(frozen=True)
 class Readiness:
     """Whether an adjustment of each dimension can work now, from what the
     compute host read of the guest (balloon, guest agent, vCPU hotplug)
@@ -238,6 +276,8 @@ class Readiness:
     adjustable: dict[str, bool]
     reasons: dict[str, str | None]
     warnings: tuple[str, ...] = ()
+    # None for a balloon guest.
+    virtio_mem: VirtioMemState | None = None
 
     def refusal(self, dimension: str) -> str | None:
         """Why ``dimension`` cannot be adjusted now, or None when it can."""
@@ -264,7 +304,8 @@ class Readiness:
                         for dimension in (VCPUS, MEMORY)},
             reasons={dimension: reasons.get(dimension)
                      for dimension in (VCPUS, MEMORY)},
-            warnings=tuple(body.get('warnings') or ()))
+            warnings=tuple(body.get('warnings') or ()),
+            virtio_mem=VirtioMemState.from_api(body.get('virtio_mem')))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -626,6 +667,14 @@ def _minimum(specs: dict[str, str], key: str, maximum: int) -> int | None:
             value = _positive_int(specs[name])
             return None if value is None else min(value, maximum)
     return None
+
+
+def _memory_model(specs: dict[str, str]) -> str:
+    """A flavor's memory model as the extension reads it
+    (``nova_ext.sizing.memory_model``): a value it does not know counts as
+    the balloon."""
+    value = specs.get(MEMORY_MODEL, MEMORY_MODEL_BALLOON)
+    return value if value in MEMORY_MODELS else MEMORY_MODEL_BALLOON
 
 
 def _parse_time(raw: str | None) -> datetime.datetime | None:
@@ -992,13 +1041,19 @@ def flavor_get(request, flavor_id: str) -> Flavor:
 
 def flavor_set_minimums(request, flavor_id: str, *,
                         minimum_cpu: int | None,
-                        minimum_memory: int | None) -> None:
+                        minimum_memory: int | None,
+                        memory_model: str | None = None) -> None:
     """Write the minimums as the scoped extra specs; None removes one.
 
     The seed's unscoped key of each minimum is deleted once the scoped
     one is written (or when the minimum is removed): it is read only
     where the scoped key is absent, and an unscoped key is taken for a
     host requirement by Nova's aggregate and capabilities filters.
+
+    ``memory_model`` (None: left as it is) is written only when it
+    changes; the balloon, the default, by removing the key. The values
+    go in one POST, which Nova's API validates together (a virtio-mem
+    flavor's minimum must be whole blocks): a refusal changes nothing.
     """
     values = {MINIMUM_CPU: minimum_cpu, MINIMUM_MEMORY: minimum_memory}
     path = f'/flavors/{flavor_id}/os-extra_specs'
@@ -1006,10 +1061,20 @@ def flavor_set_minimums(request, flavor_id: str, *,
         'extra_specs') or {}
     to_set = {key: str(value) for key, value in values.items()
               if value is not None}
+    to_delete = [key for key, value in values.items() if value is None]
+    held = present.get(MEMORY_MODEL)
+    if memory_model == MEMORY_MODEL_BALLOON:
+        if held is not None:
+            to_delete.insert(0, MEMORY_MODEL)
+        if to_set and held not in (None, MEMORY_MODEL_BALLOON):
+            # The minimums are validated against the model they will be
+            # under, not the one the key is deleted from afterwards.
+            to_set[MEMORY_MODEL] = MEMORY_MODEL_BALLOON
+    elif memory_model is not None and held != memory_model:
+        to_set[MEMORY_MODEL] = memory_model
     if to_set:
         _call(request, 'POST', path, microversion=FLAVOR_MICROVERSION,
               json={'extra_specs': to_set})
-    to_delete = [key for key, value in values.items() if value is None]
     to_delete += [LEGACY_KEYS[key] for key in values]
     for key in to_delete:
         if key not in present:

@@ -7,7 +7,10 @@ from django.utils.translation import ngettext
 from horizon import forms, messages
 
 from xloud_dashboard.api import elastic
-from xloud_dashboard.dashboards.admin.elastic_sizing.tables import memory
+from xloud_dashboard.dashboards.admin.elastic_sizing.tables import (
+    MEMORY_MODEL_NAMES,
+    memory,
+)
 
 MODE_ABSOLUTE = 'absolute'
 MODE_RELATIVE = 'relative'
@@ -36,6 +39,21 @@ def fix_field(field: forms.IntegerField, reason: str) -> None:
 
 
 DIMENSIONS = (('vcpus', elastic.VCPUS), ('memory_mb', elastic.MEMORY))
+
+
+def memory_blocks_refusal(size: elastic.InstanceSize,
+                          memory_mb: int) -> str | None:
+    """The extension's refusal (``nova_ext.api.controller``) of a memory
+    size that is not whole blocks for a virtio-mem instance, or None."""
+    block = elastic.VIRTIO_MEM_BLOCK_MB
+    if (size.flavor.memory_model != elastic.MEMORY_MODEL_VIRTIO_MEM or
+            not memory_mb % block):
+        return None
+    return _("current_memory_mb %(memory)d is not a multiple of %(block)d "
+             "MiB: the server's flavor plugs memory in blocks of %(block)d "
+             "MiB (%(key)s=%(model)s).") % {
+        'memory': memory_mb, 'block': block, 'key': elastic.MEMORY_MODEL,
+        'model': elastic.MEMORY_MODEL_VIRTIO_MEM}
 
 
 class AdjustForm(forms.SelfHandlingForm):
@@ -109,6 +127,10 @@ class AdjustForm(forms.SelfHandlingForm):
                 self.add_error(name, _(
                     "From %(minimum)s to %(maximum)s now.") % {
                     'minimum': low, 'maximum': high})
+            elif value is not None and dimension == elastic.MEMORY:
+                misfit = memory_blocks_refusal(fresh, value)
+                if misfit is not None:
+                    self.add_error(name, misfit)
         return data
 
     def handle(self, request, data):
@@ -362,12 +384,36 @@ class BulkAdjustForm(forms.SelfHandlingForm):
         return True
 
 
+def virtio_mem_misfit(name: str) -> str:
+    """Nova's refusal (``nova_ext.api.filter``) of a size that is not
+    whole virtio-mem blocks; ``name`` says which."""
+    return _('Validation failed; %(name)s is not a multiple of %(block)d '
+             'MiB: %(key)s=%(model)s plugs memory in blocks of %(block)d '
+             'MiB.') % {'name': name, 'block': elastic.VIRTIO_MEM_BLOCK_MB,
+                        'key': elastic.MEMORY_MODEL,
+                        'model': elastic.MEMORY_MODEL_VIRTIO_MEM}
+
+
 class EditMinimumsForm(forms.SelfHandlingForm):
     flavor_id = forms.CharField(widget=forms.HiddenInput())
     minimum_cpu = forms.IntegerField(
         label=_("Minimum vCPUs"), required=False, min_value=1)
     minimum_memory = forms.IntegerField(
         label=_("Minimum memory (MB)"), required=False, min_value=1)
+    memory_model = forms.ChoiceField(
+        label=_("Memory method"),
+        choices=tuple(MEMORY_MODEL_NAMES.items()),
+        initial=elastic.MEMORY_MODEL_BALLOON,
+        widget=forms.ThemableSelectWidget(),
+        help_text=_("Balloon: the guest boots with the flavor's RAM and a "
+                    "balloon holds back what it is not given. virtio-mem: "
+                    "the guest boots with the minimum memory, and blocks "
+                    "of 2 MiB are plugged and unplugged up to the flavor's "
+                    "RAM; the RAM and the minimum must be multiples of 2 "
+                    "MiB. An existing instance gets a new method once the "
+                    "flavor's settings are applied to it and its domain is "
+                    "generated again (hard reboot, cold migration, "
+                    "unshelve), or when it is resized."))
 
     def __init__(self, request, *args, flavor: elastic.Flavor,
                  memory_floor_mb: int = elastic.DEFAULT_MEMORY_FLOOR_MB,
@@ -383,18 +429,49 @@ class EditMinimumsForm(forms.SelfHandlingForm):
                 "%(range)s Leave empty to remove the minimum.") % {
                 'range': self.fields[name].help_text}
 
+    def clean(self):
+        """Refuse what Nova's API would refuse of virtio-mem: a flavor
+        RAM or a minimum memory that is not whole blocks.
+
+        The flavor is the one the view read for this request, its RAM as
+        Nova holds it now; the API checks again when the specs are
+        written.
+        """
+        data = super().clean()
+        if data.get('memory_model') != elastic.MEMORY_MODEL_VIRTIO_MEM:
+            return data
+        block = elastic.VIRTIO_MEM_BLOCK_MB
+        if self.flavor.memory_mb % block:
+            self.add_error('memory_model',
+                           virtio_mem_misfit(_("the flavor's ram")))
+        minimum = data.get('minimum_memory')
+        if minimum is not None and minimum % block:
+            self.add_error('minimum_memory', virtio_mem_misfit(
+                f'{elastic.MINIMUM_MEMORY}={minimum}'))
+        return data
+
     def handle(self, request, data):
         flavor = self.flavor
         try:
             elastic.flavor_set_minimums(
                 request, flavor.id, minimum_cpu=data['minimum_cpu'],
-                minimum_memory=data['minimum_memory'])
+                minimum_memory=data['minimum_memory'],
+                memory_model=data['memory_model'])
         except elastic.ApiError as exc:
             self.api_error(
                 _('Unable to update the minimums of flavor "%(name)s": '
                   '%(reason)s') % {'name': flavor.name,
                                    'reason': exc.message})
             return False
+        if data['memory_model'] != flavor.memory_model:
+            messages.info(request, _(
+                'Instances of flavor "%(name)s" booted or resized from now '
+                'on use the memory method %(method)s; an existing one gets '
+                'it once the flavor\'s settings are applied to it and its '
+                'domain is generated again (hard reboot, cold migration, '
+                'unshelve).') % {
+                'name': flavor.name,
+                'method': MEMORY_MODEL_NAMES[data['memory_model']]})
         updated = _('Updated the minimums of flavor "%(name)s".') % {
             'name': flavor.name}
         try:
@@ -428,10 +505,12 @@ def existing_instances_message(report: elastic.MinimumsReport) -> str:
             "All %(count)d of its instances carry them.",
             report.instances) % {'count': report.instances}
     text = ngettext(
-        "%(stale)d of its %(count)d instance carries other minimums and "
-        "keeps them until the flavor's are applied to it.",
-        "%(stale)d of its %(count)d instances carry other minimums and "
-        "keep them until the flavor's are applied to them.",
+        "%(stale)d of its %(count)d instance carries other minimums or "
+        "another memory method and keeps them until the flavor's are "
+        "applied to it.",
+        "%(stale)d of its %(count)d instances carry other minimums or "
+        "another memory method and keep them until the flavor's are "
+        "applied to them.",
         report.instances) % {'stale': report.stale,
                              'count': report.instances}
     if report.busy:

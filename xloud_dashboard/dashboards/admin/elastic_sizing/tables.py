@@ -52,10 +52,30 @@ RESULT_DISPLAY_CHOICES = (
 )
 
 
+MEMORY_MODEL_NAMES = {
+    elastic.MEMORY_MODEL_BALLOON: pgettext_lazy("Memory method", "Balloon"),
+    elastic.MEMORY_MODEL_VIRTIO_MEM: pgettext_lazy("Memory method",
+                                                   "virtio-mem"),
+}
+
+
 def memory(megabytes: int | None) -> str:
     if megabytes is None:
         return '-'
     return sizeformat.mb_float_format(megabytes)
+
+
+def memory_model_name(model: str) -> str:
+    return MEMORY_MODEL_NAMES.get(model, model)
+
+
+def current_memory(size: elastic.InstanceSize) -> str:
+    """The memory it has now; how it is adjusted in its tooltip."""
+    return loader.render_to_string('admin/elastic_sizing/_memory.html', {
+        'memory': memory(size.current_memory_mb),
+        'model': size.flavor.memory_model,
+        'method': _("Memory method: %s") % memory_model_name(
+            size.flavor.memory_model)})
 
 
 def flavor_minimums(size: elastic.InstanceSize) -> str:
@@ -116,6 +136,25 @@ HOTPLUG_VERDICTS = {
     elastic.HOTPLUG_POSSIBLE: ('ok', _("possible")),
     elastic.HOTPLUG_NOT_POSSIBLE: ('no', _("not possible")),
 }
+VIRTIO_MEM_VERDICTS = {
+    elastic.VIRTIO_MEM_PLUGGED: ('ok', _("plugged, the guest holds all the "
+                                        "memory its device was asked to "
+                                        "add")),
+    elastic.VIRTIO_MEM_IDLE: ('ok', _("idle, nothing asked beyond its base "
+                                     "memory: whether its virtio_mem "
+                                     "driver works shows at the first "
+                                     "grow")),
+    elastic.VIRTIO_MEM_PLUGGING: ('warn', _("plugging, the guest holds less "
+                                           "than asked and is still taking "
+                                           "blocks")),
+    elastic.VIRTIO_MEM_NOT_PLUGGING: ('no', _("not plugging, no virtio_mem "
+                                             "driver in the guest: memory "
+                                             "changes are not taken up")),
+    elastic.VIRTIO_MEM_UNPLUGGING: ('warn', _("unplugging, the guest holds "
+                                             "more than asked: blocks it has "
+                                             "not given back yet, or "
+                                             "cannot")),
+}
 TONE_ICONS = {'ok': 'check', 'warn': 'exclamation-triangle', 'no': 'times',
               'unknown': 'question'}
 # Bootstrap's tooltip with a class of ours: its lines kept apart
@@ -129,17 +168,34 @@ def _time(value) -> str:
     return value.strftime('%Y-%m-%d %H:%M:%S UTC')
 
 
+def virtio_mem_blocks(state: elastic.VirtioMemState) -> str | None:
+    """What the device holds plugged of what it was asked to add, or
+    None when the host did not say."""
+    if state.requested_mb is None or state.plugged_mb is None:
+        return None
+    return _("%(plugged)s plugged of %(requested)s asked, beyond its base "
+             "memory") % {'plugged': memory(state.plugged_mb),
+                          'requested': memory(state.requested_mb)}
+
+
 def readiness_checks(readiness: elastic.Readiness) -> list[dict]:
-    """The three verdicts (balloon, guest agent, vCPU hotplug): a short
-    label, a tone and icon, and what the verdict means."""
+    """The verdicts (balloon, guest agent, vCPU hotplug, and the
+    virtio-mem device of a guest that has one): a short label, a tone and
+    icon, and what the verdict means."""
     checks = []
-    for name, label, described, verdicts, state in (
-            ('balloon', pgettext_lazy("Readiness", "Balloon"),
-             _("Balloon"), BALLOON_VERDICTS, readiness.balloon),
-            ('agent', pgettext_lazy("Readiness", "Agent"),
-             _("Guest agent"), AGENT_VERDICTS, readiness.guest_agent),
-            ('hotplug', pgettext_lazy("Readiness", "Hotplug"),
-             _("vCPU hotplug"), HOTPLUG_VERDICTS, readiness.vcpu_hotplug)):
+    verdicts_of = [
+        ('balloon', pgettext_lazy("Readiness", "Balloon"),
+         _("Balloon"), BALLOON_VERDICTS, readiness.balloon),
+        ('agent', pgettext_lazy("Readiness", "Agent"),
+         _("Guest agent"), AGENT_VERDICTS, readiness.guest_agent),
+        ('hotplug', pgettext_lazy("Readiness", "Hotplug"),
+         _("vCPU hotplug"), HOTPLUG_VERDICTS, readiness.vcpu_hotplug)]
+    if readiness.virtio_mem is not None:
+        verdicts_of.append(
+            ('virtio_mem', pgettext_lazy("Readiness", "virtio-mem"),
+             _("virtio-mem"), VIRTIO_MEM_VERDICTS,
+             readiness.virtio_mem.state))
+    for name, label, described, verdicts, state in verdicts_of:
         tone, meaning = verdicts.get(state, ('unknown', _("not read")))
         checks.append({'name': name, 'label': label, 'described': described,
                        'state': state, 'tone': tone,
@@ -158,10 +214,11 @@ def readiness_read(readiness: elastic.Readiness) -> str:
 
 
 def readiness_state(size: elastic.InstanceSize) -> str | None:
-    """Balloon / Agent / Hotplug as short labels with a mark each; the
-    tooltip says when the guest was read, what each verdict means,
-    whether it migrated since it booted and the warnings. None (shown as
-    "-") where the extension does not say."""
+    """Balloon / Agent / Hotplug (and virtio-mem) as short labels with
+    a mark each; the tooltip says when the guest was read, what each
+    verdict means, what a virtio-mem device holds, whether it migrated
+    since it booted and the warnings. None (shown as "-") where the
+    extension does not say."""
     readiness = size.readiness
     if readiness is None:
         return None
@@ -170,6 +227,10 @@ def readiness_state(size: elastic.InstanceSize) -> str | None:
     lines.extend(_("%(what)s: %(meaning)s") % {
         'what': check['described'], 'meaning': check['meaning']}
         for check in checks)
+    if readiness.virtio_mem is not None:
+        blocks = virtio_mem_blocks(readiness.virtio_mem)
+        if blocks is not None:
+            lines.append(_("virtio-mem: %s") % blocks)
     if readiness.machine_type:
         lines.append(_("Machine type: %s") % readiness.machine_type)
     lines.append(_("Live-migrated since it started: yes")
@@ -393,8 +454,7 @@ class InstancesTable(tables.DataTable):
     vcpus = tables.Column('current_vcpus', verbose_name=_("vCPUs"),
                           classes=('xloud-current',))
     max_vcpus = tables.Column('max_vcpus', verbose_name=_("Max vCPUs"))
-    memory = tables.Column(lambda size: memory(size.current_memory_mb),
-                           verbose_name=_("Memory"),
+    memory = tables.Column(current_memory, verbose_name=_("Memory"),
                            classes=('xloud-current',))
     max_memory = tables.Column(lambda size: memory(size.max_memory_mb),
                                verbose_name=_("Max Memory"))
@@ -407,7 +467,8 @@ class InstancesTable(tables.DataTable):
         readiness_state, verbose_name=_("Readiness"),
         classes=('xloud-readiness',),
         help_text=_("Whether the guest can take up an adjustment: its "
-                    "balloon driver, its guest agent and vCPU hotplug."))
+                    "balloon driver, its guest agent, vCPU hotplug and, "
+                    "for a virtio-mem guest, its virtio-mem device."))
     adjustable = tables.Column(
         adjustability, verbose_name=_("Adjustable"),
         classes=('xloud-adjustable',),
@@ -480,6 +541,12 @@ class FlavorsTable(tables.DataTable):
         lambda flavor: (memory(flavor.minimum_memory)
                         if flavor.minimum_memory else None),
         verbose_name=_("Minimum RAM"))
+    memory_model = tables.Column(
+        lambda flavor: memory_model_name(flavor.memory_model),
+        verbose_name=_("Memory Method"),
+        help_text=_("How its instances' memory is adjusted live; an "
+                    "instance keeps the method its domain was generated "
+                    "with."))
     public = tables.Column('is_public', verbose_name=_("Public"),
                            filters=(lambda public: _("Yes") if public
                                     else _("No"),))

@@ -176,7 +176,8 @@ class EditMinimumsView(ObjectModalFormView):
     def get_initial(self):
         flavor = self.get_object()
         return {'flavor_id': flavor.id, 'minimum_cpu': flavor.minimum_cpu,
-                'minimum_memory': flavor.minimum_memory}
+                'minimum_memory': flavor.minimum_memory,
+                'memory_model': flavor.memory_model}
 
 
 class ApplyMinimumsView(ObjectModalFormView):
@@ -263,6 +264,9 @@ def guest_context(size: elastic.InstanceSize) -> dict:
         return {'readiness_checks': (), 'dimensions': ()}
     return {
         'readiness_checks': es_tables.readiness_checks(readiness),
+        'virtio_mem_blocks': (
+            None if readiness.virtio_mem is None
+            else es_tables.virtio_mem_blocks(readiness.virtio_mem)),
         'dimensions': [
             {'name': dimension, 'label': label,
              'reason': size.fixed_reason(dimension)}
