@@ -13,6 +13,7 @@ from nova_ext import sizing
 from nova_ext.virt import live
 from tests.nova import compute_base
 from tests.nova import fakelibvirt as elastic_fake
+from tests.realguest.virtio_mem_refusals import REFUSALS, refused
 
 MIB = 1024
 INACTIVE = compute_base.INACTIVE
@@ -147,59 +148,25 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
 
     def test_libvirts_refusals(self) -> None:
         """libvirt 9.0's words, as tests/realguest/test_virtio_mem.py
-        records them from real QEMU."""
+        records them from real QEMU (virtio_mem_refusals)."""
         server = self._boot()
         domain = self._domain(server)
         device = self._device(server)
-        valid = device.update(256 * MIB)
-
-        def refused(xml: str, flags: int = 1) -> tuple[int, str]:
-            with self.assertRaises(
-                    elastic_fake.fakelibvirt.libvirtError) as caught:
-                domain.updateDeviceFlags(xml, flags)
-            return (caught.exception.get_error_code(),
-                    str(caught.exception))
-
-        fake = elastic_fake.fakelibvirt
-        without_address = etree.fromstring(valid)
-        without_address.remove(without_address.find('address'))
-        without_alias = etree.fromstring(valid)
-        without_alias.remove(without_alias.find('alias'))
-        for xml, flags, expected in (
-                (device.update(2048 * MIB + 2048), 1,
-                 (fake.VIR_ERR_XML_DETAIL, 'requested size must be smaller '
-                  'than or equal to @size (2097152KiB)')),
-                (device.update(3 * MIB), 1,
-                 (fake.VIR_ERR_XML_DETAIL, 'requested size must be an '
-                  'integer multiple of block size')),
-                (valid.replace('<node>0</node>', '<node>1</node>'), 1,
-                 (fake.VIR_ERR_XML_DETAIL, "can't add memory backend for "
-                  "guest node '1' as the guest has only '1' NUMA nodes "
-                  "configured")),
-                (etree.tostring(without_address, encoding='unicode'), 1,
-                 (fake.VIR_ERR_CONFIG_UNSUPPORTED, 'unsupported '
-                  "configuration: memory 'virtiomem0' not found")),
-                (etree.tostring(without_address, encoding='unicode'), 2,
-                 (fake.VIR_ERR_INVALID_ARG,
-                  'invalid argument: memory not found')),
-                (etree.tostring(without_alias, encoding='unicode'), 1,
-                 (fake.VIR_ERR_INTERNAL_ERROR, "internal error: unable to "
-                  "execute QEMU command 'qom-set': Device "
-                  "'/machine/peripheral/(null)' not found")),
-                (valid.replace(f'>{2048 * MIB}</size>',
-                               f'>{1024 * MIB}</size>'), 1,
-                 (fake.VIR_ERR_CONFIG_UNSUPPORTED, 'unsupported '
-                  "configuration: cannot modify memory size from "
-                  f"'{2048 * MIB}' to '{1024 * MIB}'"))):
-            with self.subTest(expected=expected[1]):
-                self.assertEqual(expected, refused(xml, flags))
+        for refusal in REFUSALS:
+            with self.subTest(refusal.what):
+                self.assertEqual(
+                    refusal.expected(device),
+                    refused(elastic_fake.fakelibvirt, domain, refusal))
         # Nothing refused changed anything.
         self.assertEqual((0, 0), (self._device(server).requested_kib,
                                   self._device(server).current_kib))
         balloon = etree.tostring(self._domain_xml(server).find(
             './devices/memballoon'), encoding='unicode')
-        self.assertEqual(fake.VIR_ERR_OPERATION_UNSUPPORTED,
-                         refused(balloon)[0])
+        with self.assertRaises(
+                elastic_fake.fakelibvirt.libvirtError) as caught:
+            domain.updateDeviceFlags(balloon, 1)
+        self.assertEqual(elastic_fake.fakelibvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                         caught.exception.get_error_code())
 
     def test_balloon_flavors_are_unchanged(self) -> None:
         balloon = self._create_flavor(
