@@ -776,20 +776,31 @@ def is_extension_offered(request) -> bool:
     return offered
 
 
-def readiness_offered(request) -> bool:
-    """False while the extension refused ``?readiness=true`` recently
-    (older than readiness), per compute endpoint; answered from the
-    session."""
-    refused = request.session.get(_READINESS_REFUSED_SESSION_KEY)
+def _remember_refusal(request, session_key: str) -> None:
+    """Keep in the session that this compute endpoint refused a feature."""
+    request.session[session_key] = {'endpoint': compute_endpoint(request),
+                                    'refused_at': time.time()}
+
+
+def _refused_recently(request, session_key: str) -> bool:
+    """Whether this compute endpoint refused the feature kept under
+    ``session_key`` within EXTENSION_CHECK_TTL; answered from the session,
+    without a call."""
+    refused = request.session.get(session_key)
     if not refused:
-        return True
+        return False
     try:
         endpoint = compute_endpoint(request)
     except horizon_exceptions.ServiceCatalogException:
-        return False
-    return not (refused.get('endpoint') == endpoint and
-                time.time() - refused.get('refused_at', 0)
-                < EXTENSION_CHECK_TTL)
+        return True
+    return (refused.get('endpoint') == endpoint and
+            time.time() - refused.get('refused_at', 0) < EXTENSION_CHECK_TTL)
+
+
+def readiness_offered(request) -> bool:
+    """False while the extension refused ``?readiness=true`` recently
+    (older than readiness), per compute endpoint."""
+    return not _refused_recently(request, _READINESS_REFUSED_SESSION_KEY)
 
 
 def instance_size_list(request, *, marker: str | None = None,
@@ -825,9 +836,7 @@ def instance_size_list(request, *, marker: str | None = None,
             # (a bad marker is refused either way).
             body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
                         params=params)
-            request.session[_READINESS_REFUSED_SESSION_KEY] = {
-                'endpoint': compute_endpoint(request),
-                'refused_at': time.time()}
+            _remember_refusal(request, _READINESS_REFUSED_SESSION_KEY)
     else:
         body = _get(request, EXTENSION_PATH, EXTENSION_MICROVERSION,
                     params=params)
@@ -861,21 +870,9 @@ def instance_sizes_get(request, server_ids: Iterable[str]
 
 
 def audit_offered(request) -> bool:
-    """False while the cloud refused the audit to this user recently.
-
-    Answered from the session, without a call: the table asks it for
-    every row it renders.
-    """
-    refused = request.session.get(_AUDIT_REFUSED_SESSION_KEY)
-    if not refused:
-        return True
-    try:
-        endpoint = compute_endpoint(request)
-    except horizon_exceptions.ServiceCatalogException:
-        return False
-    return not (refused.get('endpoint') == endpoint and
-                time.time() - refused.get('refused_at', 0)
-                < EXTENSION_CHECK_TTL)
+    """False while the cloud refused the audit to this user recently
+    (the table asks it for every row it renders)."""
+    return not _refused_recently(request, _AUDIT_REFUSED_SESSION_KEY)
 
 
 def instance_sync_states(request, server_ids: Iterable[str]
@@ -898,9 +895,7 @@ def instance_sync_states(request, server_ids: Iterable[str]
     except ApiError as exc:
         if exc.status_code not in (403, 404):
             raise
-        request.session[_AUDIT_REFUSED_SESSION_KEY] = {
-            'endpoint': compute_endpoint(request),
-            'refused_at': time.time()}
+        _remember_refusal(request, _AUDIT_REFUSED_SESSION_KEY)
         return None
     report = body['audit']
     findings: dict[str, list[DriftFinding]] = {}
