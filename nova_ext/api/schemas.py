@@ -56,6 +56,12 @@ index_query = {
 
 _nullable_int = {'type': ['integer', 'null']}
 _nullable_str = {'type': ['string', 'null']}
+_nullable_time = {
+    'oneOf': [
+        {'type': 'string', 'format': 'date-time'},
+        {'type': 'null'},
+    ],
+}
 
 size_view = {
     'type': 'object',
@@ -90,12 +96,7 @@ size_view = {
         'boot_vcpus': {'type': 'integer'},
         'boot_memory_mb': {'type': 'integer'},
         'source': {'type': 'string', 'enum': ['live', 'recorded']},
-        'updated_at': {
-            'oneOf': [
-                {'type': 'string', 'format': 'date-time'},
-                {'type': 'null'},
-            ],
-        },
+        'updated_at': _nullable_time,
         'not_adjustable': {
             'type': 'object',
             'properties': {
@@ -154,12 +155,7 @@ guest_view = {
         'online_vcpus': _nullable_int,
         'available_memory_mb': _nullable_int,
         'usable_memory_mb': _nullable_int,
-        'as_of': {
-            'oneOf': [
-                {'type': 'string', 'format': 'date-time'},
-                {'type': 'null'},
-            ],
-        },
+        'as_of': _nullable_time,
     },
     'required': ['agent', 'online_vcpus', 'available_memory_mb',
                  'usable_memory_mb', 'as_of'],
@@ -168,12 +164,6 @@ guest_view = {
 show_view['properties']['guest'] = guest_view
 show_view['required'].append('guest')
 
-_nullable_time = {
-    'oneOf': [
-        {'type': 'string', 'format': 'date-time'},
-        {'type': 'null'},
-    ],
-}
 _per_dimension = {
     'type': 'object',
     'properties': {
