@@ -17,7 +17,9 @@ libvirt sees it, and settles on the confirmed size afterwards.
 
 from __future__ import annotations
 
+import datetime
 import threading
+import time
 
 import oslo_messaging as messaging
 from nova import context as nova_context
@@ -93,6 +95,28 @@ class ElasticSizingEndpoint:
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
         self.cpu_samples = utilisation.CpuTimeSamples()
+        # When this process last changed each guest's memory (seconds
+        # since the epoch, as QEMU stamps the balloon's statistics).
+        self._memory_changed_at: dict[str, float] = {}
+
+    def memory_changed_at(self, instance: objects.Instance) -> float:
+        """When the guest's memory last changed, as far as is known: its
+        start, and this process's last change of it; without one since
+        nova-compute started, the record's last update (any size change,
+        which is more than needed). 0.0 when nothing is known."""
+        keys = [sizing.SYSMETA_STARTED_AT]
+        known = [self._memory_changed_at.get(instance.uuid, 0.0)]
+        if instance.uuid not in self._memory_changed_at:
+            keys.append(sizing.SYSMETA_UPDATED_AT)
+        for key in keys:
+            recorded = sizing.recorded_time(instance, key)
+            if recorded is not None:
+                known.append(timeutils.normalize_time(recorded).replace(
+                    tzinfo=datetime.UTC).timestamp())
+        return max(known)
+
+    def _memory_changed(self, instance: objects.Instance) -> None:
+        self._memory_changed_at[instance.uuid] = time.time()
 
     @messaging.expected_exceptions(AdjustmentRefused)
     def start_adjust(self, context: nova_context.RequestContext,
@@ -284,6 +308,7 @@ class ElasticSizingEndpoint:
                 not sizing.virtio_mem_settling(instance)):
             settled = live.settle_virtio_mem(domain)
             if settled is not None:
+                self._memory_changed(instance)
                 report['changes'].append(_(
                     'Asked the virtio-mem device for what the guest holds, '
                     '%(holds)d MiB (it was asked for %(asked)d MiB, which '
@@ -507,10 +532,14 @@ class ElasticSizingEndpoint:
                 try:
                     live.apply_memory(domain, target_memory, persist=False,
                                       confirm_timeout=(
-                                          CONF.xloud.memory_confirm_timeout))
+                                          CONF.xloud.memory_confirm_timeout),
+                                      stats_after=self.memory_changed_at(
+                                          instance))
                 except live.NotConfirmed:
                     balloon_answered = False
+                    self._memory_changed(instance)
                     raise
+                self._memory_changed(instance)
                 balloon_answered = True
         except live.LiveSizeError as e:
             failure = e

@@ -194,16 +194,19 @@ class VirtioMem:
         return etree.tostring(device, encoding='unicode')
 
 
-def _check_virtio_mem_shrink(domain: libvirt.virDomain,
-                             memory_mb: int) -> None:
+def _check_virtio_mem_shrink(domain: libvirt.virDomain, memory_mb: int,
+                             stats_after: float) -> None:
     """Refuse a virtio-mem shrink into memory the guest uses.
 
     Unlike the balloon, which deflates when the guest runs short
     (Nova's deflate-on-OOM), blocks once unplugged do not come back: a
     guest asked to give up memory it uses migrates its pages into what is
     left and is killed by its own OOM killer, or hangs (doc/realguest.md).
-    What it uses is its RAM less what its balloon driver's statistics
-    call usable; without them the shrink is not made.
+    What it uses is its RAM and plugged blocks less what its balloon
+    driver's statistics call usable, from a sample the guest sent after
+    its memory last changed (``stats_after``, seconds since the epoch as
+    QEMU's ``last_update``): an older one says what was usable at another
+    size. Without such statistics the shrink is not made.
     """
     definition = etree.fromstring(domain.XMLDesc(0))
     plugged = VirtioMem.of(definition)
@@ -219,6 +222,13 @@ def _check_virtio_mem_shrink(domain: libvirt.virDomain,
             f'the guest must say how much of its {holds_mb} MiB it uses '
             f'(its balloon driver\'s statistics, [libvirt] '
             f'mem_stats_period_seconds), and it does not',
+            requested=memory_mb, observed=holds_mb)
+    if int(stats['last_update']) <= stats_after:
+        raise HypervisorRefused(
+            f'memory shrink to {memory_mb} MiB not made yet: the guest\'s '
+            f'statistics predate its last memory change, so they do not say '
+            f'how much of its {holds_mb} MiB it uses; it sends them every '
+            f'{_stats_period(definition)} s: shrink it after that',
             requested=memory_mb, observed=holds_mb)
     used_mb = holds_mb - kib_to_mib(int(stats['usable']))
     least_mb = used_mb + sizing.VIRTIO_MEM_SHRINK_MARGIN_MB
@@ -284,18 +294,21 @@ def apply_vcpus(domain: libvirt.virDomain, vcpus: int,
 
 
 def apply_memory(domain: libvirt.virDomain, memory_mb: int, persist: bool,
-                 *, confirm_timeout: float | None = None) -> int:
+                 *, confirm_timeout: float | None = None,
+                 stats_after: float = 0.0) -> int:
     """Set the memory of a running domain; return what it holds.
 
     Waits up to ``confirm_timeout`` seconds (DEFAULT_CONFIRM_TIMEOUT when
     None) for the guest to reach the target. ``persist`` writes the new
     current memory into the persistent definition afterwards, in a call
     of its own: libvirt's test driver refuses LIVE and CONFIG together
-    for memory.
+    for memory. ``stats_after`` is when the guest's memory last changed
+    (seconds since the epoch): a virtio-mem shrink needs statistics the
+    guest sent since.
     """
     if confirm_timeout is None:
         confirm_timeout = DEFAULT_CONFIRM_TIMEOUT
-    _check_virtio_mem_shrink(domain, memory_mb)
+    _check_virtio_mem_shrink(domain, memory_mb, stats_after)
     try:
         _set_memory(domain, memory_mb, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError as e:
@@ -602,15 +615,13 @@ def read_guest_state(domain: libvirt.virDomain) -> GuestState:
     balloon = definition.find('./devices/memballoon')
     has_balloon = balloon is not None and balloon.get('model') != 'none'
     stats = domain.memoryStats() if has_balloon else {}
-    stats_node = definition.find('./devices/memballoon/stats')
     machine = definition.find('./os/type')
     info = domain.info()
     return GuestState(
         size=read_size(domain),
         guest=_read_guest(domain, definition, stats),
         balloon_device=has_balloon,
-        stats_period=(0 if stats_node is None
-                      else int(stats_node.get('period', 0))),
+        stats_period=_stats_period(definition),
         stats_fresh=_fresh(definition, stats),
         hotpluggable_vcpus=len(definition.findall(
             "./vcpus/vcpu[@hotpluggable='yes']")),
@@ -631,6 +642,12 @@ def virtio_mem_figures(definition: etree._Element) -> dict | None:
             'size_mb': kib_to_mib(device.size_kib)}
 
 
+def _stats_period(definition: etree._Element) -> int:
+    """Seconds between the balloon driver's statistics (0: none)."""
+    stats_node = definition.find('./devices/memballoon/stats')
+    return 0 if stats_node is None else int(stats_node.get('period', 0))
+
+
 def _fresh(definition: etree._Element, stats: dict) -> bool:
     """Whether the balloon driver's statistics are current.
 
@@ -639,8 +656,7 @@ def _fresh(definition: etree._Element, stats: dict) -> bool:
     from a driver that stopped sending (unloaded, a hung guest), or from
     before the period was switched off.
     """
-    stats_node = definition.find('./devices/memballoon/stats')
-    period = 0 if stats_node is None else int(stats_node.get('period', 0))
+    period = _stats_period(definition)
     last_update = int(stats.get('last_update', 0))
     return bool(period and last_update and
                 time.time() - last_update <= 2 * period)

@@ -117,6 +117,21 @@ class ElasticComputeMixin:
             time.sleep(0.05)
         self.fail(f'event {EVENT} of {request_id} did not finish')
 
+    def _wait_for_statistics(self, server_id: str,
+                             timeout: float = 10.0) -> None:
+        """Until the guest's balloon driver has sent statistics since now:
+        QEMU asks for them once a period ([libvirt]
+        mem_stats_period_seconds, which a test that waits sets short)."""
+        host = self._instance(server_id).host
+        domain = self._connection(host).lookupByUUIDString(server_id)
+        since = time.time()
+        deadline = since + timeout
+        while domain.memoryStats().get('last_update', 0) <= since:
+            if time.time() > deadline:
+                self.fail(f'no balloon statistics from {server_id} within '
+                          f'{timeout} s')
+            time.sleep(0.1)
+
     def _placement_size(self, server_id: str) -> tuple[int, int]:
         """VCPU and MEMORY_MB the server holds on its compute node."""
         allocations = self._get_allocations_by_server_uuid(server_id)

@@ -671,9 +671,11 @@ class ElasticDomain(fakelibvirt.Domain):
         QEMU has no value for): the balloon's ``actual`` size and the
         guest's statistics as its balloon driver last sent them, with
         ``last_update`` the time QEMU got them (0: never). They flow while
-        a period is set and the driver runs; otherwise they stay as last
-        sent (tests/realguest compares with QEMU). ``rss``, a host
-        figure, is left out."""
+        a period is set and the driver runs, once a period: QEMU asks the
+        driver for them on a timer of that period and keeps the answer,
+        so what they say may predate the guest's last change of size;
+        otherwise they stay as last sent (tests/realguest compares with
+        QEMU). ``rss``, a host figure, is left out."""
         if self._live is None or not self.isActive():
             raise _error('Requested operation is not valid: domain is not '
                          'running', fakelibvirt.VIR_ERR_OPERATION_INVALID,
@@ -682,10 +684,14 @@ class ElasticDomain(fakelibvirt.Domain):
             return {}
         actual = self._live_memory()
         behaviour = self.behaviour
-        if (self._live['stats_period'] and behaviour.balloon_driver
-                and behaviour.memory_stats):
-            total = (self._def['memory'] if self._def['autodeflate']
-                     else actual)
+        period = self._live['stats_period']
+        last_update = self._live['guest_stats']['last_update']
+        if (period and behaviour.balloon_driver and behaviour.memory_stats
+                and time.time() - last_update >= period):
+            # A virtio-mem guest's balloon holds nothing back: it sees its
+            # RAM and plugged blocks.
+            total = (self._def['memory'] if self._def['autodeflate'] and
+                     not self._def['virtio_mem'] else actual)
             available = max(total - behaviour.kernel_reserved_kib, 0)
             usable = max(actual - behaviour.kernel_reserved_kib -
                          behaviour.memory_in_use_kib, 0)

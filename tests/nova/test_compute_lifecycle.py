@@ -143,6 +143,10 @@ class LifecycleTestBase(compute_base.ElasticAPIComputeTestBase):
                         'request_id']
             for server_id, request_id in requests.items():
                 self._wait_for_adjustment(server_id, request_id)
+            self._adjusted(list(requests))
+
+    def _adjusted(self, server_ids: list[str]) -> None:
+        """Between two rounds of adjustments: nothing to wait for here."""
 
     def _assert_variants(self, servers: dict[Variant, str], operation: str,
                          live, boot=None, providers=None) -> None:

@@ -24,6 +24,8 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
     def setUp(self) -> None:
         super().setUp()
         self.flags(memory_confirm_timeout=0.5, group='xloud')
+        # A shrink waits for statistics sent after the last change.
+        self.flags(mem_stats_period_seconds=1, group='libvirt')
         self.start_compute('compute1')
         # 2-4 vCPUs; 2048 MiB of RAM, up to 2048 more through the device.
         self.flavor = self._create_flavor(
@@ -76,6 +78,7 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
                           'record': (4096, 4096), 'placement': 4096},
                          self._sizes(server))
 
+        self._wait_for_statistics(server['id'])
         self._adjust_through_api(server['id'], memory_mb=2048)
         self.assertEqual((0, 0), (self._device(server).requested_kib,
                                   self._device(server).current_kib))
@@ -87,6 +90,7 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
         server = self._boot(virtio_mem_busy_kib=512 * MIB)
         self._adjust_through_api(server['id'], memory_mb=4096,
                                  persist=False)
+        self._wait_for_statistics(server['id'])
         event = self._adjust_through_api(server['id'], memory_mb=2048,
                                          persist=False, result='Error')
         self.assertIn('memory change to 2048 MiB not confirmed, the guest '
@@ -120,6 +124,7 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
         # 3000 MiB in use: 3128 is the least it can be shrunk to.
         behaviour.memory_in_use_kib = 3000 * MIB - (
             behaviour.kernel_reserved_kib)
+        self._wait_for_statistics(server['id'])
         event = self._adjust_through_api(server['id'], memory_mb=2048,
                                          persist=False, result='Error')
         self.assertIn('the guest uses 3000 MiB of its 4096 MiB', event[
@@ -138,6 +143,26 @@ class VirtioMemTest(compute_base.ElasticAPIComputeTestBase):
         self.assertIn('must say how much of its 3128 MiB it uses',
                       event['details'])
         self.assertEqual(3128, self._sizes(server)['domain'])
+
+    def test_no_shrink_on_statistics_from_before_the_last_change(
+            self) -> None:
+        """QEMU keeps the balloon driver's last statistics for a period:
+        right after a grow they still say what was usable at the old
+        size, and what the guest holds less that would count the blocks
+        just plugged as used."""
+        self.flags(mem_stats_period_seconds=30, group='libvirt')
+        server = self._boot()
+        # Its first statistics, at 2048 MiB.
+        self._domain(server).memoryStats()
+        self._adjust_through_api(server['id'], memory_mb=4096,
+                                 persist=False)
+        event = self._adjust_through_api(server['id'], memory_mb=2048,
+                                         persist=False, result='Error')
+        self.assertIn('memory shrink to 2048 MiB not made yet: the guest\'s '
+                      'statistics predate its last memory change',
+                      event['details'])
+        self.assertIn('every 30 s', event['details'])
+        self.assertEqual(4096, self._sizes(server)['domain'])
 
     def test_half_a_block_is_refused_by_the_api(self) -> None:
         server = self._boot()

@@ -37,6 +37,8 @@ class ReadinessTest(compute_base.ElasticAPIComputeTestBase):
 
     def setUp(self) -> None:
         super().setUp()
+        # The guests' balloon statistics, once a second.
+        self.flags(mem_stats_period_seconds=1, group='libvirt')
         self.host = self.start_compute('compute1')
         # 2-4 vCPUs, 2048-4096 MiB.
         self.flavor = self._create_elastic_flavor()
@@ -169,6 +171,7 @@ class ReadinessTest(compute_base.ElasticAPIComputeTestBase):
             self._connection('compute1'), server['id'])
         behaviour.memory_in_use_kib = 3072 * MIB - (
             behaviour.kernel_reserved_kib)
+        self._wait_for_statistics(server['id'])
 
         shown = self._show(server['id'])
         self.assertEqual({'busy': 1.5, 'current': 2, 'window_seconds': 60},

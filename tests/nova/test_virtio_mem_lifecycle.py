@@ -94,6 +94,16 @@ class VirtioMemLifecycleMixin:
     """Virtio-mem flavors, and the layout and audit checks, for the
     lifecycle tests."""
 
+    def setUp(self) -> None:
+        super().setUp()
+        # A shrink waits for statistics sent after the last change: once
+        # a second, for the guests booted from now on.
+        self.flags(mem_stats_period_seconds=1, group='libvirt')
+
+    def _adjusted(self, server_ids: list[str]) -> None:
+        for server_id in server_ids:
+            self._wait_for_statistics(server_id)
+
     def _create_elastic_flavor(
             self, vcpus: int = 4, memory_mb: int = 4096,
             minimum_cpu: int = 2, minimum_memory: int = 2048,
