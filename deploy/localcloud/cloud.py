@@ -243,7 +243,9 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
         uploads = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="images")
         guest_images = uploads.submit(
-            seed.upload_guest_images, seed.admin_connection(lay), say)
+            seed.upload_guest_images, seed.admin_connection(lay), say,
+            kinds=(seed.QEMU_GUEST_KINDS if lay.hypervisor == "qemu"
+                   else seed.GUEST_KINDS))
         uploads.shutdown(wait=False)
 
         if lay.hypervisor == "qemu":

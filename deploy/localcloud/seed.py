@@ -4,7 +4,9 @@ The guest images first (:func:`upload_guest_images`, also for a cloud that
 is not seeded otherwise): the tiny Linux guest of ``guestimage``, a Debian
 kernel and a busybox initramfs, with the balloon driver and the QEMU guest
 agent, without the balloon driver, and without the agent, each as a
-kernel, a ramdisk and a blank root disk that boots them.
+kernel, a ramdisk and a blank root disk that boots them; a cloud on a
+real hypervisor can also hold the guest that loads virtio-mem's driver
+(:data:`QEMU_GUEST_KINDS`).
 Then two projects with a member user, flavors with and without elastic
 minimums, and about twenty instances spread by the scheduler over both
 compute hosts: most running, some stopped, some locked, one in error.
@@ -172,6 +174,9 @@ class GuestKind:
     # A fixed id for its root disk image, where the fake hypervisor knows
     # the guest by it (hypervisor.GUEST_IMAGES).
     image_id: str | None = None
+    # Its initramfs also loads virtio_mem and its kernel onlines hot-added
+    # memory movable (guestimage.VIRTIO_MEM_CMDLINE).
+    virtio_mem: bool = False
 
     @property
     def kernel_name(self) -> str:
@@ -184,7 +189,21 @@ class GuestKind:
     @property
     def init_version(self) -> str:
         return guestimage.init_version(self.balloon_driver, self.guest_agent,
-                                       self.onlines_vcpus)
+                                       self.onlines_vcpus, self.virtio_mem)
+
+    @property
+    def initramfs_options(self) -> dict[str, bool]:
+        """What :func:`guestimage.build_initramfs` is asked for, besides
+        the balloon driver."""
+        return {"guest_agent": self.guest_agent,
+                "onlines_cpus": self.onlines_vcpus,
+                "virtio_mem": self.virtio_mem}
+
+    @property
+    def command_line(self) -> str:
+        """The kernel command line its root disk boots with."""
+        return (guestimage.VIRTIO_MEM_CMDLINE if self.virtio_mem
+                else guestimage.KERNEL_CMDLINE)
 
     @property
     def root_properties(self) -> dict[str, str]:
@@ -208,6 +227,17 @@ GUEST_KINDS = (
       for image_id, (name, behaviour) in hypervisor.GUEST_IMAGES.items()),
     GuestKind(GUEST_IMAGE, balloon_driver=True),
 )
+# The default guest with virtio-mem's driver as well, for flavors with
+# xloud:memory_model=virtio-mem.  QEMU plugs the memory; the fake
+# hypervisor has no virtio-mem device, so only a cloud on a real
+# hypervisor gets it.  It is uploaded before the default guest, which
+# stays the newest image.
+VIRTIO_MEM_GUEST_IMAGE = "localcloud-guest-virtio-mem"
+QEMU_GUEST_KINDS = (
+    *GUEST_KINDS[:-1],
+    GuestKind(VIRTIO_MEM_GUEST_IMAGE, balloon_driver=True, virtio_mem=True),
+    GUEST_KINDS[-1],
+)
 # Property of a ramdisk image: the guestimage.init_version it was built as.
 INIT_VERSION = "xloud_guest_init"
 # The guest runs from its initramfs and never mounts its root disk.
@@ -219,8 +249,10 @@ def _active(image) -> bool:
 
 
 def upload_guest_images(conn: openstack.connection.Connection, say: Say,
-                        cache_dir: Path = guestimage.CACHE_DIR) -> None:
-    """Put :data:`GUEST_KINDS` into Glance, public, unless already there.
+                        cache_dir: Path = guestimage.CACHE_DIR,
+                        kinds: tuple[GuestKind, ...] = GUEST_KINDS) -> None:
+    """Put ``kinds`` into Glance, public, unless already there, in their
+    order (the last is the newest image).
 
     The kernel is downloaded from Debian once into ``cache_dir``; the
     initramfs is built only for an image that is missing.  A root disk
@@ -228,7 +260,7 @@ def upload_guest_images(conn: openstack.connection.Connection, say: Say,
     (``hw_qemu_guest_agent``), without an upload.
     """
     images = {image.name: image for image in conn.image.images()}
-    wanted = [name for kind in GUEST_KINDS
+    wanted = [name for kind in kinds
               for name in (kind.kernel_name, kind.ramdisk_name, kind.name)]
     for name in wanted:
         if name in images and not _active(images[name]):
@@ -237,21 +269,21 @@ def upload_guest_images(conn: openstack.connection.Connection, say: Say,
                 f"not active: an upload was cut short. Delete it (openstack "
                 f"image delete {images[name].id}) or start with --wipe.")
     stale = {}
-    for kind in GUEST_KINDS:
+    for kind in kinds:
         ramdisk = images.get(kind.ramdisk_name)
         if ramdisk is not None and (ramdisk.properties or {}).get(
                 INIT_VERSION) != kind.init_version:
             # Built by an older guestimage: its guest behaves otherwise.
             stale[kind.ramdisk_name] = images.pop(kind.ramdisk_name)
     if all(name in images for name in wanted):
-        for kind in GUEST_KINDS:
+        for kind in kinds:
             _update_root(conn, say, kind, images[kind.name], {})
         say("seed: guest images already in Glance: "
-            + ", ".join(kind.name for kind in GUEST_KINDS))
+            + ", ".join(kind.name for kind in kinds))
         return
 
     try:
-        _build_and_upload(conn, say, images, cache_dir)
+        _build_and_upload(conn, say, images, cache_dir, kinds)
     except guestimage.GuestImageUnavailable as exc:
         raise SeedError(f"the guest images cannot be built: {exc}") from None
     for name, image in stale.items():
@@ -260,31 +292,31 @@ def upload_guest_images(conn: openstack.connection.Connection, say: Say,
 
 
 def _build_and_upload(conn: openstack.connection.Connection, say: Say,
-                      images: dict, cache_dir: Path) -> None:
+                      images: dict, cache_dir: Path,
+                      kinds: tuple[GuestKind, ...]) -> None:
     kernel = guestimage.fetch_kernel(
         cache_dir, progress=lambda line: say(f"seed: {line}"))
     with tempfile.TemporaryDirectory(prefix="localcloud-guest-") as tmp:
         root_disk = Path(tmp) / "root.raw"
         with root_disk.open("wb") as disk:
             disk.truncate(ROOT_DISK_MIB * 1024 * 1024)
-        for kind in GUEST_KINDS:
+        for kind in kinds:
             kernel_image = images.get(kind.kernel_name) or _upload(
                 conn, say, kind.kernel_name, kernel.vmlinuz, "aki")
             ramdisk_image = images.get(kind.ramdisk_name)
             if ramdisk_image is None:
                 guest = guestimage.build_initramfs(
                     kernel, Path(tmp) / f"{kind.name}.initrd",
-                    kind.balloon_driver, guest_agent=kind.guest_agent,
-                    onlines_cpus=kind.onlines_vcpus)
+                    kind.balloon_driver, **kind.initramfs_options)
                 ramdisk_image = _upload(
                     conn, say, kind.ramdisk_name, guest.initrd, "ari",
                     **{INIT_VERSION: kind.init_version})
             boots = {"kernel_id": kernel_image.id,
                      "ramdisk_id": ramdisk_image.id,
-                     "os_command_line": guestimage.KERNEL_CMDLINE}
+                     "os_command_line": kind.command_line}
             root = images.get(kind.name)
             if root is None:
-                if kind is GUEST_KINDS[-1]:
+                if kind is kinds[-1]:
                     # Glance may keep creation times to the second: a
                     # second apart, this image is the newest.
                     time.sleep(1)

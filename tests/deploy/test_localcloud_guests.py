@@ -82,7 +82,7 @@ def builds(monkeypatch, tmp_path):
     made = []
 
     def build_initramfs(kernel, target, balloon_driver, guest_agent=False,
-                        onlines_cpus=True):
+                        onlines_cpus=True, virtio_mem=False):
         made.append((target.stem, balloon_driver, guest_agent, onlines_cpus))
         target.write_bytes(b'070701')
         return guestimage.GuestImage(kernel.vmlinuz, target, 'cmdline',
@@ -134,6 +134,24 @@ def test_the_default_guest_runs_the_agent_and_the_new_kind_does_not():
         True, guest_agent=False)
     assert default.init_version == guestimage.init_version(
         True, guest_agent=True)
+
+
+def test_a_real_hypervisor_cloud_also_gets_the_virtio_mem_guest():
+    kinds = seed.QEMU_GUEST_KINDS
+    assert kinds[-1] == seed.GUEST_KINDS[-1]
+    assert set(kinds) - set(seed.GUEST_KINDS) == {
+        kind_of_kinds(kinds, seed.VIRTIO_MEM_GUEST_IMAGE)}
+    virtio_mem = kind_of_kinds(kinds, seed.VIRTIO_MEM_GUEST_IMAGE)
+    assert virtio_mem.command_line == guestimage.VIRTIO_MEM_CMDLINE
+    assert virtio_mem.initramfs_options == {
+        'guest_agent': True, 'onlines_cpus': True, 'virtio_mem': True}
+    assert seed.GUEST_KINDS[-1].command_line == guestimage.KERNEL_CMDLINE
+    assert len({kind.init_version for kind in kinds}) == len(kinds)
+
+
+def kind_of_kinds(kinds, name: str) -> seed.GuestKind:
+    [kind] = [kind for kind in kinds if kind.name == name]
+    return kind
 
 
 def test_a_fresh_glance_gets_the_agent_property_where_the_guest_runs_it(

@@ -86,15 +86,28 @@ def mariadb_cloud(elastic_driver) -> dict:
         yield info
 
 
-@contextlib.contextmanager
-def _launched(name: str, mode: str, timeout: float, *options: str):
-    """``deploy.localcloud up --wipe`` on free ports in ``var/<name>``.
+class CloudStartError(RuntimeError):
+    """The local cloud did not come up."""
 
-    Yields the run file once the cloud is up; stops it with SIGINT (and, in
-    the MariaDB mode, drops its databases) at the end.
+
+def _launched(name: str, mode: str, timeout: float, *options: str):
+    """:func:`launched_cloud` in ``var/<name>``, its log in
+    ``artifacts/<name>.log``."""
+    return launched_cloud(REPO / "var" / name,
+                          REPO / "artifacts" / f"{name}.log", mode, timeout,
+                          *options)
+
+
+@contextlib.contextmanager
+def launched_cloud(state: Path, log_path: Path, mode: str, timeout: float,
+                   *options: str):
+    """``deploy.localcloud up --wipe`` on free ports in ``state``.
+
+    Yields the run file once the cloud is up (CloudStartError if it is not
+    within ``timeout`` seconds); stops it with SIGINT (and, in the
+    MariaDB mode, drops its databases) at the end, also on an error or
+    Ctrl-C.  Outside pytest too: the benchmarks start their clouds with it.
     """
-    state = REPO / "var" / name
-    log_path = REPO / "artifacts" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "deploy.localcloud", "up", "--wipe",
             "--mode", mode, "--state-dir", str(state), *options]
@@ -102,18 +115,22 @@ def _launched(name: str, mode: str, timeout: float, *options: str):
         argv += [f"--{port_name}-port", str(layout.free_port())]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # A session of its own: Ctrl-C reaches it once, from the finally
+    # below.  The terminal's SIGINT as well would come while it stops,
+    # and a second one interrupts its shutdown (libvirtd and QEMU left).
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO, env=env)
+                                cwd=REPO, env=env, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while (info := _running_cloud(state)) is None:
             if proc.poll() is not None:
-                pytest.fail("the local cloud failed to start; see "
-                            f"{log_path}:\n{log_path.read_text()[-3000:]}")
+                raise CloudStartError(
+                    f"the local cloud failed to start; see {log_path}:\n"
+                    f"{log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"the local cloud was not up after "
-                            f"{timeout} s; see {log_path}")
+                raise CloudStartError(f"the local cloud was not up after "
+                                      f"{timeout} s; see {log_path}")
             time.sleep(2)
         yield info
     finally:
