@@ -1,4 +1,5 @@
-"""Configuration options of the elastic sizing extension (``[xloud]``).
+"""Configuration options of the elastic sizing extension (``[xloud]``,
+and its autopilot's ``[xloud_autopilot]``).
 
 Registered on Nova's own ``CONF`` when a module that reads them is
 imported; listed for ``oslo-config-generator --namespace xloud`` through
@@ -92,10 +93,108 @@ OPTS = [
              'its domains or heal an instance.'),
 ]
 
+AUTOPILOT_GROUP = cfg.OptGroup(
+    'xloud_autopilot', title='Elastic sizing autopilot',
+    help='Automatic vCPU and memory sizing of instances within their '
+         'flavor\'s minimum and maximum, from the guest\'s own balloon '
+         'statistics and CPU time (doc/autopilot.md).')
+
+AUTOPILOT_OPTS = [
+    cfg.StrOpt(
+        'mode', default='off',
+        choices=[
+            ('off', 'Nothing is decided.'),
+            ('recommend', 'The size the autopilot would choose is computed '
+                          'and shown; nothing is changed.'),
+            ('on', 'The instances that opted in are adjusted.'),
+        ],
+        help='The autopilot\'s global switch.'),
+    cfg.IntOpt(
+        'interval', default=60, min=10, max=3600,
+        help='Seconds between two runs of the autopilot on a compute '
+             'host; each run takes one sample of every guest. A guest '
+             'whose newest sample is older than two intervals is not '
+             'changed.'),
+    cfg.IntOpt(
+        'min_samples', default=3, min=2, max=100,
+        help='The fewest samples of a guest at its current size the '
+             'autopilot needs before it changes that size.'),
+    cfg.IntOpt(
+        'max_samples', default=64, min=2, max=1000,
+        help='The most samples kept per guest (the oldest are dropped). '
+             'Must be at least min_samples and should cover shrink_after '
+             'at one sample per interval.'),
+    cfg.IntOpt(
+        'window_seconds', default=1800, min=60, max=86400,
+        help='Seconds of samples kept per guest. Must be at least '
+             'shrink_after.'),
+    cfg.IntOpt(
+        'memory_low_percent', default=15, min=1, max=89,
+        help='Memory grows when the share of it the guest reports usable '
+             '(balloon statistics, its MemAvailable) stays below this '
+             'for grow_after seconds. Must be below memory_high_percent.'),
+    cfg.IntOpt(
+        'memory_high_percent', default=40, min=2, max=90,
+        help='Memory shrinks when the share of it the guest reports '
+             'usable stays above this for shrink_after seconds. Grows and '
+             'shrinks aim at the middle of the low and high percents.'),
+    cfg.FloatOpt(
+        'major_faults_per_second', default=100.0, min=0.0, max=1000000.0,
+        help='Memory also grows when the guest takes more major page '
+             'faults per second than this (balloon statistics), for '
+             'grow_after seconds. 0 ignores them.'),
+    cfg.FloatOpt(
+        'swap_in_kib_per_second', default=1024.0, min=0.0,
+        max=10000000.0,
+        help='Memory also grows when the guest swaps in more KiB per '
+             'second than this (balloon statistics), for grow_after '
+             'seconds. 0 ignores it.'),
+    cfg.IntOpt(
+        'memory_min_step_mb', default=256, min=128, max=1048576,
+        help='The least memory, in MiB, one change adds or takes away; a '
+             'multiple of 128. A shrink that would free less is not '
+             'made.'),
+    cfg.IntOpt(
+        'vcpu_low_percent', default=30, min=1, max=99,
+        help='vCPUs shrink (by one step, the threads per core) when the '
+             'share of them the guest keeps busy stays below this for '
+             'shrink_after seconds. Must be below vcpu_high_percent.'),
+    cfg.IntOpt(
+        'vcpu_high_percent', default=80, min=2, max=100,
+        help='vCPUs grow (by one step, the threads per core) when the '
+             'share of them the guest keeps busy stays above this for '
+             'grow_after seconds. A shrink that would leave them busier '
+             'than the middle of the low and high percents is not made.'),
+    cfg.IntOpt(
+        'grow_after', default=180, min=0, max=86400,
+        help='Seconds a guest\'s pressure must last before it is grown.'),
+    cfg.IntOpt(
+        'shrink_after', default=900, min=0, max=86400,
+        help='Seconds a guest must stay idle before it is shrunk (only '
+             'grow_after on a host short of memory). Must be at least '
+             'grow_after.'),
+    cfg.IntOpt(
+        'cooldown', default=300, min=0, max=86400,
+        help='Seconds after any change of one of an instance\'s vCPUs or '
+             'memory during which that dimension is not changed again.'),
+    cfg.IntOpt(
+        'reverse_cooldown', default=1800, min=0, max=86400,
+        help='Seconds after a grow during which that dimension is not '
+             'shrunk. Must be at least cooldown.'),
+    cfg.IntOpt(
+        'host_memory_reserve_percent', default=10, min=0, max=90,
+        help='The share of the compute host\'s memory the autopilot keeps '
+             'free. Below it the host is short of memory: idle guests are '
+             'shrunk first (after grow_after rather than shrink_after), '
+             'and no grow takes the host below it.'),
+]
+
 CONF = cfg.CONF
 CONF.register_group(GROUP)
 CONF.register_opts(OPTS, group=GROUP)
+CONF.register_group(AUTOPILOT_GROUP)
+CONF.register_opts(AUTOPILOT_OPTS, group=AUTOPILOT_GROUP)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
-    return [(GROUP, OPTS)]
+    return [(GROUP, OPTS), (AUTOPILOT_GROUP, AUTOPILOT_OPTS)]

@@ -46,8 +46,7 @@ VIRTIO_MEM_STATES = (VIRTIO_MEM_PLUGGED, VIRTIO_MEM_IDLE,
                      VIRTIO_MEM_PLUGGING, VIRTIO_MEM_NOT_PLUGGING,
                      VIRTIO_MEM_UNPLUGGING, UNKNOWN)
 
-# A recommended memory size is a multiple of this many MiB.
-MEMORY_STEP_MB = 128
+MEMORY_STEP_MB = sizing.MEMORY_STEP_MB
 
 ADJUSTABLE_STATES = (vm_states.ACTIVE, vm_states.STOPPED)
 

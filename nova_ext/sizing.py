@@ -60,6 +60,9 @@ VIRTIO_MEM_BLOCK_MB = 2
 # What a virtio-mem shrink leaves the guest above what it uses: one of
 # Linux's x86-64 memory blocks (blocks once unplugged do not come back).
 VIRTIO_MEM_SHRINK_MARGIN_MB = 128
+# Recommended and automatic memory sizes are multiples of this: a Linux
+# memory block, and a whole number of virtio-mem blocks.
+MEMORY_STEP_MB = 128
 
 SYSMETA_FLAVOR = 'xloud_flavorid'
 SYSMETA_BOOT_VCPUS = 'xloud_boot_vcpus'

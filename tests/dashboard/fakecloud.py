@@ -91,7 +91,7 @@ UTILISATION_WINDOW_SECONDS = _DEFAULTS['utilisation_window_seconds']
 RECOMMEND_MEMORY_HEADROOM_PERCENT = _DEFAULTS[
     'recommend_memory_headroom_percent']
 RECOMMEND_SPARE_VCPUS = _DEFAULTS['recommend_spare_vcpus']
-RECOMMEND_MEMORY_STEP_MB = 128
+RECOMMEND_MEMORY_STEP_MB = sizing.MEMORY_STEP_MB
 # What ``readiness`` takes (nova_ext.api.schemas.index_query).
 READINESS_VALUES = ('true', 'false', 'True', 'False', '1', '0')
 # What the guest's kernel keeps of its memory (MemTotal below the
