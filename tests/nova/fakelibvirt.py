@@ -682,28 +682,33 @@ class ElasticDomain(fakelibvirt.Domain):
                          fakelibvirt.VIR_FROM_QEMU)
         if not self._def['balloon']:
             return {}
-        actual = self._live_memory()
-        behaviour = self.behaviour
         period = self._live['stats_period']
-        last_update = self._live['guest_stats']['last_update']
-        if (period and behaviour.balloon_driver and behaviour.memory_stats
-                and time.time() - last_update >= period):
-            # A virtio-mem guest's balloon holds nothing back: it sees its
-            # RAM and plugged blocks.
-            total = (self._def['memory'] if self._def['autodeflate'] and
-                     not self._def['virtio_mem'] else actual)
-            available = max(total - behaviour.kernel_reserved_kib, 0)
-            usable = max(actual - behaviour.kernel_reserved_kib -
-                         behaviour.memory_in_use_kib, 0)
-            disk_caches = usable // 4
-            self._live['guest_stats'] = {
-                'swap_in': 0, 'swap_out': 0, 'major_fault': 0,
-                'minor_fault': 0, 'unused': usable - disk_caches,
-                'available': available, 'usable': usable,
-                'last_update': int(time.time()),
-                'disk_caches': disk_caches, 'hugetlb_pgalloc': 0,
-                'hugetlb_pgfail': 0}
-        return {'actual': actual, **self._live['guest_stats']}
+        if period and time.time() - self._live['guest_stats'][
+                'last_update'] >= period:
+            self._guest_sends_statistics()
+        return {'actual': self._live_memory(), **self._live['guest_stats']}
+
+    def _guest_sends_statistics(self) -> None:
+        """The balloon driver answers QEMU's request, if it runs."""
+        behaviour = self.behaviour
+        if not (behaviour.balloon_driver and behaviour.memory_stats):
+            return
+        actual = self._live_memory()
+        # A virtio-mem guest's balloon holds nothing back: it sees its RAM
+        # and plugged blocks.
+        total = (self._def['memory'] if self._def['autodeflate'] and
+                 not self._def['virtio_mem'] else actual)
+        available = max(total - behaviour.kernel_reserved_kib, 0)
+        usable = max(actual - behaviour.kernel_reserved_kib -
+                     behaviour.memory_in_use_kib, 0)
+        disk_caches = usable // 4
+        self._live['guest_stats'] = {
+            'swap_in': 0, 'swap_out': 0, 'major_fault': 0,
+            'minor_fault': 0, 'unused': usable - disk_caches,
+            'available': available, 'usable': usable,
+            'last_update': int(time.time()),
+            'disk_caches': disk_caches, 'hugetlb_pgalloc': 0,
+            'hugetlb_pgfail': 0}
 
     def setMemoryStatsPeriod(self, period, flags=0):
         if period < 0:
@@ -716,7 +721,12 @@ class ElasticDomain(fakelibvirt.Domain):
                          fakelibvirt.VIR_ERR_INTERNAL_ERROR,
                          fakelibvirt.VIR_FROM_QEMU)
         if live:
+            was = self._live['stats_period']
             self._live['stats_period'] = period
+            if period and not was:
+                # QEMU's polling timer fires at once when collection is
+                # switched on (balloon_stats_set_poll_interval).
+                self._guest_sends_statistics()
         if config:
             self._def['stats_period'] = period
         return 0
