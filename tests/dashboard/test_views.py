@@ -610,6 +610,26 @@ class PlanTests(ElasticSizingTestCase):
         self.assertIn('1 vCPUs is outside its limits 2 to 8', plan.refused)
         self.assertTrue(plan.unchanged)
 
+    def test_virtio_mem_whole_blocks_only(self):
+        flavor = dataclasses.replace(
+            self.large.flavor, memory_model=elastic.MEMORY_MODEL_VIRTIO_MEM)
+        virtio_mem = dataclasses.replace(self.large, flavor=flavor)
+        for size, change, refused in (
+                (virtio_mem, {'mode': 'absolute', 'memory_mb': 6001}, True),
+                (virtio_mem, {'mode': 'relative', 'memory_mb': 1}, True),
+                (virtio_mem, {'mode': 'absolute', 'memory_mb': 6002}, False),
+                (self.large, {'mode': 'absolute', 'memory_mb': 6001}, False)):
+            with self.subTest(model=size.flavor.memory_model, **change):
+                plan = self.plan(size, vcpus=None, **change)
+                self.assertEqual(refused, plan.refused is not None)
+        plan = self.plan(virtio_mem, mode='absolute', vcpus=3,
+                         memory_mb=6001)
+        self.assertEqual(
+            f'{self.large.name}: current_memory_mb 6001 is not a multiple of '
+            '2 MiB: the server\'s flavor plugs memory in blocks of 2 MiB '
+            '(xloud:memory_model=virtio-mem).', plan.refused)
+        self.assertTrue(plan.unchanged)
+
 
 class BulkAdjustTests(ElasticSizingTestCase):
     def post(self, ids, **data):

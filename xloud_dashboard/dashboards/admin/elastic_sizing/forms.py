@@ -261,6 +261,13 @@ def plan_adjustment(size: elastic.InstanceSize, *, mode: str,
                             size.current_memory_mb, refused=str(reason))
             clamped = True
         held[key] = inside
+    blocks = (None if held['memory_mb'] is None
+              else memory_blocks_refusal(size, held['memory_mb']))
+    if blocks is not None:
+        # The API would refuse it in the same words; no request is sent.
+        return Plan(size, size.current_vcpus, size.current_memory_mb,
+                    refused=str(_("%(name)s: %(reason)s") % {
+                        'name': size.name, 'reason': blocks}))
     return Plan(size, held['vcpus'], held['memory_mb'], clamped=clamped)
 
 
