@@ -242,7 +242,7 @@ def _adjust_action_is_new(newest_action) -> bool:
     stuck.
     """
     return (newest_action is not None and
-            newest_action.action == sizing.ACTION and
+            newest_action.action in sizing.ADJUST_ACTIONS and
             newest_action.start_time is not None and
             not timeutils.is_older_than(newest_action.start_time,
                                         CONF.xloud.accept_timeout))
@@ -261,7 +261,7 @@ def skip_reason(instance: objects.Instance, domain: dict, *,
         return _('an adjustment is running on %s') % instance.host
     adjusting = (instance.task_state == sizing.ADJUSTING_TASK_STATE and
                  newest_action is not None and
-                 newest_action.action == sizing.ACTION)
+                 newest_action.action in sizing.ADJUST_ACTIONS)
     if instance.task_state is not None and not adjusting:
         return _('busy (task_state %s)') % instance.task_state
     status = (instance.system_metadata or {}).get(sizing.SYSMETA_STATUS)
@@ -293,7 +293,7 @@ def findings(instance: objects.Instance, domain: dict, allocation, *,
     status = (instance.system_metadata or {}).get(sizing.SYSMETA_STATUS)
     in_task = (instance.task_state == sizing.ADJUSTING_TASK_STATE and
                newest_action is not None and
-               newest_action.action == sizing.ACTION)
+               newest_action.action in sizing.ADJUST_ACTIONS)
     if not domain.get('adjusting') and (
             status == sizing.STATUS_ADJUSTING or in_task):
         request_id = (size.request_id if status == sizing.STATUS_ADJUSTING

@@ -29,10 +29,10 @@ HOLD = 'hold'
 SKIPPED = 'skipped'
 DIRECTIONS = (GROW, SHRINK)
 
-MODE_OFF = 'off'
-MODE_RECOMMEND = 'recommend'
-MODE_ON = 'on'
-MODES = (MODE_OFF, MODE_RECOMMEND, MODE_ON)
+MODE_OFF = sizing.AUTOPILOT_OFF
+MODE_RECOMMEND = sizing.AUTOPILOT_RECOMMEND
+MODE_ON = sizing.AUTOPILOT_ON
+MODES = sizing.AUTOPILOT_MODES
 
 MEMORY_STEP_MB = sizing.MEMORY_STEP_MB
 # What a shrink leaves the guest at least above what it uses (one Linux
@@ -478,15 +478,17 @@ def _decide(history: GuestHistory, bounds: Bounds, params: Params,
     if now - newest.at > 2 * params.interval:
         return hold(_('No sample for %(age)s (the newest is older than two '
                       'intervals).') % {'age': _duration(now - newest.at)})
-    # A size changed by anyone resets what the signals say about it.
-    start = len(samples)
-    while start > 0 and samples[start - 1].size(dimension) == current:
-        start -= 1
-    same = samples[start:]
+    # A change (the autopilot's or anyone's, reported with
+    # GuestHistory.changed) resets what the signals say about the size. A
+    # size the guest moved by itself does not: a balloon deflating on OOM
+    # is the pressure itself.
+    last = history.last_change(dimension)
+    same = [sample for sample in samples
+            if last is None or sample.at > last[1]]
     if len(same) < params.min_samples:
-        return hold(_('%(count)d of the %(needed)d samples needed at this '
-                      'size.') % {'count': len(same),
-                                  'needed': params.min_samples})
+        return hold(_('%(count)d of the %(needed)d samples needed since '
+                      'the last change.') % {'count': len(same),
+                                             'needed': params.min_samples})
     if dimension == MEMORY:
         return _decide_memory(history, bounds, params, now, same, short,
                               hold)
@@ -594,7 +596,9 @@ def _decide_memory(history: GuestHistory, bounds: Bounds, params: Params,
         'signal': signal, 'seconds': _duration(idle.seconds)}
     if short:
         why = _('%s, the host short of memory') % why
-    if current > bounds.floor_memory_mb and (
+    # Back to the floor is always worth it (a guest whose balloon
+    # deflated on OOM may hold a little above it).
+    if target > bounds.floor_memory_mb and (
             current - target < params.memory_min_step_mb):
         return hold(_('%(why)s, but a shrink to %(target)d MiB would free '
                       'less than %(step)d MiB.') % {

@@ -25,7 +25,6 @@ whose elastic instances the caller already listed (the audit,
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable
 
 from nova import context as nova_context
@@ -56,10 +55,8 @@ class Dimension:
 
     @property
     def capacity(self) -> int:
-        # Placement refuses a claim when used + amount exceeds the float
-        # (total - reserved) * ratio; whole units fit under its floor.
-        return max(0, math.floor(
-            (self.total - self.reserved) * self.allocation_ratio))
+        return placement.capacity(self.total, self.reserved,
+                                  self.allocation_ratio)
 
     @property
     def potential(self) -> int:

@@ -13,11 +13,13 @@ An instance *carries* the flavor's minimums when the minimum extra specs of
 its embedded flavor are exactly what :func:`apply` writes: the flavor's
 effective value under each scoped key (``xloud:minimum_cpu`` /
 ``xloud:minimum_memory``), no deprecated unscoped key, and neither key
-where the flavor has no minimum; and ``xloud:memory_model`` as the flavor
-has it (or not at all). A running domain keeps the memory device it was
-started with (the driver reads which one it has); the copy's memory model
-decides the next domain generated for it. Nothing else of the copy is
-touched: it remains Nova's snapshot of the flavor as it was at boot.
+where the flavor has no minimum; and ``xloud:memory_model`` and
+``xloud:autosize`` as the flavor has them (or not at all). A running
+domain keeps the memory device it was started with (the driver reads
+which one it has); the copy's memory model decides the next domain
+generated for it, its ``xloud:autosize`` what the autopilot sizes.
+Nothing else of the copy is touched: it remains Nova's snapshot of the
+flavor as it was at boot.
 
 Each instance is written only while no operation owns it. Nova's
 ``Instance.save()`` writes ``instance_extra`` (the embedded flavor) before,
@@ -55,7 +57,7 @@ MINIMUM_KEYS = (sizing.MINIMUM_CPU, sizing.MINIMUM_MEMORY)
 # What an instance carries of its flavor's elastic settings.
 _ALL_KEYS = MINIMUM_KEYS + tuple(sizing.LEGACY_KEYS[key]
                                  for key in MINIMUM_KEYS) + (
-    sizing.MEMORY_MODEL,)
+    sizing.MEMORY_MODEL, sizing.AUTOSIZE)
 _EXPECTED_ATTRS = ['flavor', 'system_metadata']
 
 UPDATED = 'updated'
@@ -68,16 +70,18 @@ def target_specs(flavor: objects.Flavor) -> dict[str, str]:
 
     The flavor's value of each minimum (the scoped key, else the
     deprecated one: ``sizing.flavor_minimum_spec``), under the scoped key,
-    and its memory model (``xloud:memory_model``) when it sets one.
+    its memory model (``xloud:memory_model``) and what the autopilot sizes
+    (``xloud:autosize``) when it sets them.
     """
     target = {}
     for key in MINIMUM_KEYS:
         found = sizing.flavor_minimum_spec(flavor, key)
         if found is not None:
             target[key] = str(found[1])
-    model = (flavor.extra_specs or {}).get(sizing.MEMORY_MODEL)
-    if model is not None:
-        target[sizing.MEMORY_MODEL] = model
+    for key in (sizing.MEMORY_MODEL, sizing.AUTOSIZE):
+        value = (flavor.extra_specs or {}).get(key)
+        if value is not None:
+            target[key] = value
     return target
 
 

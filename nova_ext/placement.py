@@ -11,6 +11,8 @@ and tried again, a bounded number of times.
 
 from __future__ import annotations
 
+import math
+
 from nova import context as nova_context
 from nova import exception, objects
 from nova.i18n import _
@@ -33,6 +35,11 @@ class InsufficientCapacity(exception.NovaException):
                 '%(instance_uuid)s at %(vcpus)d vCPUs and %(memory_mb)d MiB: '
                 '%(reason)s')
     code = 409
+
+
+class PlacementUnreadable(exception.NovaException):
+    msg_fmt = _('Placement could not be read for resource provider '
+                '%(provider)s: %(reason)s')
 
 
 class AllocationUpdateFailed(exception.NovaException):
@@ -86,6 +93,42 @@ def allocated(context: nova_context.RequestContext,
         return None
     resources = allocation['resources']
     return _vcpus_held(resources), resources.get(MEMORY_MB, 0)
+
+
+def capacity(total: int, reserved: int, allocation_ratio: float) -> int:
+    """What placement lets be allocated of an inventory: it refuses a
+    claim when used + amount exceeds the float (total - reserved) *
+    ratio, so whole units fit under its floor."""
+    return max(0, math.floor((total - reserved) * allocation_ratio))
+
+
+def free_room(context: nova_context.RequestContext,
+              provider_uuid: str) -> dict[str, int]:
+    """What is left to allocate of VCPU and MEMORY_MB on a provider:
+    ``{VCPU: n, MEMORY_MB: n}`` (a class it has no inventory of is
+    left out). Raises PlacementUnreadable when placement does not
+    answer."""
+    client = report.report_client_singleton()
+    found = {}
+    for path in ('inventories', 'usages'):
+        resp = client.get(f'/resource_providers/{provider_uuid}/{path}',
+                          version='1.0', global_request_id=context.global_id)
+        if resp.status_code != 200:
+            raise PlacementUnreadable(
+                provider=provider_uuid,
+                reason=f'GET {path} answered HTTP {resp.status_code}')
+        found[path] = resp.json()[
+            'inventories' if path == 'inventories' else 'usages']
+    room = {}
+    for resource_class in (VCPU, MEMORY_MB):
+        inventory = found['inventories'].get(resource_class)
+        if inventory is None:
+            continue
+        room[resource_class] = max(0, capacity(
+            inventory['total'], inventory.get('reserved', 0),
+            float(inventory.get('allocation_ratio', 1.0))) -
+            found['usages'].get(resource_class, 0))
+    return room
 
 
 def _vcpus_held(resources: dict) -> int:

@@ -28,6 +28,7 @@ AUDIT = POLICY_ROOT % 'audit'
 # A new rule: it has no former os_compute_api:xloud:* name.
 FLAVOR_MINIMUMS = POLICY_ROOT % 'flavor_minimums'
 HOST_EXPOSURE = POLICY_ROOT % 'host_exposure'
+AUTOPILOT = POLICY_ROOT % 'autopilot'
 
 DEPRECATED_POLICY_ROOT = 'os_compute_api:xloud:%s'
 DEPRECATED_REASON = """
@@ -134,6 +135,18 @@ rules = [
                     'flavor\'s maximum.',
         operations=[
             {'method': 'GET', 'path': '/os-xloud-host-exposure'},
+        ],
+        scope_types=['project'],
+    ),
+    policy.DocumentedRuleDefault(
+        name=AUTOPILOT,
+        check_str=base.ADMIN,
+        description='Set what the autopilot sizes of a server (overriding '
+                    'its flavor\'s xloud:autosize) and the mode it runs '
+                    'in for it (at most its compute host\'s).',
+        operations=[
+            {'method': 'PUT',
+             'path': '/os-xloud-adjust/{server_id}/autopilot'},
         ],
         scope_types=['project'],
     ),

@@ -19,7 +19,7 @@ from nova import objects, utils
 from nova.compute import vm_states
 from nova.i18n import _
 
-from nova_ext import compatibility, conf, sizing
+from nova_ext import autopilot, compatibility, conf, sizing
 
 CONF = conf.CONF
 
@@ -58,6 +58,21 @@ _size = {
     'properties': {'vcpus': {'type': 'integer', 'minimum': 1},
                    'memory_mb': {'type': 'integer', 'minimum': 1}},
     'required': ['vcpus', 'memory_mb'],
+}
+# One autopilot decision (nova_ext.autopilot.Decision), as a compute host
+# sends it and the API shows it.
+AUTOPILOT_DECISION_SCHEMA = {
+    'type': 'object',
+    'properties': {
+        'dimension': {'enum': list(autopilot.DIMENSIONS)},
+        'action': {'enum': [autopilot.GROW, autopilot.SHRINK,
+                            autopilot.HOLD, autopilot.SKIPPED]},
+        'current': {'type': ['integer', 'null']},
+        'target': {'type': ['integer', 'null']},
+        'reason': {'type': 'string'},
+    },
+    'required': ['dimension', 'action', 'current', 'target', 'reason'],
+    'additionalProperties': False,
 }
 # GUEST as ElasticSizingEndpoint.describe_guests sends it: what a host
 # answers is checked before anything is built from it.
@@ -102,6 +117,28 @@ GUEST_SCHEMA = {
                  'required': ['vcpus', 'window_seconds']},
                 {'type': 'null'},
             ],
+        },
+        # Sent by compute hosts of this release on: the host's
+        # [xloud_autopilot] mode and its last decisions for the guest.
+        'autopilot': {
+            'type': 'object',
+            'properties': {
+                'host_mode': {'enum': list(sizing.AUTOPILOT_MODES)},
+                'report': {'oneOf': [{'type': 'null'}, {
+                    'type': 'object',
+                    'properties': {
+                        'mode': {'enum': list(sizing.AUTOPILOT_MODES)},
+                        'dimensions': {'type': 'array', 'items': {
+                            'enum': list(autopilot.DIMENSIONS)}},
+                        'decisions': {'type': 'array',
+                                      'items': AUTOPILOT_DECISION_SCHEMA},
+                        'as_of': {'type': 'string'},
+                    },
+                    'required': ['mode', 'dimensions', 'decisions',
+                                 'as_of'],
+                }]},
+            },
+            'required': ['host_mode', 'report'],
         },
         'as_of': {'type': 'string'},
     },
@@ -190,6 +227,34 @@ def describe(instance: objects.Instance, size: sizing.ElasticSize,
         'utilisation': usage,
         'recommendation': _recommendation(size, conflicts, usage,
                                           virtio_mem is not None),
+        'autopilot': autopilot_view(instance, guest),
+    }
+
+
+def autopilot_view(instance: objects.Instance, guest: dict | None) -> dict:
+    """The instance's autopilot setting, and what its compute host's
+    autopilot last decided (``guest`` as the host answered, or None)."""
+    answered = (guest or {}).get('autopilot')
+    host_mode = answered['host_mode'] if answered else sizing.AUTOPILOT_OFF
+    setting = sizing.autosize(instance, host_mode)
+    report = answered['report'] if answered else None
+    decisions = report['decisions'] if report else []
+    recommended = None
+    moves = {decision['dimension']: decision['target']
+             for decision in decisions
+             if decision['action'] in autopilot.DIRECTIONS}
+    if setting.mode == sizing.AUTOPILOT_RECOMMEND and moves:
+        recommended = {'vcpus': moves.get(autopilot.VCPUS),
+                       'memory_mb': moves.get(autopilot.MEMORY)}
+    return {
+        'dimensions': list(setting.dimensions),
+        'dimensions_from': setting.dimensions_from,
+        'instance_mode': setting.instance_mode,
+        'host_mode': answered['host_mode'] if answered else None,
+        'mode': setting.mode if answered else None,
+        'decisions': decisions,
+        'as_of': report['as_of'] if report else None,
+        'recommended': recommended,
     }
 
 

@@ -119,11 +119,42 @@ GUEST_AGENT_NOT_CONFIGURED = 'not_configured'
 GUEST_AGENT_STATES = (GUEST_AGENT_ANSWERING, GUEST_AGENT_NOT_ANSWERING,
                       GUEST_AGENT_NOT_CONFIGURED)
 
+# Automatic sizing (nova_ext.autopilot): the flavor's opt-in names the
+# dimensions the autopilot sizes; an instance's override replaces it
+# ('none' opts the instance out) and may hold its mode below the host's.
+AUTOSIZE = 'xloud:autosize'
+AUTOSIZE_CPU = 'cpu'
+AUTOSIZE_MEMORY = 'memory'
+AUTOSIZE_VALUES = ('memory', 'cpu', 'memory,cpu')
+AUTOSIZE_NONE = 'none'
+AUTOSIZE_DIMENSIONS = {AUTOSIZE_CPU: compatibility.VCPUS,
+                       AUTOSIZE_MEMORY: compatibility.MEMORY}
+SYSMETA_AUTOSIZE = 'xloud_autosize'
+SYSMETA_AUTOSIZE_MODE = 'xloud_autosize_mode'
+AUTOPILOT_OFF = 'off'
+AUTOPILOT_RECOMMEND = 'recommend'
+AUTOPILOT_ON = 'on'
+# In order: an instance never runs a mode above its host's.
+AUTOPILOT_MODES = (AUTOPILOT_OFF, AUTOPILOT_RECOMMEND, AUTOPILOT_ON)
+# The action and event of an automatic adjustment; the event's name
+# carries the reason (Nova keeps an event's details only for failures).
+AUTO_ACTION = 'xloud-autosize'
+AUTO_EVENT = 'compute_xloud_autosize'
+AUTO_EVENT_MAX = 255
+
 # The instance action of an adjustment, its event on the compute host, and
 # the event nova-api records when it could not hand the adjustment over.
 ACTION = 'xloud-adjust'
 EVENT = 'compute_xloud_adjust'
 API_EVENT = 'api_xloud_adjust'
+# The actions whose task state is ADJUSTING_TASK_STATE: a manual
+# adjustment, and an automatic one.
+ADJUST_ACTIONS = (ACTION, AUTO_ACTION)
+
+
+def auto_event(reason: str) -> str:
+    """The event name of an automatic adjustment made for ``reason``."""
+    return f'{AUTO_EVENT}: {reason}'[:AUTO_EVENT_MAX]
 
 # The task state of an instance while it is adjusted. Nova's task states
 # are a closed enum (versioned notifications carry them as an
@@ -210,6 +241,70 @@ def floors(flavor: objects.Flavor) -> tuple[int, int]:
     memory = min(max(memory, CONF.xloud.memory_floor_mb), flavor.memory_mb)
     return vcpus, memory
 
+
+
+def autosize_dimensions(value: str | None) -> tuple[str, ...] | None:
+    """The dimensions an ``xloud:autosize`` value (or an instance's
+    override, which may be 'none') names; None for no or an invalid
+    value (Nova's validator refuses those; older ones are ignored)."""
+    if value is None:
+        return None
+    if value == AUTOSIZE_NONE:
+        return ()
+    if value not in AUTOSIZE_VALUES:
+        return None
+    named = value.split(',')
+    return tuple(dimension for name, dimension in AUTOSIZE_DIMENSIONS.items()
+                 if name in named)
+
+
+def autosize_value(dimensions) -> str:
+    """The spec value (or 'none') naming ``dimensions``."""
+    names = [name for name, dimension in AUTOSIZE_DIMENSIONS.items()
+             if dimension in set(dimensions)]
+    if not names:
+        return AUTOSIZE_NONE
+    return ','.join(sorted(names, key=lambda name: name != AUTOSIZE_MEMORY))
+
+
+@dataclasses.dataclass(frozen=True)
+class Autosize:
+    """Whether and how the autopilot sizes one instance.
+
+    ``dimensions`` it sizes, from ``dimensions_from`` ('flavor',
+    'instance' or None for neither); ``mode`` what it does with them on
+    the instance's host (``host_mode`` limited by ``instance_mode``).
+    """
+
+    dimensions: tuple[str, ...]
+    dimensions_from: str | None
+    host_mode: str
+    instance_mode: str | None
+    mode: str
+
+
+def autosize(instance: objects.Instance, host_mode: str) -> Autosize:
+    """The autopilot's setting for ``instance`` on a host whose
+    ``[xloud_autopilot] mode`` is ``host_mode``."""
+    sysmeta = instance.system_metadata or {}
+    dimensions = autosize_dimensions(sysmeta.get(SYSMETA_AUTOSIZE) or None)
+    source = 'instance'
+    if dimensions is None:
+        dimensions = autosize_dimensions(
+            (instance.flavor.extra_specs or {}).get(AUTOSIZE))
+        source = 'flavor' if dimensions is not None else None
+    dimensions = dimensions or ()
+    instance_mode = sysmeta.get(SYSMETA_AUTOSIZE_MODE) or None
+    if instance_mode not in AUTOPILOT_MODES:
+        instance_mode = None
+    mode = host_mode if host_mode in AUTOPILOT_MODES else AUTOPILOT_OFF
+    if instance_mode is not None:
+        mode = min(mode, instance_mode, key=AUTOPILOT_MODES.index)
+    if not dimensions:
+        mode = AUTOPILOT_OFF
+    return Autosize(dimensions=dimensions, dimensions_from=source,
+                    host_mode=host_mode, instance_mode=instance_mode,
+                    mode=mode)
 
 @dataclasses.dataclass(frozen=True)
 class ElasticSize:
@@ -515,6 +610,19 @@ class RecordUpdate:
     def forget_previous_flavor(self) -> RecordUpdate:
         """A resize was confirmed: there is no flavor to revert to."""
         self.values[SYSMETA_PREVIOUS_FLAVOR] = ''
+        return self
+
+    def autosize(self, dimensions: tuple[str, ...] | None,
+                 mode: str | None) -> RecordUpdate:
+        """Set the instance's autopilot override: the dimensions it sizes
+        (None: the flavor's) and its mode (None: its host's)."""
+        if mode is not None and mode not in AUTOPILOT_MODES:
+            raise ValueError(f'unknown autopilot mode {mode!r}')
+        self.values.update({
+            SYSMETA_AUTOSIZE: ('' if dimensions is None
+                               else autosize_value(dimensions)),
+            SYSMETA_AUTOSIZE_MODE: mode or '',
+        })
         return self
 
     def status(self, status: str, request_id: str | None,

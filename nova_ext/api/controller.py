@@ -13,10 +13,8 @@ from nova import exception, objects, thread_pool_factory
 from nova.api import validation
 from nova.api.openstack import common, wsgi
 from nova.compute import api as compute
-from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 from nova.i18n import _
-from nova.objects import quotas as quotas_obj
 from nova.policies import extended_server_attributes as esa_policies
 from nova.policies import servers as server_policies
 from oslo_log import log as logging
@@ -27,6 +25,7 @@ from nova_ext import (
     conf,
     placement,
     policies,
+    quota,
     readiness,
     rpcapi,
     sizing,
@@ -70,35 +69,6 @@ def _minimum_key(instance: objects.Instance, key: str) -> str:
     """The spelling of the minimum ``key`` the server's flavor uses."""
     found = sizing.flavor_minimum_spec(instance.flavor, key)
     return key if found is None else found[0]
-
-
-def _check_quota(context, instance: objects.Instance,
-                 deltas: dict[str, int]) -> None:
-    """403 when a grow by ``deltas`` would exceed the project's quota.
-
-    As Nova checks a resize up (``compute.api._check_quota_for_upsize``):
-    with ``[quota] count_usage_from_placement`` usage is the project's
-    placement allocations, which follow the live size, so the grow itself
-    is counted; otherwise usage is the flavor's size of every instance,
-    which a grow within the flavor never exceeds.
-    """
-    if not CONF.quota.count_usage_from_placement:
-        return
-    project_id, user_id = quotas_obj.ids_from_instance(context, instance)
-    try:
-        objects.Quotas.check_deltas(context, deltas, project_id,
-                                    user_id=user_id,
-                                    check_project_id=project_id,
-                                    check_user_id=user_id)
-    except exception.OverQuota as exc:
-        quotas = exc.kwargs['quotas']
-        usages = exc.kwargs['usages']
-        headroom = compute_utils.get_headroom(quotas, usages, deltas)
-        overs, reqs, allowed, used = compute_utils.get_over_quota_detail(
-            headroom, exc.kwargs['overs'], quotas, deltas)
-        error = exception.TooManyInstances(overs=overs, req=reqs,
-                                           used=used, allowed=allowed)
-        raise webob.exc.HTTPForbidden(explanation=error.format_message())
 
 
 @validation.validated
@@ -384,6 +354,40 @@ class ElasticSizeController(wsgi.Controller):
             'action': ACTION,
         }}
 
+    @wsgi.expected_errors((400, 403, 404, 409))
+    @validation.schema(schemas.autopilot_update)
+    @validation.response_body_schema(schemas.autopilot_update_response)
+    def update_autopilot(self, req: wsgi.Request, server_id: str,
+                         body: dict) -> dict:
+        """Set what the autopilot sizes of one server and in which mode."""
+        context = req.environ['nova.context']
+        wanted = body['autopilot']
+        instance = self._get_instance(context, server_id)
+        context.can(policies.AUTOPILOT,
+                    target={'project_id': instance.project_id,
+                            'user_id': instance.user_id})
+        dimensions = wanted['dimensions']
+        if dimensions is not None:
+            conflicts = compatibility.instance_conflicts(instance,
+                                                         devices=True)
+            fixed = [dimension for dimension in dimensions
+                     if dimension in conflicts]
+            if fixed:
+                raise webob.exc.HTTPConflict(explanation=_(
+                    '%(dimension)s of server %(server)s cannot be sized '
+                    'automatically: %(reason)s.') % {
+                        'dimension': fixed[0], 'server': instance.uuid,
+                        'reason': conflicts[fixed[0]]})
+            dimensions = tuple(dimensions)
+        sizing.save_record(instance, sizing.RecordUpdate().autosize(
+            dimensions, wanted['mode']))
+        setting = sizing.autosize(instance, sizing.AUTOPILOT_ON)
+        return {'autopilot': {
+            'dimensions': list(setting.dimensions),
+            'dimensions_from': setting.dimensions_from,
+            'instance_mode': setting.instance_mode,
+        }}
+
     def _hand_over(self, context, instance: objects.Instance,
                    vcpus: int | None, memory_mb: int | None, persist: bool,
                    claimed_from: tuple[int, int] | None) -> None:
@@ -442,35 +446,12 @@ class ElasticSizeController(wsgi.Controller):
     @staticmethod
     def _claim_grow(context, instance: objects.Instance, vcpus: int | None,
                     memory_mb: int | None) -> tuple[int, int] | None:
-        """Claim a grow in placement before anything else happens.
-
-        Each requested size is claimed as a floor of the allocation (never
-        lowering it), so that a host without room refuses the grow here
-        (409) instead of after the guest was touched. The compute host
-        settles the allocation to the size libvirt confirms. Returns the
-        allocation before the claim when it changed, else None.
-        """
+        """Claim a grow in placement before anything else happens (403
+        over quota, 409 without room on the host): ``quota.claim_grow``."""
         try:
-            current = placement.allocated(context, instance)
-            if current is None or (
-                    (vcpus or 0) <= current[0] and
-                    (memory_mb or 0) <= current[1]):
-                return None
-            deltas = {'cores': max(0, (vcpus or 0) - current[0]),
-                      'ram': max(0, (memory_mb or 0) - current[1])}
-            _check_quota(context, instance, deltas)
-            before = placement.claim_at_least(context, instance, vcpus or 0,
-                                              memory_mb or 0)
-            if CONF.quota.recheck_quota:
-                # As Nova after its own claims: another grow of the project
-                # may have been claimed meanwhile.
-                try:
-                    _check_quota(context, instance,
-                                 {'cores': 0, 'ram': 0})
-                except webob.exc.HTTPForbidden:
-                    placement.set_allocation(context, instance, *before)
-                    raise
-            return before
+            return quota.claim_grow(context, instance, vcpus, memory_mb)
+        except exception.TooManyInstances as e:
+            raise webob.exc.HTTPForbidden(explanation=e.format_message())
         except placement.InsufficientCapacity as e:
             raise webob.exc.HTTPConflict(explanation=e.format_message())
         except placement.AllocationUpdateFailed as e:
@@ -480,15 +461,7 @@ class ElasticSizeController(wsgi.Controller):
     @staticmethod
     def _release_grow(context, instance: objects.Instance,
                       claimed_from: tuple[int, int] | None) -> None:
-        if claimed_from is None:
-            return
-        try:
-            placement.set_allocation(context, instance, *claimed_from)
-        except Exception:
-            # The original error is the answer; the audit, or the compute
-            # host's next adjustment, settles the allocation again.
-            LOG.exception('Could not release the placement claim of a grow '
-                          'that was not taken', instance=instance)
+        quota.release_grow(context, instance, claimed_from)
 
     def _check_compute_up(self, context, instance: objects.Instance) -> None:
         # As Nova does before operations that need the host: a service

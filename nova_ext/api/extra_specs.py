@@ -22,6 +22,11 @@ _MEMORY_MODEL = ('How memory is adjusted live: "balloon" (the default; the '
                  'what it is not given) or "virtio-mem" (the guest boots with '
                  'xloud:minimum_memory as its RAM; memory is plugged and '
                  'unplugged in 2 MiB blocks up to the flavor\'s ram).')
+_AUTOSIZE = ('What the autopilot sizes for instances of this flavor, within '
+             'their minimum and maximum: "memory", "cpu" or "memory,cpu". '
+             'Without it the autopilot leaves them alone (an instance\'s '
+             'own setting aside). What it does is the compute host\'s '
+             '[xloud_autopilot] mode: off, recommend or on.')
 _DEPRECATED = (' Deprecated unscoped spelling of %s: Nova\'s '
                'AggregateInstanceExtraSpecsFilter takes unscoped keys for '
                'aggregate requirements.')
@@ -36,6 +41,9 @@ EXTRA_SPEC_VALIDATORS = [
     base.ExtraSpecValidator(
         name=sizing.MEMORY_MODEL, description=_MEMORY_MODEL,
         value={'type': str, 'enum': list(sizing.MEMORY_MODELS)}),
+    base.ExtraSpecValidator(
+        name=sizing.AUTOSIZE, description=_AUTOSIZE,
+        value={'type': str, 'enum': list(sizing.AUTOSIZE_VALUES)}),
     base.ExtraSpecValidator(
         name=sizing.LEGACY_KEYS[sizing.MINIMUM_CPU],
         description=_CPU + _DEPRECATED % sizing.MINIMUM_CPU,

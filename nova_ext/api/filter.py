@@ -40,6 +40,7 @@ ADJUST_ROUTES = (
     ('/os-xloud-adjust', 'GET', 'index'),
     ('/os-xloud-adjust/{server_id}', 'GET', 'show'),
     ('/os-xloud-adjust/{server_id}', 'POST', 'adjust'),
+    ('/os-xloud-adjust/{server_id}/autopilot', 'PUT', 'update_autopilot'),
 )
 AUDIT_ROUTES = (
     ('/os-xloud-audit', 'GET', 'index'),

@@ -14,7 +14,7 @@ import copy
 from nova.api.validation import parameter_types
 from nova.db import constants as db_const
 
-from nova_ext import audit, readiness, sizing
+from nova_ext import audit, compatibility, readiness, sizing
 
 size = {
     'type': ['integer', 'string'],
@@ -274,10 +274,79 @@ recommendation_view = {
     'additionalProperties': False,
 }
 
+_dimension_names = {'type': 'string',
+                    'enum': [compatibility.VCPUS, compatibility.MEMORY]}
+_nullable_autopilot_mode = {'enum': [*sizing.AUTOPILOT_MODES, None]}
+
+autopilot_decision = readiness.AUTOPILOT_DECISION_SCHEMA
+
+# The instance's own setting (what os-xloud-adjust/{id}/autopilot sets).
+autopilot_setting = {
+    'type': 'object',
+    'properties': {
+        'dimensions': {'type': 'array', 'items': _dimension_names,
+                       'uniqueItems': True},
+        'dimensions_from': {'enum': ['flavor', 'instance', None]},
+        'instance_mode': _nullable_autopilot_mode,
+    },
+    'required': ['dimensions', 'dimensions_from', 'instance_mode'],
+    'additionalProperties': False,
+}
+
+autopilot_view = copy.deepcopy(autopilot_setting)
+autopilot_view['properties'].update({
+    # null: the compute host was not read, or runs without the autopilot.
+    'host_mode': _nullable_autopilot_mode,
+    'mode': _nullable_autopilot_mode,
+    'decisions': {'type': 'array', 'items': autopilot_decision},
+    'as_of': _nullable_time,
+    # In recommend mode, the size the autopilot would move to.
+    'recommended': {
+        'oneOf': [{'type': 'null'}, {
+            'type': 'object',
+            'properties': {'vcpus': _nullable_int,
+                           'memory_mb': _nullable_int},
+            'required': ['vcpus', 'memory_mb'],
+            'additionalProperties': False,
+        }],
+    },
+})
+autopilot_view['required'] = [*autopilot_setting['required'], 'host_mode',
+                              'mode', 'decisions', 'as_of', 'recommended']
+
+autopilot_update = {
+    'type': 'object',
+    'properties': {
+        'autopilot': {
+            'type': 'object',
+            'properties': {
+                # null: the flavor's xloud:autosize; []: none.
+                'dimensions': {
+                    'type': ['array', 'null'], 'items': _dimension_names,
+                    'uniqueItems': True},
+                # null: the compute host's [xloud_autopilot] mode.
+                'mode': _nullable_autopilot_mode,
+            },
+            'required': ['dimensions', 'mode'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['autopilot'],
+    'additionalProperties': False,
+}
+
+autopilot_update_response = {
+    'type': 'object',
+    'properties': {'autopilot': autopilot_setting},
+    'required': ['autopilot'],
+    'additionalProperties': False,
+}
+
 _readiness_keys = {
     'readiness': readiness_view,
     'utilisation': utilisation_view,
     'recommendation': recommendation_view,
+    'autopilot': autopilot_view,
 }
 show_view['properties'].update(copy.deepcopy(_readiness_keys))
 show_view['required'].extend(_readiness_keys)
@@ -287,7 +356,7 @@ _index_item = copy.deepcopy(size_view)
 _index_item['properties'].update(copy.deepcopy(_readiness_keys))
 _index_item['properties']['guest'] = copy.deepcopy(guest_view)
 _index_item['dependentRequired'] = {
-    'readiness': ['utilisation', 'recommendation', 'guest'],
+    'readiness': ['utilisation', 'recommendation', 'guest', 'autopilot'],
 }
 
 show_response = {
@@ -329,7 +398,7 @@ adjust_response = {
                 'current_vcpus': _nullable_int,
                 'current_memory_mb': _nullable_int,
                 'persist': {'type': 'boolean'},
-                'action': {'type': 'string', 'enum': ['xloud-adjust']},
+                'action': {'type': 'string', 'enum': [sizing.ACTION]},
             },
             'required': ['server_id', 'request_id', 'current_vcpus',
                          'current_memory_mb', 'persist', 'action'],

@@ -30,8 +30,8 @@ from nova.i18n import _
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
-from nova_ext import conf, placement, rpcapi, sizing
-from nova_ext.compute import utilisation
+from nova_ext import conf, placement, quota, rpcapi, sizing
+from nova_ext.compute import autopilot, utilisation
 from nova_ext.exception import AdjustmentRefused
 from nova_ext.virt import live
 
@@ -98,6 +98,7 @@ class ElasticSizingEndpoint:
         # When this process last changed each guest's memory (seconds
         # since the epoch, as QEMU stamps the balloon's statistics).
         self._memory_changed_at: dict[str, float] = {}
+        self.autopilot = autopilot.AutopilotRunner(self)
 
     def memory_changed_at(self, instance: objects.Instance) -> float:
         """When the guest's memory last changed, as far as is known: its
@@ -157,6 +158,72 @@ class ElasticSizingEndpoint:
             self._running.add(instance.uuid)
         thread_pool_factory.spawn(self._run_adjustment, context, instance,
                                   vcpus, memory_mb, persist)
+
+    def adjust_automatically(self, context: nova_context.RequestContext,
+                             instance: objects.Instance, vcpus: int | None,
+                             memory_mb: int | None, reason: str) -> str:
+        """Make one autopilot change, through the same path as a manual one.
+
+        The project's quota and placement are checked and the grow claimed
+        first (``quota.claim_grow``), as nova-api does; then the instance
+        takes the adjustment's task state (so Nova refuses its own
+        operations meanwhile, and this one is given up if one of them
+        started), its own instance action (``sizing.AUTO_ACTION``, the
+        event named after ``reason``) and runs under the instance's lock.
+        Returns the adjustment's status; raises ``AdjustmentRefused`` with
+        why when it was not started, having changed nothing.
+        """
+        instance.refresh()
+        if instance.host != self.host or (
+                instance.vm_state != vm_states.ACTIVE):
+            raise AdjustmentRefused(reason=_(
+                'the instance is no longer running here'))
+        if instance.task_state is not None:
+            raise AdjustmentRefused(reason=_(
+                'the instance is busy (task_state %s)') %
+                instance.task_state)
+        if instance.locked:
+            raise AdjustmentRefused(reason=_('the instance is locked'))
+        try:
+            claimed_from = quota.claim_grow(context, instance, vcpus,
+                                            memory_mb,
+                                            self.driver.node_provider())
+        except exception.TooManyInstances as e:
+            raise AdjustmentRefused(reason=_('over the project\'s quota: '
+                                             '%s') % e.format_message())
+        except (placement.InsufficientCapacity,
+                placement.AllocationUpdateFailed) as e:
+            raise AdjustmentRefused(reason=_('placement: %s') %
+                                    e.format_message())
+        instance.task_state = sizing.ADJUSTING_TASK_STATE
+        try:
+            instance.save(expected_task_state=[None],
+                          expected_vm_state=[vm_states.ACTIVE])
+        except (exception.UnexpectedTaskStateError,
+                exception.InstanceUpdateConflict) as e:
+            quota.release_grow(context, instance, claimed_from,
+                               self.driver.node_provider())
+            raise AdjustmentRefused(reason=_(
+                'a Nova operation started meanwhile: %s') %
+                e.format_message())
+        objects.InstanceAction.action_start(
+            context, instance.uuid, sizing.AUTO_ACTION, want_result=False)
+        sizing.save_record(
+            instance, sizing.RecordUpdate().status(
+                sizing.STATUS_ADJUSTING, context.request_id),
+            expected_task_state=[sizing.ADJUSTING_TASK_STATE])
+        with self._running_lock:
+            self._running.add(instance.uuid)
+        try:
+            self._locked_adjustment(context, instance, vcpus, memory_mb,
+                                    True, event=sizing.auto_event(reason),
+                                    reason=reason)
+        finally:
+            with self._running_lock:
+                self._running.discard(instance.uuid)
+        instance.refresh()
+        return (instance.system_metadata or {}).get(sizing.SYSMETA_STATUS,
+                                                    sizing.STATUS_ERROR)
 
     @messaging.expected_exceptions(exception.InstanceNotRunning,
                                    exception.InstanceNotFound)
@@ -241,6 +308,9 @@ class ElasticSizingEndpoint:
                 'busy': None if busy is None else {
                     'vcpus': busy.vcpus,
                     'window_seconds': busy.window_seconds},
+                'autopilot': {
+                    'host_mode': CONF.xloud_autopilot.mode,
+                    'report': self.autopilot.report(instance_uuid)},
                 'as_of': utils.isotime()}
 
     def sample_cpu_time(self) -> None:
@@ -372,7 +442,7 @@ class ElasticSizingEndpoint:
             return sysmeta.get(sizing.SYSMETA_REQUEST_ID) or None
         if instance.task_state == sizing.ADJUSTING_TASK_STATE:
             action = _newest_action(context, instance)
-            if action is not None and action.action == sizing.ACTION:
+            if action is not None and action.action in sizing.ADJUST_ACTIONS:
                 return action.request_id
         return None
 
@@ -425,7 +495,11 @@ class ElasticSizingEndpoint:
 
     def _locked_adjustment(self, context: nova_context.RequestContext,
                            instance: objects.Instance, vcpus: int | None,
-                           memory_mb: int | None, persist: bool) -> None:
+                           memory_mb: int | None, persist: bool, *,
+                           event: str = EVENT,
+                           reason: str | None = None) -> None:
+        """Run the adjustment, reported as ``event`` of its action;
+        ``reason`` (an automatic one's) ends its change record."""
 
         @utils.synchronized(instance.uuid)
         def locked_adjust() -> None:
@@ -443,10 +517,10 @@ class ElasticSizingEndpoint:
             # the outcome, and may start the next operation at once.
             try:
                 with compute_utils.EventReporter(
-                        context, EVENT, self.host, instance.uuid):
+                        context, event, self.host, instance.uuid):
                     try:
                         update = self._adjust(context, instance, vcpus,
-                                              memory_mb, persist)
+                                              memory_mb, persist, reason)
                     except Exception as e:
                         self._record_failure(context, instance, e)
                         raise
@@ -474,8 +548,8 @@ class ElasticSizingEndpoint:
 
     def _adjust(self, context: nova_context.RequestContext,
                 instance: objects.Instance, vcpus: int | None,
-                memory_mb: int | None,
-                persist: bool) -> sizing.RecordUpdate:
+                memory_mb: int | None, persist: bool,
+                reason: str | None = None) -> sizing.RecordUpdate:
         """Apply the change; the record of its success, or raise with the
         record of what did change as the exception's ``record``."""
         size = sizing.ElasticSize.from_instance(instance, devices=True)
@@ -546,6 +620,7 @@ class ElasticSizingEndpoint:
         # Whatever part of the request went through, what the domain
         # reports now is what the guest holds.
         final = live.read_size(domain)
+        self.autopilot.changed(instance.uuid, start, final)
         if persist and failure is None:
             try:
                 live.persist_size(domain, final.vcpus, final.memory_mb)
@@ -605,8 +680,11 @@ class ElasticSizingEndpoint:
                 applied=changed or _('no change'), persisted=persisted,
                 cause=cause, record=update, status=sizing.STATUS_PARTIAL)
         update.status(sizing.STATUS_SUCCESS, context.request_id)
-        update.change(context.request_id, guest_steps.describe(
-            _describe_success(changed, persisted)))
+        done = guest_steps.describe(_describe_success(changed, persisted))
+        if reason:
+            done = _('%(done)s; autopilot: %(reason)s') % {
+                'done': done, 'reason': reason}
+        update.change(context.request_id, done)
         LOG.info('Elastic size adjusted (%s), persist=%s%s',
                  changed or 'no change', persist,
                  ''.join(f'; {done}' for done in guest_steps.done),
@@ -730,17 +808,28 @@ def _finish_event_with_failure(context: nova_context.RequestContext,
                                instance: objects.Instance, host: str,
                                reason: str) -> None:
     """End the adjustment's event (of ``context.request_id``) as Error."""
+    event = EVENT
     try:
+        action = objects.InstanceAction.get_by_request_id(
+            context, instance.uuid, context.request_id)
+        if action is not None and action.action == sizing.AUTO_ACTION:
+            # Its event is named after its reason.
+            event = next(
+                (started.event for started in
+                 objects.InstanceActionEventList.get_by_action(
+                     context, action.id)
+                 if started.event.startswith(sizing.AUTO_EVENT)),
+                sizing.AUTO_EVENT)
         objects.InstanceActionEvent.event_finish_with_failure(
-            context, instance.uuid, EVENT, exc_val=reason, exc_tb=reason,
+            context, instance.uuid, event, exc_val=reason, exc_tb=reason,
             want_result=False)
     except exception.InstanceActionEventNotFound:
         # Interrupted before the compute started its event.
         try:
             objects.InstanceActionEvent.event_start(
-                context, instance.uuid, EVENT, want_result=False, host=host)
+                context, instance.uuid, event, want_result=False, host=host)
             objects.InstanceActionEvent.event_finish_with_failure(
-                context, instance.uuid, EVENT, exc_val=reason,
+                context, instance.uuid, event, exc_val=reason,
                 exc_tb=reason, want_result=False)
         except exception.InstanceActionNotFound:
             LOG.warning('The action of interrupted adjustment %s is gone',

@@ -99,6 +99,16 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
                 LOG.exception('Could not sample the guests\' CPU time')
         return resources
 
+    def host_memory_mb(self) -> tuple[int, int]:
+        """This host's memory and how much of it is free or reclaimable
+        (page cache, buffers), in MiB, as the kernel counts them."""
+        libvirt = libvirt_driver.libvirt
+        stats = self._host.get_connection().getMemoryStats(
+            libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        free_kib = sum(int(stats.get(key, 0))
+                       for key in ('free', 'buffers', 'cached'))
+        return int(stats['total']) // 1024, free_kib // 1024
+
     def node_provider(self) -> str:
         """This host's compute node, which is its resource provider."""
         return self._host.get_node_uuid()
@@ -109,6 +119,7 @@ class XloudLibvirtDriver(libvirt_driver.LibvirtDriver):
         # clears the adjustment's task state without a word.
         if self.elastic_endpoint is not None:
             self._reconcile_after_restart(host)
+            self.elastic_endpoint.autopilot.start()
 
     def _get_guest_config(self, instance, network_info, image_meta,
                           disk_info, *args, **kwargs):

@@ -631,6 +631,62 @@ def read_guest_state(domain: libvirt.virDomain) -> GuestState:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class PressureSample:
+    """What the autopilot samples of a running guest (nova_ext.autopilot).
+
+    ``size`` it runs with; from the balloon driver's statistics, when
+    they are current and were sent after ``stats_after``: ``usable_mb``
+    (what it can use without swapping, its MemAvailable), the cumulative
+    ``major_faults``, ``swap_in_kib`` and ``swap_out_kib`` (None when the
+    guest does not report them); ``cpu_time_ns`` libvirt's CPU time of
+    the domain since it started.
+    """
+
+    size: LiveSize
+    usable_mb: int | None
+    major_faults: int | None
+    swap_in_kib: int | None
+    swap_out_kib: int | None
+    cpu_time_ns: int
+
+
+def read_pressure(domain: libvirt.virDomain,
+                  stats_after: float = 0.0) -> PressureSample:
+    """One sample of a running domain: one XML read, one statistics read,
+    one info call and one vCPU count."""
+    definition = etree.fromstring(domain.XMLDesc(0))
+    balloon = definition.find('./devices/memballoon')
+    has_balloon = balloon is not None and balloon.get('model') != 'none'
+    stats = domain.memoryStats() if has_balloon else {}
+    info = domain.info()
+    plugged = VirtioMem.of(definition)
+    if plugged is not None:
+        memory_kib = plugged.base_kib + max(plugged.requested_kib,
+                                            plugged.current_kib)
+    else:
+        memory_kib = int(stats.get('actual', info[2]))
+    # Statistics sent before the guest's memory last changed describe
+    # another size.
+    current = _fresh(definition, stats) and (
+        int(stats.get('last_update', 0)) >= stats_after)
+
+    def counter(key: str) -> int | None:
+        if not current or key not in stats:
+            return None
+        return int(stats[key])
+
+    usable = counter('usable')
+    return PressureSample(
+        size=LiveSize(vcpus=_live_vcpus(domain),
+                      memory_mb=kib_to_mib(memory_kib)),
+        usable_mb=None if usable is None else kib_to_mib(usable),
+        major_faults=counter('major_fault'),
+        swap_in_kib=counter('swap_in'),
+        swap_out_kib=counter('swap_out'),
+        cpu_time_ns=int(info[4]))
+
+
 def virtio_mem_figures(definition: etree._Element) -> dict | None:
     """``{'requested_mb', 'plugged_mb', 'size_mb'}`` of the domain's
     virtio-mem device (MiB beyond its RAM), None without one."""

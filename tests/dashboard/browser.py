@@ -30,7 +30,7 @@ CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu',
                   '--disable-component-update', '--disable-sync',
                   '--disable-dev-shm-usage',
                   # The Instances table shows every column at this width.
-                  '--window-size=1920,1000')
+                  '--window-size=2100,1000')
 WAIT = 20
 
 

@@ -27,9 +27,18 @@ the single GET and, with ``readiness=true``, the list
 (``add_host``) have placement inventories;
 ``GET /os-xloud-host-exposure`` (``nova_ext.exposure``) counts what their
 servers hold now (placement follows the live size) and what the elastic
-ones would add at their maximum. Every answer of the extension is
-checked against the extension's own response schemas (``test_api``). The
-browser tests, the API tests and the benchmark all use it.
+ones would add at their maximum. The autopilot: a host's
+``[xloud_autopilot] mode`` (``FakeHost.autopilot_mode``), each server's
+override (``PUT /os-xloud-adjust/{id}/autopilot``, refused as the
+extension refuses it) and the decisions its host last reported
+(``FakeServer.autopilot_decisions``) make the ``autopilot`` block, built
+by ``nova_ext.readiness.autopilot_view`` itself; ``autosize()`` starts
+an automatic change (an ``xloud-autosize`` action without a user, its
+event named after the reason) that ``settle()`` finishes like any other;
+``xloud:autosize`` is validated as Nova's validator does. Every answer
+of the extension is checked against the extension's own response
+schemas (``test_api``). The browser tests, the API tests and the
+benchmark all use it.
 """
 
 from __future__ import annotations
@@ -40,15 +49,23 @@ import http.server
 import json
 import math
 import threading
+import types
 import urllib.parse
 import uuid
 from typing import Any
 
 from nova_ext import compatibility, conf, sizing
+from nova_ext import readiness as ext_readiness
 
 ADMIN_PROJECT = 'admin-project'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
+AUTO_ACTION = sizing.AUTO_ACTION
+AUTOSIZE = sizing.AUTOSIZE
+AUTOSIZE_VALUES = sizing.AUTOSIZE_VALUES
+AUTOPILOT_MODES = sizing.AUTOPILOT_MODES
+SYSMETA_AUTOSIZE = sizing.SYSMETA_AUTOSIZE
+SYSMETA_AUTOSIZE_MODE = sizing.SYSMETA_AUTOSIZE_MODE
 # The task state of an instance being adjusted (a resize being prepared).
 ADJUSTING_TASK_STATE = 'resize_prep'
 # The compute keeps the change records of the newest 20 adjustments.
@@ -301,6 +318,13 @@ class FakeServer:
     # device is asked for (blocks it has not given back).
     virtio_mem_driver: bool = True
     virtio_mem_unreturned_mb: int = 0
+    # Its autopilot override as the system metadata holds it (''
+    # follows the flavor, 'none' opts it out; '' mode follows the
+    # host's), and the decisions its host's autopilot last reported (None:
+    # no report yet); a decision() each.
+    autosize: str = ''
+    autosize_mode: str = ''
+    autopilot_decisions: list[dict[str, Any]] | None = None
 
     @property
     def task_state(self) -> str | None:
@@ -323,6 +347,23 @@ class FakeServer:
         return Limits.of(self.flavor, self.embedded_specs if specs is None
                          else specs, self.image_properties)
 
+    def as_instance(self) -> types.SimpleNamespace:
+        """What ``nova_ext.sizing.autosize`` reads of a Nova instance."""
+        return types.SimpleNamespace(
+            uuid=self.id,
+            system_metadata={SYSMETA_AUTOSIZE: self.autosize,
+                             SYSMETA_AUTOSIZE_MODE: self.autosize_mode},
+            flavor=types.SimpleNamespace(
+                extra_specs=dict(self.embedded_specs)))
+
+
+def decision(dimension: str, action: str, current: int | None,
+             target: int | None, reason: str) -> dict[str, Any]:
+    """One autopilot decision as a compute host reports it
+    (``nova_ext.readiness.AUTOPILOT_DECISION_SCHEMA``)."""
+    return {'dimension': dimension, 'action': action, 'current': current,
+            'target': target, 'reason': reason}
+
 
 @dataclasses.dataclass
 class FakeHost:
@@ -341,6 +382,8 @@ class FakeHost:
     other_memory_mb: int = 0
     # Placement could not be read for it (HostExposure.error).
     placement_error: str | None = None
+    # Its [xloud_autopilot] mode.
+    autopilot_mode: str = sizing.AUTOPILOT_OFF
 
     @property
     def resource_provider(self) -> str:
@@ -375,6 +418,9 @@ class FakeCloud:
         self.audit_error: int | None = None
         # False: an extension older than os-xloud-flavor-minimums (404).
         self.flavor_minimums_offered = True
+        # False: an extension older than the autopilot: no ``autopilot``
+        # block, its PUT unknown (404).
+        self.autopilot_offered = True
         # server id -> the findings the audit reports, and the instances
         # it skips with why.
         self.drift: dict[str, list[dict[str, Any]]] = {}
@@ -496,6 +542,8 @@ class FakeCloud:
                         if before != after) or 'no change'
                     details += (', persisted' if server.persist
                                 else ', not persisted')
+                    if action['action'] == AUTO_ACTION:
+                        details += f"; autopilot: {action['reason']}"
                 server.changes.insert(0, {
                     'request_id': action['request_id'],
                     'changed_at': _now() + 'Z', 'details': details[:255]})
@@ -817,12 +865,119 @@ class FakeCloud:
                        size: dict[str, Any]) -> dict[str, Any]:
         """SIZE with the keys of readiness (the single GET always, the list
         with ``readiness=true``); an extension older than readiness sends
-        none of them."""
+        none of them, one older than the autopilot no ``autopilot``."""
         if not self.readiness_offered:
             return size
-        return {**size, 'readiness': self.readiness(server),
-                'utilisation': self.utilisation(server),
-                'recommendation': self.recommendation(server)}
+        answer = {**size, 'readiness': self.readiness(server),
+                  'utilisation': self.utilisation(server),
+                  'recommendation': self.recommendation(server)}
+        if self.autopilot_offered:
+            answer['autopilot'] = self.autopilot(server)
+        return answer
+
+    # -- the autopilot (nova_ext.readiness.autopilot_view) --------------
+
+    def host_autopilot(self, server: FakeServer) -> dict[str, Any] | None:
+        """The ``autopilot`` part of what its compute host answers
+        (``readiness.GUEST_SCHEMA``); None when the host was not read."""
+        if self._read_error(server) is not None:
+            return None
+        host_mode = (self.hosts.get(server.host) or
+                     FakeHost(server.host)).autopilot_mode
+        report = None
+        if server.autopilot_decisions is not None:
+            setting = sizing.autosize(server.as_instance(), host_mode)
+            report = {'mode': setting.mode,
+                      'dimensions': list(setting.dimensions),
+                      'decisions': [dict(decided) for decided
+                                    in server.autopilot_decisions],
+                      'as_of': _now() + 'Z'}
+        return {'host_mode': host_mode, 'report': report}
+
+    def autopilot(self, server: FakeServer) -> dict[str, Any]:
+        """``autopilot``: the extension's own view of the setting and of
+        what the host answered."""
+        answered = self.host_autopilot(server)
+        return ext_readiness.autopilot_view(
+            server.as_instance(),
+            None if answered is None else {'autopilot': answered})
+
+    def _set_autopilot(self, server_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /os-xloud-adjust/{id}/autopilot``
+        (``nova_ext.api.controller.update_autopilot``): the body's schema
+        (400), the server (404), a dimension its flavor, image or devices
+        keep fixed (409)."""
+        wanted = body.get('autopilot') if isinstance(body, dict) else None
+        if not isinstance(wanted, dict) or set(body) != {'autopilot'}:
+            raise HTTPError(400, f"Invalid input for field/attribute "
+                                 f"autopilot. Value: {body}. 'autopilot' "
+                                 f"is a required property")
+        if set(wanted) != {'dimensions', 'mode'}:
+            raise HTTPError(400, f"Invalid input for field/attribute "
+                                 f"autopilot. Value: {wanted}. 'dimensions'"
+                                 f" and 'mode' are required, nothing else "
+                                 f"is allowed")
+        dimensions, mode = wanted['dimensions'], wanted['mode']
+        if dimensions is not None and (
+                not isinstance(dimensions, list) or
+                any(dimension not in (VCPUS, MEMORY)
+                    for dimension in dimensions) or
+                len(set(dimensions)) != len(dimensions)):
+            raise HTTPError(400, f"Invalid input for field/attribute "
+                                 f"dimensions. Value: {dimensions}.")
+        if mode is not None and mode not in AUTOPILOT_MODES:
+            raise HTTPError(400, f"Invalid input for field/attribute mode. "
+                                 f"Value: {mode}. {mode!r} is not one of "
+                                 f"{[*AUTOPILOT_MODES, None]}")
+        server = self._server(server_id)
+        if dimensions is not None:
+            conflicts = server.limits().conflicts
+            fixed = [dimension for dimension in dimensions
+                     if dimension in conflicts]
+            if fixed:
+                raise HTTPError(409, (
+                    f'{fixed[0]} of server {server.id} cannot be sized '
+                    f'automatically: {conflicts[fixed[0]]}.'))
+        server.autosize = ('' if dimensions is None
+                           else sizing.autosize_value(dimensions))
+        server.autosize_mode = mode or ''
+        setting = sizing.autosize(server.as_instance(), sizing.AUTOPILOT_ON)
+        return {'autopilot': {
+            'dimensions': list(setting.dimensions),
+            'dimensions_from': setting.dimensions_from,
+            'instance_mode': setting.instance_mode}}
+
+    def autosize(self, server: FakeServer, reason: str, *,
+                 vcpus: int | None = None,
+                 memory_mb: int | None = None) -> str:
+        """Start an automatic change, as the compute host's autopilot
+        does (``ElasticSizingEndpoint.adjust_automatically``): an
+        ``xloud-autosize`` action without a user, its event named after
+        ``reason``; ``settle()`` finishes it. Returns its request id."""
+        with self._lock:
+            if server.locked or server.task_state is not None:
+                raise ValueError(f'{server.name} is locked or busy')
+            request_id = f'req-{uuid.uuid4()}'
+            server.adjustment_status = 'adjusting'
+            server.request_id = request_id
+            server.error = self.fail_next_adjust
+            self.fail_next_adjust = None
+            server.pending = (server.vcpus if vcpus is None else vcpus,
+                              server.memory_mb if memory_mb is None
+                              else memory_mb)
+            server.persist = True
+            server.actions.insert(0, {
+                'action': AUTO_ACTION, 'instance_uuid': server.id,
+                'request_id': request_id, 'user_id': None,
+                'project_id': server.project_id, 'start_time': _now(),
+                'updated_at': _now(), 'message': None,
+                'events': [{'event': sizing.auto_event(reason),
+                            'start_time': _now(), 'finish_time': None,
+                            'result': None, 'host': server.host,
+                            'details': None}],
+                # The fake's own: what settle() writes in the record.
+                'reason': reason})
+            return request_id
 
     def handle(self, method: str, path: str, query: dict[str, str],
                body: Any) -> tuple[int, Any]:
@@ -853,6 +1008,9 @@ class FakeCloud:
                                                                size)}
                 if len(parts) == 2 and method == 'POST':
                     return 202, self._adjust(self._server(parts[1]), body)
+                if (len(parts) == 3 and parts[2] == 'autopilot' and
+                        method == 'PUT' and self.autopilot_offered):
+                    return 200, self._set_autopilot(parts[1], body)
             if parts and parts[0] == 'os-xloud-audit':
                 if not (self.extension_offered and self.audit_offered):
                     raise HTTPError(404, 'The resource could not be found.')
@@ -929,10 +1087,13 @@ class FakeCloud:
                 if len(parts) == 3:
                     return 200, {'instanceActions': [
                         {key: value for key, value in action.items()
-                         if key != 'events'} for action in server.actions]}
+                         if key not in ('events', 'reason')}
+                        for action in server.actions]}
                 for action in server.actions:
                     if action['request_id'] == parts[3]:
-                        return 200, {'instanceAction': action}
+                        return 200, {'instanceAction': {
+                            key: value for key, value in action.items()
+                            if key != 'reason'}}
                 raise HTTPError(404, f'Action {parts[3]} not found')
             raise HTTPError(404, f'No fake route for {method} {path}')
 
@@ -960,6 +1121,11 @@ class FakeCloud:
                 f"Invalid extra spec {MEMORY_MODEL}={specs[MEMORY_MODEL]}: "
                 f"Validation failed; '{specs[MEMORY_MODEL]}' is not one of: "
                 f"{', '.join(MEMORY_MODELS)}."))
+        if AUTOSIZE in specs and specs[AUTOSIZE] not in AUTOSIZE_VALUES:
+            raise HTTPError(400, (
+                f"Invalid extra spec {AUTOSIZE}={specs[AUTOSIZE]}: "
+                f"Validation failed; '{specs[AUTOSIZE]}' is not one of: "
+                f"{', '.join(AUTOSIZE_VALUES)}."))
         for key, field in limits.items():
             if key not in specs:
                 continue

@@ -5,6 +5,7 @@ Nova (``fakecloud``) answers with the extension's contract and records
 each call, so these tests see paths, query strings, bodies and errors.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -63,7 +64,8 @@ def nova_schemas() -> dict:
             '{name: getattr(schemas, name) for name in ("audit_response", '
             '"index_response", "show_response", "flavor_minimums_response", '
             '"flavor_minimums_apply_response", '
-            '"host_exposure_response")}))')
+            '"host_exposure_response", "autopilot_update", '
+            '"autopilot_update_response")}))')
     result = subprocess.run(
         [sys.executable, '-c', code], capture_output=True, text=True,
         check=True, timeout=120, cwd=root,
@@ -1116,7 +1118,37 @@ def readiness_parity_servers() -> fakecloud.FakeCloud:
                      boot_memory_mb=2048, recorded=True)
     cloud.handle('POST', f'/v2.1/os-xloud-adjust/{growing.id}', {},
                  {'current_memory_mb': 3072})
+    autopilot_servers(cloud, server)
     return cloud
+
+
+def autopilot_servers(cloud: fakecloud.FakeCloud, server) -> None:
+    """Servers in each autopilot state: opted in by their flavor or
+    themselves, out, held below their host's mode, on a host that runs
+    it or not, with decisions or none yet."""
+    cloud.add_host('compute-1', autopilot_mode='recommend')
+    cloud.add_host('compute-2', autopilot_mode='on')
+    opted = cloud.add_flavor('autosized', 4, 4096, minimum_cpu=1,
+                             minimum_memory=1024, flavor_id='33',
+                             extra_specs={'xloud:autosize': 'memory,cpu'})
+    grow = fakecloud.decision(
+        'memory_mb', 'grow', 1024, 1792,
+        'memory 1024 → 1792 MiB: usable 4% < 15% for 3 min.')
+    hold = fakecloud.decision('vcpus', 'hold', 1, 1,
+                              'vCPUs busy 40% within 30-80%.')
+    server('ap recommend', opted, autopilot_decisions=[grow, hold])
+    server('ap on', opted, host='compute-2',
+           autopilot_decisions=[hold, fakecloud.decision(
+               'memory_mb', 'shrink', 4096, 2048,
+               'memory 4096 → 2048 MiB: usable 70% > 40% for 15 min.')])
+    server('ap held off', opted, autosize_mode='off',
+           autopilot_decisions=[grow])
+    server('ap out', opted, autosize='none', autopilot_decisions=[])
+    server('ap own memory', cloud.flavors['10'], autosize='memory',
+           autopilot_decisions=[grow])
+    server('ap none yet', opted, host='compute-2')
+    server('ap unread', opted, guest_read_error='compute-1 did not answer')
+    server('ap nothing to hold', opted, autopilot_decisions=[hold])
 
 
 def readiness_case(cloud: fakecloud.FakeCloud,
@@ -1131,6 +1163,11 @@ def readiness_case(cloud: fakecloud.FakeCloud,
                   'xloud_boot_memory_mb': str(server.boot_memory_mb),
                   'xloud_live_vcpus': str(server.vcpus),
                   'xloud_live_memory_mb': str(server.memory_mb)}
+    for key, value in (
+            (fakecloud.SYSMETA_AUTOSIZE, server.autosize),
+            (fakecloud.SYSMETA_AUTOSIZE_MODE, server.autosize_mode)):
+        if value:
+            record[key] = value
     host = None
     if guest['as_of'] is not None:
         host = {
@@ -1146,6 +1183,7 @@ def readiness_case(cloud: fakecloud.FakeCloud,
                 else server.flavor.vcpus - 1),
             'machine_type': server.machine_type, 'cpu_time_ns': 0,
             'virtio_mem': cloud.virtio_mem_device(server),
+            'autopilot': cloud.host_autopilot(server),
             'busy': (None if server.vcpus_busy is None else
                      {'vcpus': server.vcpus_busy,
                       'window_seconds':
@@ -1170,7 +1208,7 @@ def without_times(answer: dict) -> dict:
     """The answer with its read times blanked: the two sides read the
     clock at different moments. Whether there is one stays compared."""
     answer = json.loads(json.dumps(answer))
-    for key in ('guest', 'readiness'):
+    for key in ('guest', 'readiness', 'autopilot'):
         if answer[key]['as_of'] is not None:
             answer[key]['as_of'] = 'read'
     return answer
@@ -1192,7 +1230,8 @@ def test_fake_readiness_follows_the_extensions_rules():
         fake = {'guest': cloud.guest(server),
                 'readiness': cloud.readiness(server),
                 'utilisation': cloud.utilisation(server),
-                'recommendation': cloud.recommendation(server)}
+                'recommendation': cloud.recommendation(server),
+                'autopilot': cloud.autopilot(server)}
         assert without_times(fake) == without_times(expected), server.name
     # The cases did differ.
     assert len({json.dumps(answer['readiness']['reasons'])
@@ -1200,7 +1239,259 @@ def test_fake_readiness_follows_the_extensions_rules():
     assert len({json.dumps(answer['recommendation'])
                 for answer in real}) >= 6
     # Balloon guests, and a virtio-mem device in each state.
+    assert {(answer['autopilot']['mode'],
+             answer['autopilot']['dimensions_from'],
+             answer['autopilot']['recommended'] is not None)
+            for answer in real} >= {
+        ('recommend', 'flavor', True), ('on', 'flavor', False),
+        ('off', 'flavor', False), ('off', 'instance', False),
+        ('recommend', 'instance', True), (None, 'flavor', False),
+        ('recommend', 'flavor', False), ('off', None, False)}
     assert {(answer['readiness']['virtio_mem'] or {}).get('state')
             for answer in real} == {
         None, 'idle', 'plugged', 'plugging', 'not_plugging', 'unplugging',
         'unknown'}
+
+
+GROW_MEMORY = ('memory 4096 → 6144 MiB: usable 4% < 15% for 3 min.')
+HOLD_VCPUS = 'vCPUs busy 45% within 30-80%.'
+
+
+def autopilot_states(cloud) -> dict[str, fakecloud.FakeServer]:
+    """Servers of the demo cloud in the autopilot's states: recommending
+    a grow on a recommend host, on an off host, not read, opted out, and
+    on with a shrink."""
+    cloud.add_host('compute-1', autopilot_mode='recommend')
+    servers = list(cloud.servers.values())
+    recommending, off, unread, opted_out, running = servers[:5]
+    for server in servers:
+        server.embedded_specs['xloud:autosize'] = 'memory,cpu'
+    recommending.autopilot_decisions = [
+        fakecloud.decision('memory_mb', 'grow', 4096, 6144, GROW_MEMORY),
+        fakecloud.decision('vcpus', 'hold', 2, 2, HOLD_VCPUS)]
+    off.autopilot_decisions = []
+    unread.guest_read_error = 'compute-1 did not answer'
+    opted_out.autosize = 'none'
+    cloud.add_host('compute-3', autopilot_mode='on')
+    running.host = 'compute-3'
+    running.autosize_mode = 'on'
+    running.autopilot_decisions = [fakecloud.decision(
+        'memory_mb', 'shrink', 4096, 2048,
+        'memory 4096 → 2048 MiB: usable 70% > 40% for 15 min.')]
+    return {'recommending': recommending, 'off': off, 'unread': unread,
+            'opted_out': opted_out, 'running': running}
+
+
+def test_autopilot_comes_with_the_list_and_the_single_get(request_, cloud):
+    servers = autopilot_states(cloud)
+    cloud.calls.clear()
+    sizes, _more = elastic.instance_size_list(request_, readiness=True)
+    assert cloud.calls == [('GET', '/v2.1/os-xloud-adjust')]
+    by_id = {size.id: size for size in sizes}
+    recommending = by_id[servers['recommending'].id].autopilot
+    assert recommending.setting == elastic.AutopilotSetting(
+        ('vcpus', 'memory_mb'), 'flavor', None)
+    assert (recommending.host_mode, recommending.mode) == ('recommend',
+                                                           'recommend')
+    grow, hold = recommending.decisions
+    assert grow == elastic.AutopilotDecision('memory_mb', 'grow', 4096,
+                                             6144, GROW_MEMORY)
+    assert grow.is_move and not hold.is_move
+    assert recommending.last_move == grow
+    assert recommending.as_of is not None
+    assert recommending.recommended == elastic.AutopilotTarget(None, 6144)
+    off = by_id[servers['off'].id].autopilot
+    assert (off.host_mode, off.mode, off.decisions, off.recommended) == (
+        'off', 'off', (), None)
+    unread = by_id[servers['unread'].id].autopilot
+    assert (unread.host_mode, unread.mode, unread.as_of) == (None, None,
+                                                             None)
+    opted_out = by_id[servers['opted_out'].id].autopilot
+    assert opted_out.setting == elastic.AutopilotSetting((), 'instance',
+                                                         None)
+    assert opted_out.mode == 'off'
+    running = by_id[servers['running'].id].autopilot
+    # On: it makes its changes itself, nothing to recommend.
+    assert (running.mode, running.recommended) == ('on', None)
+    assert running.last_move.action == 'shrink'
+    shown = elastic.instance_size_get(request_, servers['recommending'].id)
+    # The single GET says the same (read again: another time).
+    assert dataclasses.replace(shown.autopilot,
+                               as_of=recommending.as_of) == recommending
+    # Without readiness, or from an extension older than the autopilot:
+    # none.
+    sizes, _more = elastic.instance_size_list(request_)
+    assert {size.autopilot for size in sizes} == {None}
+    cloud.autopilot_offered = False
+    sizes, _more = elastic.instance_size_list(request_, readiness=True)
+    assert {size.autopilot for size in sizes} == {None}
+    assert all(size.readiness is not None for size in sizes)
+
+
+def test_autopilot_set_puts_the_setting(request_, cloud):
+    server = next(iter(cloud.servers.values()))
+    path = f'/v2.1/os-xloud-adjust/{server.id}/autopilot'
+    seen = []
+    original = cloud.handle
+
+    def handle(method, called_path, query, body):
+        seen.append((method, called_path, body))
+        return original(method, called_path, query, body)
+
+    cloud.handle = handle
+    setting = elastic.autopilot_set(request_, server.id, ['memory_mb'],
+                                    'recommend')
+    assert seen == [('PUT', path, {'autopilot': {
+        'dimensions': ['memory_mb'], 'mode': 'recommend'}})]
+    assert setting == elastic.AutopilotSetting(('memory_mb',), 'instance',
+                                               'recommend')
+    assert (server.autosize, server.autosize_mode) == ('memory',
+                                                       'recommend')
+    # Opted out; then back to the flavor, which does not opt in.
+    assert elastic.autopilot_set(request_, server.id, (), None) == (
+        elastic.AutopilotSetting((), 'instance', None))
+    assert server.autosize == 'none'
+    assert elastic.autopilot_set(request_, server.id, None, None) == (
+        elastic.AutopilotSetting((), None, None))
+    server.embedded_specs['xloud:autosize'] = 'cpu'
+    assert elastic.autopilot_set(request_, server.id, None, 'off') == (
+        elastic.AutopilotSetting(('vcpus',), 'flavor', 'off'))
+    assert seen[-1][2] == {'autopilot': {'dimensions': None, 'mode': 'off'}}
+
+
+def test_autopilot_set_refusals_reach_the_caller(request_, cloud):
+    locked = cloud.add_flavor('locked-memory', 4, 4096, minimum_cpu=2,
+                              minimum_memory=1024, flavor_id='30',
+                              extra_specs={'hw:locked_memory': 'true'})
+    server = cloud.add_server('locked-vm', locked)
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.autopilot_set(request_, server.id, ['vcpus', 'memory_mb'],
+                              None)
+    assert caught.value.status_code == 409
+    assert caught.value.message.startswith(
+        f'memory_mb of server {server.id} cannot be sized automatically: '
+        f'hw:locked_memory ')
+    assert server.autosize == ''
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.autopilot_set(request_, server.id, ['memory_mb'],
+                              'sometimes')
+    assert caught.value.status_code == 400
+    with pytest.raises(exceptions.NotFound):
+        elastic.autopilot_set(request_, 'missing', ['memory_mb'], None)
+    # vCPUs alone can be sized.
+    assert elastic.autopilot_set(request_, server.id, ['vcpus'],
+                                 None).dimensions == ('vcpus',)
+
+
+def test_history_tells_automatic_changes_apart(request_, cloud):
+    server = next(iter(cloud.servers.values()))
+    grow = 'memory 4096 → 6144 MiB: usable 4% < 15% for 3 min.'
+    cloud.autosize(server, grow, memory_mb=6144)
+    cloud.settle()
+    elastic.adjust(request_, server.id, vcpus=3)
+    cloud.settle()
+    shrink = 'memory 6144 → 5120 MiB: usable 70% > 40% for 15 min.'
+    cloud.autosize(server, shrink, memory_mb=5120)
+    manual, automatic = server.actions[1:]
+    assert (manual['action'], automatic['action']) == ('xloud-adjust',
+                                                       'xloud-autosize')
+    history = elastic.adjustment_history(request_, server.id)
+    assert [(entry.automatic, entry.user_id, entry.result)
+            for entry in history] == [(True, None, None),
+                                      (False, 'admin-user', 'Success'),
+                                      (True, None, 'Success')]
+    # In progress: the reason is the event's name.
+    assert (history[0].reason, history[0].details) == (shrink, None)
+    # Done: the record says what changed; the reason is not in the
+    # details twice.
+    assert history[2].reason == grow
+    assert history[2].details == 'memory_mb 4096 -> 6144, persisted'
+    assert history[2].changes == {'memory_mb': (4096, 6144)}
+    assert history[1].reason is None
+    assert history[1].changes == {'vcpus': (2, 3)}
+    # An event that lost its reason: the record still has it.
+    automatic['events'][0]['event'] = 'compute_xloud_autosize'
+    assert elastic.adjustment_history(request_, server.id)[2].reason == grow
+
+
+def test_flavor_autosize_is_written_and_removed(request_, cloud):
+    tiny = cloud.flavors['1']
+    assert elastic.flavor_get(request_, '1').autosize is None
+    for autosize, specs, calls in (
+            ('memory,cpu', {'xloud:autosize': 'memory,cpu'},
+             ['GET', 'POST']),
+            # Unchanged: nothing written.
+            ('memory,cpu', {'xloud:autosize': 'memory,cpu'}, ['GET']),
+            # Left as it is.
+            (None, {'xloud:autosize': 'memory,cpu'}, ['GET']),
+            ('memory', {'xloud:autosize': 'memory'}, ['GET', 'POST']),
+            # Nothing is the key's absence.
+            ('none', {}, ['GET', 'DELETE']),
+            ('none', {}, ['GET'])):
+        cloud.calls.clear()
+        elastic.flavor_set_minimums(request_, '1', minimum_cpu=None,
+                                    minimum_memory=None, autosize=autosize)
+        assert tiny.extra_specs == specs
+        assert [method for method, _path in cloud.calls] == calls, autosize
+    tiny.extra_specs['xloud:autosize'] = 'cpu'
+    assert elastic.flavor_get(request_, '1').autosize == 'cpu'
+    # An older or unknown value is read as none, as the extension does.
+    tiny.extra_specs['xloud:autosize'] = 'disk'
+    assert elastic.flavor_get(request_, '1').autosize is None
+    with pytest.raises(exceptions.ApiError) as caught:
+        elastic.flavor_set_minimums(request_, '1', minimum_cpu=1,
+                                    minimum_memory=None, autosize='all')
+    assert caught.value.status_code == 400
+    assert caught.value.message == (
+        "Invalid extra spec xloud:autosize=all: Validation failed; 'all' "
+        "is not one of: memory, cpu, memory,cpu.")
+    assert tiny.extra_specs == {'xloud:autosize': 'disk'}
+
+
+def test_fake_autopilot_answers_match_the_extensions_schemas(cloud,
+                                                             nova_schemas):
+    """The ``autopilot`` blocks in every state, the PUT's answers, and
+    its 400 exactly where the extension's request schema refuses."""
+    servers = autopilot_states(cloud)
+    for query in ({'readiness': 'true'}, {}):
+        status, body = cloud.handle('GET', '/v2.1/os-xloud-adjust', query,
+                                    None)
+        assert_matches(nova_schemas['index_response'], body)
+    for server in servers.values():
+        status, body = cloud.handle(
+            'GET', f'/v2.1/os-xloud-adjust/{server.id}', {}, None)
+        assert_matches(nova_schemas['show_response'], body)
+    server = servers['off']
+    path = f'/v2.1/os-xloud-adjust/{server.id}/autopilot'
+    bodies = [
+        {'autopilot': {'dimensions': ['memory_mb'], 'mode': 'on'}},
+        {'autopilot': {'dimensions': None, 'mode': None}},
+        {'autopilot': {'dimensions': [], 'mode': 'off'}},
+        {'autopilot': {'dimensions': ['vcpus', 'memory_mb'],
+                       'mode': 'recommend'}},
+        {'autopilot': {'dimensions': ['vcpus', 'vcpus'], 'mode': None}},
+        {'autopilot': {'dimensions': ['disk'], 'mode': None}},
+        {'autopilot': {'dimensions': 'memory_mb', 'mode': None}},
+        {'autopilot': {'dimensions': None, 'mode': 'auto'}},
+        {'autopilot': {'dimensions': None}},
+        {'autopilot': {'dimensions': None, 'mode': None, 'host': 'x'}},
+        {'autopilot': None},
+        {'dimensions': None, 'mode': None},
+        {}]
+    refused = 0
+    for body in bodies:
+        try:
+            jsonschema.validate(body, nova_schemas['autopilot_update'])
+            valid = True
+        except jsonschema.ValidationError:
+            valid = False
+        try:
+            status, answer = cloud.handle('PUT', path, {}, body)
+        except fakecloud.HTTPError as exc:
+            assert (exc.status, valid) == (400, False), body
+            refused += 1
+            continue
+        assert valid, body
+        assert status == 200
+        assert_matches(nova_schemas['autopilot_update_response'], answer)
+    assert refused == 9

@@ -693,3 +693,102 @@ def test_bulk_adjust_to_each_recommendation(panel, cloud):
     assert (busy.pending, silent.pending, idle.pending) == (
         (5, 4480), None, None)
     panel.screenshot('27-bulk-recommended-adjusting')
+
+
+AUTOPILOT_GROW = 'memory 4096 → 6144 MiB: usable 4% < 15% for 3 min.'
+AUTOPILOT_HOLD = 'vCPUs busy 45% of 2 on average, within 30% to 80%.'
+AUTOPILOT_AUTO = 'memory 1024 → 1536 MiB: usable 5% < 15% for 3 min.'
+
+
+def test_autopilot_recommends_applies_and_shows_in_history(panel, cloud):
+    cloud.add_host('compute-1', autopilot_mode='recommend')
+    cloud.add_host('compute-2', autopilot_mode='on')
+    for server in cloud.servers.values():
+        server.embedded_specs['xloud:autosize'] = 'memory,cpu'
+    # vm-0000 (compute-1, recommend): a grow recommended; vm-0002: holds;
+    # vm-0001 (compute-2, on): grew by itself after a manual change.
+    growing = cloud.servers[server_id(cloud, 'vm-0000')]
+    growing.autopilot_decisions = [
+        fakecloud.decision('memory_mb', 'grow', 4096, 6144, AUTOPILOT_GROW),
+        fakecloud.decision('vcpus', 'hold', 2, 2, AUTOPILOT_HOLD)]
+    holding = cloud.servers[server_id(cloud, 'vm-0002')]
+    holding.autopilot_decisions = [
+        fakecloud.decision('vcpus', 'hold', 1, 1, AUTOPILOT_HOLD)]
+    automatic = cloud.servers[server_id(cloud, 'vm-0001')]
+    cloud.handle('POST', f'/v2.1/os-xloud-adjust/{automatic.id}', {},
+                 {'current_vcpus': 2})
+    cloud.settle()
+    cloud.autosize(automatic, AUTOPILOT_AUTO, memory_mb=1536)
+    cloud.settle()
+    automatic.autopilot_decisions = [
+        fakecloud.decision('memory_mb', 'grow', 1024, 1536, AUTOPILOT_AUTO)]
+
+    panel.open()
+    assert 'Autopilot' in panel.find('table#instances thead').text
+
+    def autopilot_cell(server):
+        return panel.row('instances', server.id).find_element(
+            By.CSS_SELECTOR, 'td.xloud-autopilot')
+
+    assert autopilot_cell(growing).text.split('\n') == [
+        'Recommend', 'grow memory 4GB → 6GB']
+    assert autopilot_cell(automatic).text.split('\n') == [
+        'On', 'grow memory 1GB → 1.5GB']
+    assert autopilot_cell(holding).text.startswith('Recommend\nhold: vCPUs')
+    state = autopilot_cell(growing).find_element(
+        By.CSS_SELECTOR, '.xloud-autopilot-state')
+    assert f'grow memory 4GB → 6GB: {AUTOPILOT_GROW}' in title_of(state)
+    assert f'hold vCPUs: {AUTOPILOT_HOLD}' in title_of(state)
+    ActionChains(panel.driver).move_to_element(state).perform()
+    assert 'Recommended: 6GB.' in panel.visible('.tooltip').text
+    panel.screenshot('28-autopilot-column')
+
+    # Nothing to apply where it holds: shown, disabled, with why.
+    panel.row('instances', holding.id).find_element(
+        By.CSS_SELECTOR, '.dropdown-toggle').click()
+    refused = panel.visible(
+        f'#instances__row_{holding.id}__action_apply_recommendation')
+    assert 'disabled' in refused.get_attribute('class').split()
+    assert title_of(refused) == 'The autopilot calls for no change.'
+    cloud.calls.clear()
+    refused.click()
+    assert not any(method == 'POST' for method, _path in cloud.calls)
+    assert holding.pending is None
+
+    panel.open()
+    panel.open_row_action('instances', growing.id, 'apply_recommendation')
+    panel.wait_for_message('Adjusting instance "vm-0000" to the '
+                           'autopilot\'s recommendation: 6GB.')
+    assert growing.pending == (2, 6144)
+    panel.wait_for_row('instances', growing.id, 'Adjusting')
+    panel.screenshot('29-recommendation-applied')
+    cloud.settle()
+    assert '6GB' in panel.wait_for_row('instances', growing.id, 'Done')
+
+    panel.open_row_action('instances', automatic.id, 'history')
+    rows = panel.find('table#history').find_elements(By.CSS_SELECTOR,
+                                                     'tbody tr')
+    assert [row.get_attribute('data-by') for row in rows] == [
+        'autopilot', 'user']
+    by = [row.find_element(By.CSS_SELECTOR, 'td.xloud-history-by').text
+          for row in rows]
+    assert by == ['Autopilot', 'admin-user']
+    assert AUTOPILOT_AUTO in rows[0].text
+    assert 'memory 1GB → 1.5GB' in rows[0].text
+    assert 'vCPUs 1 → 2' in rows[1].text
+    assert rows[1].find_element(
+        By.CSS_SELECTOR, 'td.xloud-history-reason').text == '-'
+    panel.screenshot('30-history-autopilot')
+
+    panel.open()
+    panel.open_row_action('instances', holding.id, 'autopilot')
+    form = panel.modal()
+    assert "Sizes memory, vCPUs (its flavor's xloud:autosize), the mode " \
+        "of its host." in form.text
+    panel.fill(form, {'dimensions': 'memory', 'mode': 'off'})
+    panel.screenshot('31-autopilot-setting')
+    panel.submit(form)
+    panel.wait_for_message('Autopilot of instance "vm-0002": Sizes memory '
+                           '(its own setting), at most Off.')
+    assert (holding.autosize, holding.autosize_mode) == ('memory', 'off')
+    assert autopilot_cell(holding).text.startswith('Off')

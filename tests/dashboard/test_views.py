@@ -803,7 +803,7 @@ class EditMinimumsTests(ElasticSizingTestCase):
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
         self.mock_flavor_set_minimums.assert_called_once_with(
             helpers.IsHttpRequest(), '10', minimum_cpu=2,
-            minimum_memory=1024, memory_model='balloon')
+            minimum_memory=1024, memory_model='balloon', autosize=None)
         self.assertMessageCount(success=1, warning=1)
         messages = messages_of(res)
         self.assertIn('Updated the minimums of flavor "elastic.small".',
@@ -869,7 +869,7 @@ class EditMinimumsTests(ElasticSizingTestCase):
             res, INDEX_URL + '?tab=elastic_sizing__flavors')
         self.mock_flavor_set_minimums.assert_called_once_with(
             helpers.IsHttpRequest(), '10', minimum_cpu=2,
-            minimum_memory=None, memory_model='balloon')
+            minimum_memory=None, memory_model='balloon', autosize=None)
 
     @helpers.create_mocks({elastic: ['flavor_get', 'flavor_set_minimums',
                                      'flavor_minimums_get']})
@@ -1957,3 +1957,400 @@ class GuestHistoryTests(ElasticSizingTestCase):
         self.assertEqual(res.status_code, 200)
         self.assertNotContains(res, 'xloud-readiness-details')
         self.assertNotContains(res, 'xloud-guest-agent')
+
+
+def autopilot_url(instance_id):
+    return reverse('horizon:admin:elastic_sizing:autopilot',
+                   args=[instance_id])
+
+
+def apply_action(server_id: str) -> str:
+    return f'instances__apply_recommendation__{server_id}'
+
+
+def title_in(fragment: str, marker: str) -> str:
+    """The title of the first tag after ``marker``, unescaped."""
+    cell = fragment[fragment.index(marker):]
+    start = cell.index('title="') + len('title="')
+    return html.unescape(cell[start:cell.index('"', start)])
+
+
+GROW_REASON = 'memory 4096 → 6144 MiB: usable 4% < 15% for 3 min.'
+HOLD_REASON = ('vCPUs busy 45% of 2 on average, within the band of 30% to '
+               '80%.')
+LOCKED_MEMORY = ('hw:locked_memory keeps the guest\'s memory resident '
+                 'whatever the balloon says')
+
+
+def deny_autopilot(actions, request, target=None):
+    return all(rule != 'xloud:elastic_sizing:autopilot'
+               for _scope, rule in actions)
+
+
+class AutopilotTests(ElasticSizingTestCase):
+    """The Autopilot column, Apply Recommendation and the Autopilot
+    Setting form, from the fake's answers."""
+
+    def setUp(self):
+        super().setUp()
+        self.cloud.add_host('compute-1', autopilot_mode='recommend')
+        for server in self.cloud.servers.values():
+            server.embedded_specs['xloud:autosize'] = 'memory,cpu'
+        # vm-0000 (compute-1): a grow recommended; vm-0001 (compute-2,
+        # off): nothing; vm-0002 (compute-1): holds; vm-0003: its host
+        # not read.
+        self.growing, self.off, self.holding, self.unread = (
+            self.cloud.servers.values())
+        self.growing.autopilot_decisions = [
+            fakecloud.decision('vcpus', 'hold', 2, 2, HOLD_REASON),
+            fakecloud.decision('memory_mb', 'grow', 4096, 6144,
+                               GROW_REASON)]
+        self.off.autopilot_decisions = []
+        self.holding.autopilot_decisions = [
+            fakecloud.decision('vcpus', 'hold', 1, 1, HOLD_REASON)]
+        self.unread.guest_read_error = 'compute-2 did not answer in time'
+
+    def index(self):
+        self.mock_instance_size_list.return_value = (listed_of(self.cloud),
+                                                     False)
+        res = self.client.get(INDEX_URL)
+        self.assertEqual(res.status_code, 200)
+        return res.content.decode()
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_column_says_the_mode_and_the_last_decision(self):
+        content = self.index()
+        self.assertIn('title="The autopilot&#x27;s mode for the instance',
+                      content)
+        growing = row_of(content, self.growing.id)
+        self.assertIn('data-mode="recommend" data-action="grow"', growing)
+        self.assertIn('<span class="xloud-autopilot-mode">Recommend</span>'
+                      '<span class="xloud-autopilot-decision">grow memory '
+                      '4GB → 6GB</span>', growing)
+        lines = title_in(growing, 'xloud-autopilot-state').split('\n')
+        self.assertEqual('Mode: Recommend (its host: Recommend).', lines[0])
+        self.assertEqual("Sizes memory, vCPUs (its flavor's "
+                         "xloud:autosize), the mode of its host.", lines[1])
+        self.assertIn(f'hold vCPUs: {HOLD_REASON}', lines)
+        self.assertIn(f'grow memory 4GB → 6GB: {GROW_REASON}', lines)
+        self.assertTrue(any(line.startswith('Decided 2') for line in lines))
+        self.assertEqual('Recommended: 6GB.', lines[-1])
+        # Only holds: the first reason, briefly; in full in the tooltip.
+        holding = row_of(content, self.holding.id)
+        self.assertIn('hold: vCPUs busy 45% of 2 on average,…',
+                      html.unescape(holding))
+        self.assertIn(f'hold vCPUs: {HOLD_REASON}',
+                      title_in(holding, 'xloud-autopilot-state'))
+        off = row_of(content, self.off.id)
+        self.assertIn('data-mode="off"', off)
+        self.assertIn('>Off</span><span class="xloud-autopilot-decision">'
+                      'no decision yet<', off)
+        unread = row_of(content, self.unread.id)
+        self.assertIn('data-mode="unknown"', unread)
+        self.assertIn('>Not read</span>', unread)
+        self.assertIn('Not read: the compute host did not answer',
+                      title_in(unread, 'xloud-autopilot-state'))
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_an_older_extension_shows_no_autopilot(self):
+        self.cloud.autopilot_offered = False
+        content = self.index()
+        growing = row_of(content, self.growing.id)
+        self.assertNotIn('xloud-autopilot-state', growing)
+        self.assertNotIn('apply_recommendation', growing)
+        self.assertNotIn(autopilot_url(self.growing.id), growing)
+        # Readiness is still there.
+        self.assertIn('xloud-readiness-checks', growing)
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_refreshed_row_has_the_autopilot(self):
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        res = self.client.get(
+            INDEX_URL + '?action=row_update&table=instances&obj_id='
+            + self.growing.id, HTTP_X_REQUESTED_WITH='XMLHttpRequest')
+        row = res.content.decode()
+        self.assertIn('grow memory 4GB → 6GB', row)
+        self.assertIn(f'value="{apply_action(self.growing.id)}"', row)
+
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_apply_recommendation_is_enabled_only_with_one(self):
+        content = self.index()
+
+        def button(server_id):
+            row = row_of(content, server_id)
+            end = row.index(f'value="{apply_action(server_id)}"')
+            return row[row.rindex('<button', 0, end):end]
+
+        enabled = button(self.growing.id)
+        self.assertNotIn('disabled', enabled)
+        for server, reason in (
+                (self.off, 'The autopilot recommends only in recommend '
+                           'mode; it is Off for this instance.'),
+                (self.holding, 'The autopilot calls for no change.'),
+                (self.unread, "The autopilot's decisions were not read: "
+                              "its compute host did not answer.")):
+            disabled = button(server.id)
+            self.assertIn('xloud-adjust-disabled', disabled)
+            self.assertIn(f'title="{html.escape(reason)}"', disabled)
+
+    @helpers.create_mocks({elastic: ['instance_size_list',
+                                     'instance_size_get', 'adjust']})
+    def test_apply_recommendation_adjusts_to_it(self):
+        self.mock_instance_size_list.return_value = (listed_of(self.cloud),
+                                                     False)
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        res = self.client.post(INDEX_URL,
+                               {'action': apply_action(self.growing.id)})
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        # Read again, with its lock state, before it is sent.
+        self.mock_instance_size_get.assert_called_once_with(
+            helpers.IsHttpRequest(), self.growing.id)
+        self.mock_server_lock_state.assert_called_once_with(
+            helpers.IsHttpRequest(), self.growing.id)
+        self.mock_adjust.assert_called_once_with(
+            helpers.IsHttpRequest(), self.growing.id, vcpus=None,
+            memory_mb=6144)
+        self.assertEqual(['Adjusting instance "vm-0000" to the autopilot\'s '
+                          'recommendation: 6GB.'],
+                         [html.unescape(text) for text in messages_of(res)])
+
+    @helpers.create_mocks({elastic: ['instance_size_list',
+                                     'instance_size_get', 'adjust']})
+    def test_apply_recommendation_refuses_what_changed_meanwhile(self):
+        self.mock_instance_size_list.return_value = (listed_of(self.cloud),
+                                                     False)
+        # Meanwhile the guest's use came back within the band.
+        self.growing.autopilot_decisions = [
+            fakecloud.decision('memory_mb', 'hold', 4096, 4096,
+                               'usable 20% within 15-40%.')]
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        res = self.client.post(INDEX_URL,
+                               {'action': apply_action(self.growing.id)})
+        self.assertRedirectsNoFollow(res, INDEX_URL)
+        self.mock_adjust.assert_not_called()
+        self.assertEqual(['The recommendation for instance "vm-0000" cannot '
+                          'be applied: The autopilot calls for no change.'],
+                         [html.unescape(text) for text in messages_of(res)])
+        # Locked meanwhile: the lock's reason.
+        self.growing.autopilot_decisions = [fakecloud.decision(
+            'memory_mb', 'grow', 4096, 6144, GROW_REASON)]
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        self.mock_server_lock_state.return_value = (True, 'backup')
+        res = self.client.post(INDEX_URL,
+                               {'action': apply_action(self.growing.id)})
+        self.mock_adjust.assert_not_called()
+        self.assertIn('cannot be applied: The instance is locked: backup',
+                      html.unescape(messages_of(res)[-1]))
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_setting_form_shows_the_setting(self):
+        self.growing.autosize = 'memory'
+        self.growing.autosize_mode = 'off'
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        res = self.client.get(autopilot_url(self.growing.id))
+        self.assertTemplateUsed(res,
+                                'admin/elastic_sizing/autopilot_setting.html')
+        form = res.context['form']
+        self.assertEqual(('memory', 'off'), (form.initial['dimensions'],
+                                             form.initial['mode']))
+        self.assertContains(res, "Sizes memory (its own setting), at most "
+                                 "Off.")
+        self.assertContains(res, '<dd class="xloud-autopilot-host-mode">'
+                                 'Recommend</dd>')
+        self.assertContains(res, '<dd class="xloud-autopilot-mode">Off</dd>')
+        self.growing.autosize = self.growing.autosize_mode = ''
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        form = self.client.get(autopilot_url(self.growing.id)).context[
+            'form']
+        self.assertEqual(('flavor', 'host'), (form.initial['dimensions'],
+                                              form.initial['mode']))
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'autopilot_set']})
+    def test_setting_form_saves_it(self):
+        self.mock_instance_size_get.return_value = shown_of(
+            self.cloud, self.growing.id)
+        self.mock_autopilot_set.return_value = elastic.AutopilotSetting(
+            ('memory_mb',), 'instance', 'recommend')
+        for dimensions, mode, sent in (
+                ('memory', 'recommend', (('memory_mb',), 'recommend')),
+                ('both', 'host', (('vcpus', 'memory_mb'), None)),
+                ('none', 'off', ((), 'off')),
+                ('flavor', 'host', (None, None))):
+            self.mock_autopilot_set.reset_mock()
+            res = self.client.post(autopilot_url(self.growing.id), {
+                'instance_id': self.growing.id, 'dimensions': dimensions,
+                'mode': mode})
+            self.assertNoFormErrors(res)
+            self.assertRedirectsNoFollow(res, INDEX_URL)
+            self.mock_autopilot_set.assert_called_once_with(
+                helpers.IsHttpRequest(), self.growing.id, *sent)
+        self.assertIn('Autopilot of instance "vm-0000": Sizes memory (its '
+                      'own setting), at most Recommend.',
+                      [html.unescape(text) for text in messages_of(res)])
+
+    @helpers.create_mocks({elastic: ['instance_size_get', 'autopilot_set']})
+    def test_setting_form_refuses_what_the_extension_would(self):
+        locked = self.cloud.add_flavor(
+            'locked-memory', 4, 4096, minimum_cpu=1, minimum_memory=1024,
+            flavor_id='30', extra_specs={'hw:locked_memory': 'true'})
+        server = self.cloud.add_server('vm-locked', locked)
+        reason = self.cloud.servers[server.id].limits().conflicts[
+            elastic.MEMORY]
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            server.id)
+        res = self.client.post(autopilot_url(server.id), {
+            'instance_id': server.id, 'dimensions': 'both', 'mode': 'host'})
+        self.assertEqual(
+            [f'memory of instance "vm-locked" cannot be sized '
+             f'automatically: {reason}'],
+            res.context['form'].errors['dimensions'])
+        self.mock_autopilot_set.assert_not_called()
+        # Read again when submitted.
+        self.assertEqual(2, self.mock_instance_size_get.call_count)
+        # Its vCPUs can be.
+        self.mock_autopilot_set.return_value = elastic.AutopilotSetting(
+            ('vcpus',), 'instance', None)
+        res = self.client.post(autopilot_url(server.id), {
+            'instance_id': server.id, 'dimensions': 'cpu', 'mode': 'host'})
+        self.assertNoFormErrors(res)
+        # What only Nova knows (its devices) comes back from it.
+        self.mock_autopilot_set.side_effect = exceptions.ApiError(
+            'vcpus of server x cannot be sized automatically: its PCI '
+            'devices.', 409)
+        res = self.client.post(autopilot_url(server.id), {
+            'instance_id': server.id, 'dimensions': 'cpu', 'mode': 'host'})
+        self.assertEqual(200, res.status_code)
+        self.assertContains(res, 'Unable to set the autopilot of instance '
+                                 '&quot;vm-locked&quot;: vcpus of server x '
+                                 'cannot be sized automatically')
+
+    @override_settings(
+        POLICY_CHECK_FUNCTION='tests.dashboard.test_views.deny_autopilot')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_setting_needs_the_autopilot_policy(self):
+        content = self.index()
+        growing = row_of(content, self.growing.id)
+        self.assertNotIn(autopilot_url(self.growing.id), growing)
+        # Applying a recommendation is an adjustment: its own policy.
+        self.assertIn(apply_action(self.growing.id), growing)
+
+    @override_settings(POLICY_CHECK_FUNCTION='openstack_auth.policy.check')
+    @helpers.create_mocks({elastic: ['instance_size_list']})
+    def test_admin_passes_the_shipped_autopilot_rule(self):
+        content = self.index()
+        self.assertIn(autopilot_url(self.growing.id),
+                      row_of(content, self.growing.id))
+
+
+class AutosizeEditorTests(MemoryMethodEditorTests.__base__):
+    """The flavor's xloud:autosize in the minimums editor and the Flavors
+    tab; the panel's API functions run against the fake."""
+
+    def setUp(self):
+        super().setUp()
+        self.handled = mock.patch.object(self.cloud, 'handle',
+                                         wraps=self.cloud.handle).start()
+        mock.patch.object(elastic, '_call', self.call_fake).start()
+        self.addCleanup(mock.patch.stopall)
+
+    call_fake = MemoryMethodEditorTests.call_fake
+    writes = MemoryMethodEditorTests.writes
+
+    def post(self, flavor_id, **data):
+        return self.client.post(minimums_url(flavor_id), {
+            'flavor_id': flavor_id, 'minimum_cpu': '1',
+            'minimum_memory': '1024', 'memory_model': 'balloon', **data})
+
+    def test_editor_sets_and_removes_the_key(self):
+        specs = self.cloud.flavors['10'].extra_specs
+        res = self.client.get(minimums_url('10'))
+        self.assertEqual('none', res.context['form'].initial['autosize'])
+        self.assertContains(res, 'Autopilot sizes')
+        res = self.post('10', autosize='memory,cpu')
+        self.assertNoFormErrors(res)
+        self.assertEqual('memory,cpu', specs['xloud:autosize'])
+        self.assertEqual([('POST', '', {'extra_specs': {
+            'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024',
+            'xloud:autosize': 'memory,cpu'}})], self.writes('10'))
+        self.assertIn('The autopilot sizes memory, vCPUs of the instances of '
+                      'flavor "elastic.small" booted or resized from now on; '
+                      'an existing instance keeps the flavor copy it booted '
+                      'with: give it its own Autopilot Setting.',
+                      [html.unescape(text) for text in messages_of(res)])
+        res = self.client.get(minimums_url('10'))
+        self.assertEqual('memory,cpu',
+                         res.context['form'].initial['autosize'])
+        # Unchanged: not written again, nothing said of it.
+        self.handled.reset_mock()
+        res = self.post('10', autosize='memory,cpu')
+        self.assertEqual([('POST', '', {'extra_specs': {
+            'xloud:minimum_cpu': '1', 'xloud:minimum_memory': '1024'}})],
+            self.writes('10'))
+        self.assertFalse(any('The autopilot sizes' in text
+                             for text in messages_of(res)))
+        # Nothing removes the key.
+        self.handled.reset_mock()
+        res = self.post('10', autosize='none')
+        self.assertNoFormErrors(res)
+        self.assertNotIn('xloud:autosize', specs)
+        self.assertEqual(('DELETE', '/xloud:autosize', None),
+                         self.writes('10')[-1])
+        res = self.post('10', autosize='disk')
+        self.assertEqual(['Select a valid choice. disk is not one of the '
+                          'available choices.'],
+                         res.context['form'].errors['autosize'])
+
+    def test_flavors_tab_shows_it(self):
+        self.cloud.flavors['10'].extra_specs['xloud:autosize'] = 'memory'
+        self.cloud.flavors['11'].extra_specs['xloud:autosize'] = 'memory,cpu'
+        # A value the extension does not know is none.
+        self.cloud.flavors['1'].extra_specs['xloud:autosize'] = 'disk'
+        res = self.client.get(INDEX_URL + '?tab=elastic_sizing__flavors')
+        table = res.context['tab_group'].get_tab('flavors')._tables[
+            'flavors']
+        self.assertEqual({'elastic.small': 'Memory',
+                          'elastic.large': 'Memory and vCPUs',
+                          'm1.tiny': 'Nothing'},
+                         {row.datum.name: str(row.cells['autosize'].data)
+                          for row in table.get_rows()})
+        self.assertContains(res, 'Autopilot Sizes')
+
+
+class AutomaticHistoryTests(ElasticSizingTestCase):
+    """The history tells the autopilot's changes from manual ones."""
+
+    @helpers.create_mocks({elastic: ['instance_size_get']})
+    def test_by_and_reason(self):
+        server = self.cloud.servers[self.large.id]
+        self.cloud.autosize(server, GROW_REASON, memory_mb=6144)
+        self.cloud.settle()
+        self.cloud.handle('POST', f'/v2.1/os-xloud-adjust/{server.id}', {},
+                          {'current_vcpus': 3})
+        self.cloud.settle()
+        self.mock_instance_size_get.return_value = shown_of(self.cloud,
+                                                            server.id)
+        with mock.patch.object(elastic, '_call',
+                               AutosizeEditorTests.call_fake.__get__(self)):
+            res = self.client.get(history_url(server.id))
+        table = res.context['table']
+        rows = {row.datum.automatic: row for row in table.get_rows()}
+        automatic, manual = rows[True], rows[False]
+        self.assertEqual('Autopilot', str(automatic.cells['by'].data))
+        self.assertEqual(GROW_REASON, automatic.cells['reason'].data)
+        self.assertEqual('memory 4GB → 6GB',
+                         str(automatic.cells['change'].data))
+        self.assertEqual('memory_mb 4096 -> 6144, persisted',
+                         automatic.cells['details'].data)
+        self.assertEqual('admin-user', manual.cells['by'].data)
+        self.assertIsNone(manual.cells['reason'].data)
+        content = res.content.decode()
+        self.assertIn('data-by="autopilot"', content)
+        self.assertIn('data-by="user"', content)
+        self.assertIn(html.escape(GROW_REASON), content)
+        self.assertEqual('By', str(table.columns['by'].verbose_name))

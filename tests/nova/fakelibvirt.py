@@ -38,6 +38,7 @@ MISSING_CONSTANTS = {
     'VIR_DOMAIN_MEM_CONFIG': 2,
     'VIR_DOMAIN_MEM_MAXIMUM': 4,
     'VIR_DOMAIN_GUEST_INFO_HOSTNAME': 8,
+    'VIR_NODE_MEMORY_STATS_ALL_CELLS': -1,
 }
 _LIVE = fakelibvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -99,6 +100,11 @@ class GuestBehaviour:
     memory_in_use_kib: int = 262144
     # What the guest agent answers for its host name.
     hostname: str = 'guest'
+    # The guest's cumulative major page faults and KiB swapped in and out
+    # since it started, as its balloon driver sends them.
+    major_faults: int = 0
+    swap_in_kib: int = 0
+    swap_out_kib: int = 0
     # How many of its vCPUs the guest keeps busy on average: the domain's
     # CPU time (virDomainGetInfo's cpuTime, ns) grows by this much per
     # second of wall time while it runs.
@@ -435,7 +441,9 @@ class ElasticDomain(fakelibvirt.Domain):
                     self._virtio_mem_current())
         if self._def['balloon'] and self.behaviour.balloon_driver and (
                 self._state != fakelibvirt.VIR_DOMAIN_PAUSED):
-            self._live['memory'] = self._live['balloon_target']
+            self._live['memory'] = min(
+                self._live['balloon_target'] +
+                self._live.get('oom_deflated', 0), self._def['memory'])
         return self._live['memory']
 
     def createWithFlags(self, flags):
@@ -636,10 +644,22 @@ class ElasticDomain(fakelibvirt.Domain):
                     'and guest OS balloon driver',
                     fakelibvirt.VIR_ERR_OPERATION_INVALID)
             self._live['balloon_target'] = memory
+            # A new target: the driver inflates or deflates to it, what
+            # it gave back on OOM included.
+            self._live['oom_deflated'] = 0
             self._live_memory()
         if config:
             self._def['current_memory'] = memory
         return 0
+
+    def deflate_on_oom(self, kib: int) -> None:
+        """The guest runs out of memory and its balloon driver gives it
+        ``kib`` more of the balloon's pages (Nova's ``autodeflate``):
+        QEMU's ``actual`` rises above the target, up to all the domain
+        was started with; without autodeflate, nothing happens."""
+        if self._def['autodeflate'] and not self._def['virtio_mem']:
+            self._live['oom_deflated'] = self._live.get(
+                'oom_deflated', 0) + kib
 
     def setMemory(self, memory):
         return self.setMemoryFlags(memory, _LIVE)
@@ -703,7 +723,9 @@ class ElasticDomain(fakelibvirt.Domain):
                      behaviour.memory_in_use_kib, 0)
         disk_caches = usable // 4
         self._live['guest_stats'] = {
-            'swap_in': 0, 'swap_out': 0, 'major_fault': 0,
+            'swap_in': behaviour.swap_in_kib,
+            'swap_out': behaviour.swap_out_kib,
+            'major_fault': behaviour.major_faults,
             'minor_fault': 0, 'unused': usable - disk_caches,
             'available': available, 'usable': usable,
             'last_update': int(time.time()),
@@ -948,6 +970,32 @@ def _format_vcpus(vcpus) -> etree._Element:
     return listed
 
 
+def get_memory_stats(connection, cellNum, flags=0):
+    """virNodeGetMemoryStats as libvirt answers it on a host of one NUMA
+    cell: the host's memory (``HostInfo.kB_mem``) and what is free of it,
+    in KiB, each running guest holding what it was given plus
+    ``connection.host_used_kib`` (0 unless a test sets it) for the host
+    itself; for all cells also buffers and page cache (none here), for the
+    one cell only total and free, with libvirt's errors for other cells
+    (tests/realguest/test_node_memory.py asks libvirtd)."""
+    if cellNum < MISSING_CONSTANTS['VIR_NODE_MEMORY_STATS_ALL_CELLS']:
+        raise _error('cellNum in virNodeGetMemoryStats only accepts -1 as '
+                     'a negative value', fakelibvirt.VIR_ERR_INVALID_ARG)
+    if cellNum > 0:
+        # Reported by libvirt's host memory code: VIR_FROM_NONE, which
+        # Nova's fake does not name.
+        raise _error('cellNum in virHostMemGetStats must be less than or '
+                     'equal to 0', fakelibvirt.VIR_ERR_INVALID_ARG, 0)
+    total = connection.host_info.kB_mem
+    held = sum(domain.info()[2] for domain in connection._vms.values()
+               if domain.isActive())
+    used = held + getattr(connection, 'host_used_kib', 0)
+    stats = {'total': total, 'free': max(total - used, 0)}
+    if cellNum == MISSING_CONSTANTS['VIR_NODE_MEMORY_STATS_ALL_CELLS']:
+        stats.update(buffers=0, cached=0)
+    return stats
+
+
 class ElasticLibvirtFixture(fixtures.Fixture):
     """Installs ElasticDomain in Nova's fake libvirt.
 
@@ -965,6 +1013,9 @@ class ElasticLibvirtFixture(fixtures.Fixture):
                 f'nova.tests.fixtures.libvirt.{name}', value))
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.virGetLastError', virGetLastError))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Connection.getMemoryStats',
+            get_memory_stats))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ext.virt.live.libvirt', fakelibvirt))
 

@@ -28,6 +28,7 @@ RULES = [
      'rule:context_is_admin'),
     ('xloud:elastic_sizing:flavor_minimums', None, 'rule:context_is_admin'),
     ('xloud:elastic_sizing:host_exposure', None, 'rule:context_is_admin'),
+    ('xloud:elastic_sizing:autopilot', None, 'rule:context_is_admin'),
 ]
 RENAMED = [(name, former, default) for name, former, default in RULES
            if former is not None]
@@ -68,7 +69,8 @@ class PolicySampleTest(testtools.TestCase):
         self.assertEqual(
             [policies.ADJUST, policies.SHOW, policies.INDEX,
              policies.INDEX_ALL_TENANTS, policies.AUDIT,
-             policies.FLAVOR_MINIMUMS, policies.HOST_EXPOSURE],
+             policies.FLAVOR_MINIMUMS, policies.HOST_EXPOSURE,
+             policies.AUTOPILOT],
             [rule.name for rule in policies.list_rules()])
         self.assertEqual(
             [(name, former, default, former and default)

@@ -64,6 +64,12 @@ class ReadTest(base.ElasticAPITestBase):
             self.assertEqual(dict.fromkeys(('vcpus', 'memory_mb',
                                             'vcpus_rule', 'memory_rule')),
                              server.pop('recommendation'))
+            # The host was not read: its autopilot is not known.
+            self.assertEqual({'dimensions': [], 'dimensions_from': None,
+                              'instance_mode': None, 'host_mode': None,
+                              'mode': None, 'decisions': [], 'as_of': None,
+                              'recommended': None},
+                             server.pop('autopilot'))
             self.assertEqual({
                 'id': server_id,
                 'name': 'elastic-one',
@@ -213,7 +219,8 @@ class ReadTest(base.ElasticAPITestBase):
             # one, without the change records and the guest's view.
             self.assertEqual([], shown['server'].pop('changes'))
             self.assertIsNone(shown['server'].pop('guest')['as_of'])
-            for key in ('readiness', 'utilisation', 'recommendation'):
+            for key in ('readiness', 'utilisation', 'recommendation',
+                        'autopilot'):
                 shown['server'].pop(key)
             self.assertEqual(shown['server'], servers[0])
         with self.subTest('all_tenants'):

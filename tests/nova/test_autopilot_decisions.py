@@ -149,8 +149,8 @@ class SeriesTest(unittest.TestCase):
         params = dataclasses.replace(DEFAULTS, grow_after=0)
         guest = SimulatedGuest(lambda at: (2000, None), params=params)
         self.assertEqual([(120, GROW, 2816)], guest.run(until=120))
-        self.assertEqual(['1 of the 3 samples needed at this size.',
-                          '2 of the 3 samples needed at this size.'],
+        self.assertEqual(['1 of the 3 samples needed since the last change.',
+                          '2 of the 3 samples needed since the last change.'],
                          [guest.reason(0), guest.reason(60)])
 
     def test_no_statistics_holds_memory_and_sizes_vcpus(self) -> None:
@@ -214,8 +214,8 @@ class HistoryTest(unittest.TestCase):
             decided.append((at, decision.action, decision.target))
             if at == 180:
                 self.assertEqual(1, len(history.samples))
-                self.assertEqual('1 of the 3 samples needed at this size.',
-                                 decision.reason)
+                self.assertEqual('1 of the 3 samples needed since the '
+                                 'last change.', decision.reason)
         self.assertEqual(
             [(0, HOLD, 2048), (60, HOLD, 2048), (120, HOLD, 2048),
              (180, HOLD, 2048), (240, HOLD, 2048), (300, HOLD, 2048),
@@ -253,6 +253,50 @@ class HistoryTest(unittest.TestCase):
         self.assertEqual((HOLD, 'The guest\'s memory statistics predate the '
                           'balloon\'s last move.'),
                          (decision.action, decision.reason))
+
+    def test_a_balloon_deflating_on_oom_keeps_the_count(self) -> None:
+        """Nova's balloon deflates on OOM: a guest out of memory grows by
+        itself, and that is the pressure, not a change starting the count
+        over (real QEMU: 512 -> 555 -> 573 -> 598 MiB, usable 0)."""
+        history = autopilot.GuestHistory.for_params(DEFAULTS)
+        decided = []
+        for at, memory_mb in ((0, 2048), (60, 2090), (120, 2130),
+                              (180, 2170)):
+            history.add(autopilot.Sample(at=at, vcpus=2, memory_mb=memory_mb,
+                                         usable_mb=20))
+            decision, = autopilot.decide(history, BOUNDS, DEFAULTS, at,
+                                         dimensions=(MEMORY,))
+            decided.append((decision.action, decision.target))
+        self.assertEqual([(HOLD, 2048), (HOLD, 2090), (HOLD, 2130),
+                          (GROW, 3072)], decided)
+        # A change someone made does start it over.
+        history.changed(MEMORY, GROW, 200)
+        history.add(autopilot.Sample(at=240, vcpus=2, memory_mb=3072,
+                                     usable_mb=20))
+        decision, = autopilot.decide(history, BOUNDS, DEFAULTS, 240,
+                                     dimensions=(MEMORY,))
+        self.assertEqual('1 of the 3 samples needed since the last change.',
+                         decision.reason)
+
+    def test_what_a_deflated_balloon_took_goes_back_to_the_floor(
+            self) -> None:
+        """Held 130 MiB above its floor after an OOM deflation, an idle
+        guest goes back to the floor although that frees less than
+        memory_min_step_mb (real QEMU: 563 MiB held at a 512 floor)."""
+        history = autopilot.GuestHistory.for_params(DEFAULTS)
+        for at in range(0, 901, 60):
+            # 690 MiB used, 40% usable: a target of 1024 MiB either way.
+            history.add(autopilot.Sample(at=at, vcpus=2, memory_mb=1154,
+                                         usable_mb=464))
+        decision, = autopilot.decide(history, BOUNDS, DEFAULTS, 900,
+                                     dimensions=(MEMORY,))
+        self.assertEqual((SHRINK, 1024), (decision.action, decision.target))
+        # Above the floor the minimum step still holds a small shrink back.
+        higher = dataclasses.replace(BOUNDS, floor_memory_mb=512)
+        decision, = autopilot.decide(history, higher, DEFAULTS, 900,
+                                     dimensions=(MEMORY,))
+        self.assertEqual(HOLD, decision.action)
+        self.assertIn('would free less than 256 MiB', decision.reason)
 
     def test_window_is_bounded_by_count_and_age(self) -> None:
         history = self.history()

@@ -359,6 +359,30 @@ class FlavorMinimumsTest(base.ElasticAPITestBase):
         self.assertEqual((without, without),
                          (self._embedded(a), self._request_spec(a)))
 
+    def test_what_the_autopilot_sizes_is_carried_too(self):
+        a = self.ids['a']
+        self.admin_api.post_extra_spec(self.flavor_id, {'extra_specs': {
+            sizing.AUTOSIZE: 'memory,cpu'}})
+        report = self._report()
+        self.assertEqual((0, 3), (report['current'], report['stale']))
+        self.assertEqual(3, self._apply()['updated'])
+        wanted = {SCOPED_CPU: '2', SCOPED_MEMORY: '2048',
+                  sizing.AUTOSIZE: 'memory,cpu', **PLACEMENT_SPECS}
+        self.assertEqual((wanted, wanted),
+                         (self._embedded(a), self._request_spec(a)))
+        # The autopilot follows the copy: the instance is opted in.
+        resp = self.admin_api.api_request(f'/os-xloud-adjust/{a}')
+        self.assertEqual(['vcpus', 'memory_mb'],
+                         resp.json()['server']['autopilot']['dimensions'])
+
+        self.admin_api.api_request(
+            f'/flavors/{self.flavor_id}/os-extra_specs/{sizing.AUTOSIZE}',
+            method='DELETE')
+        self.assertEqual(3, self._apply()['updated'])
+        without = {SCOPED_CPU: '2', SCOPED_MEMORY: '2048', **PLACEMENT_SPECS}
+        self.assertEqual((without, without),
+                         (self._embedded(a), self._request_spec(a)))
+
     def test_refusals_and_an_operation_starting_meanwhile(self):
         a = self.ids['a']
         self._set_minimum_cpu(3)

@@ -3,10 +3,11 @@
 The ``os-xloud-adjust`` extension (``doc/design.md`` has its contract),
 flavor minimums and memory model as Nova extra specs and, for the
 instances of a flavor, the ``os-xloud-flavor-minimums`` API
-(``doc/api.md``), the adjustment history as Nova instance actions with
-the change records of the extension's single GET, each instance's
-readiness, utilisation and recommended size from the extension's list
-(``?readiness=true``) and single GET, whether each instance is in sync
+(``doc/api.md``), the adjustment history (manual and the autopilot's)
+as Nova instance actions with the change records of the extension's
+single GET, each instance's readiness, utilisation, recommended size and
+autopilot from the extension's list (``?readiness=true``) and single GET,
+the autopilot's setting of an instance, whether each instance is in sync
 from the ``os-xloud-audit`` API (``doc/audit.md``) and healing one's
 drift, and which instances are locked from Nova's server API.
 All calls go through one compute proxy per request, built from the user's
@@ -46,6 +47,13 @@ AUDIT_PATH = '/os-xloud-audit'
 FLAVOR_MINIMUMS_PATH = '/os-xloud-flavor-minimums'
 ADJUST_ACTION = 'xloud-adjust'
 ADJUST_EVENT = 'compute_xloud_adjust'
+# An autopilot change (nova_ext.sizing.AUTO_ACTION): its event is named
+# ``compute_xloud_autosize: <reason>`` and its change record ends with
+# ``; autopilot: <reason>``.
+AUTO_ACTION = 'xloud-autosize'
+AUTO_EVENT = 'compute_xloud_autosize'
+AUTO_RECORD_SEPARATOR = '; autopilot: '
+HISTORY_ACTIONS = (ADJUST_ACTION, AUTO_ACTION)
 # The flavor minimums (nova_ext.sizing): scoped keys, and the seed's
 # unscoped ones still read where the scoped one is absent.
 MINIMUM_CPU = 'xloud:minimum_cpu'
@@ -59,6 +67,29 @@ MEMORY_MODEL_BALLOON = 'balloon'
 MEMORY_MODEL_VIRTIO_MEM = 'virtio-mem'
 MEMORY_MODELS = (MEMORY_MODEL_BALLOON, MEMORY_MODEL_VIRTIO_MEM)
 VIRTIO_MEM_BLOCK_MB = 2
+# What the autopilot sizes of a flavor's instances (nova_ext.sizing
+# AUTOSIZE*): absent, nothing.
+AUTOSIZE = 'xloud:autosize'
+AUTOSIZE_MEMORY = 'memory'
+AUTOSIZE_CPU = 'cpu'
+AUTOSIZE_BOTH = 'memory,cpu'
+AUTOSIZE_VALUES = (AUTOSIZE_MEMORY, AUTOSIZE_CPU, AUTOSIZE_BOTH)
+# What the editor passes to remove the key.
+AUTOSIZE_NONE = 'none'
+# The autopilot's modes, in order: an instance never runs one above its
+# host's (nova_ext.sizing.AUTOPILOT_MODES).
+AUTOPILOT_OFF = 'off'
+AUTOPILOT_RECOMMEND = 'recommend'
+AUTOPILOT_ON = 'on'
+AUTOPILOT_MODES = (AUTOPILOT_OFF, AUTOPILOT_RECOMMEND, AUTOPILOT_ON)
+# An autopilot decision's action (nova_ext.autopilot).
+DECISION_GROW = 'grow'
+DECISION_SHRINK = 'shrink'
+DECISION_HOLD = 'hold'
+DECISION_SKIPPED = 'skipped'
+# Where the dimensions the autopilot sizes come from.
+DIMENSIONS_FROM_FLAVOR = 'flavor'
+DIMENSIONS_FROM_INSTANCE = 'instance'
 # [xloud] memory_floor_mb's default, for a cloud whose extension does not
 # say (older than os-xloud-flavor-minimums).
 DEFAULT_MEMORY_FLOOR_MB = 256
@@ -142,6 +173,8 @@ class Flavor:
     # The seed's unscoped keys the flavor still holds.
     legacy_keys: tuple[str, ...] = ()
     memory_model: str = MEMORY_MODEL_BALLOON
+    # ``xloud:autosize`` when it holds a value the extension knows.
+    autosize: str | None = None
 
     @classmethod
     def from_nova(cls, body: dict[str, Any]) -> Flavor:
@@ -154,7 +187,8 @@ class Flavor:
                    is_public=body.get('os-flavor-access:is_public', True),
                    legacy_keys=tuple(LEGACY_KEYS[key] for key in LEGACY_KEYS
                                      if LEGACY_KEYS[key] in specs),
-                   memory_model=_memory_model(specs))
+                   memory_model=_memory_model(specs),
+                   autosize=_autosize(specs))
 
     @classmethod
     def from_extension(cls, body: dict[str, Any]) -> Flavor:
@@ -421,6 +455,108 @@ class DriftFix:
 
 
 @dataclasses.dataclass(frozen=True)
+class AutopilotDecision:
+    """What the autopilot last decided for one dimension: grow, shrink,
+    hold or skipped, from ``current`` to ``target`` (None where it has
+    none), and its reason in an operator's words."""
+
+    dimension: str
+    action: str
+    current: int | None
+    target: int | None
+    reason: str
+
+    @property
+    def is_move(self) -> bool:
+        return self.action in (DECISION_GROW, DECISION_SHRINK)
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> AutopilotDecision:
+        return cls(dimension=body['dimension'], action=body['action'],
+                   current=body.get('current'), target=body.get('target'),
+                   reason=body.get('reason') or '')
+
+
+@dataclasses.dataclass(frozen=True)
+class AutopilotTarget:
+    """The size the autopilot would move to in recommend mode; None
+    where it leaves a dimension as it is."""
+
+    vcpus: int | None
+    memory_mb: int | None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None
+                 ) -> AutopilotTarget | None:
+        if body is None:
+            return None
+        target = cls(vcpus=body.get('vcpus'),
+                     memory_mb=body.get('memory_mb'))
+        if target.vcpus is None and target.memory_mb is None:
+            return None
+        return target
+
+
+@dataclasses.dataclass(frozen=True)
+class AutopilotSetting:
+    """An instance's own autopilot setting: the dimensions it sizes
+    (from ``dimensions_from``: its flavor's ``xloud:autosize``, the
+    instance's override, or None for neither) and the mode the instance
+    holds it to (None: its host's)."""
+
+    dimensions: tuple[str, ...]
+    dimensions_from: str | None
+    instance_mode: str | None
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> AutopilotSetting:
+        return cls(dimensions=tuple(body.get('dimensions') or ()),
+                   dimensions_from=body.get('dimensions_from'),
+                   instance_mode=body.get('instance_mode'))
+
+
+@dataclasses.dataclass(frozen=True)
+class Autopilot:
+    """Whether and how the autopilot sizes an instance, and what it last
+    decided on its compute host.
+
+    ``host_mode`` and ``mode`` (the effective one) are None when the host
+    was not read; ``recommended`` is set only in recommend mode when a
+    grow or shrink is called for.
+    """
+
+    setting: AutopilotSetting
+    host_mode: str | None
+    mode: str | None
+    decisions: tuple[AutopilotDecision, ...] = ()
+    as_of: datetime.datetime | None = None
+    recommended: AutopilotTarget | None = None
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return self.setting.dimensions
+
+    @property
+    def last_move(self) -> AutopilotDecision | None:
+        """The first decision that is not a hold (a grow, a shrink, or a
+        change it skipped), or None when it holds everything."""
+        return next((decision for decision in self.decisions
+                     if decision.action != DECISION_HOLD), None)
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any] | None) -> Autopilot | None:
+        if body is None:
+            return None
+        return cls(
+            setting=AutopilotSetting.from_api(body),
+            host_mode=body.get('host_mode'), mode=body.get('mode'),
+            decisions=tuple(AutopilotDecision.from_api(decision)
+                            for decision in body.get('decisions') or ()),
+            as_of=_parse_time(body.get('as_of')),
+            recommended=AutopilotTarget.from_api(body.get('recommended')))
+
+
+@dataclasses.dataclass(frozen=True)
 class InstanceSize:
     """One instance's elastic size as the extension reports it."""
 
@@ -460,6 +596,9 @@ class InstanceSize:
     readiness: Readiness | None = None
     utilisation: Utilisation | None = None
     recommendation: Recommendation | None = None
+    # The autopilot's setting and last decisions: with readiness; None
+    # from an extension older than the autopilot.
+    autopilot: Autopilot | None = None
 
     @property
     def is_adjusting(self) -> bool:
@@ -551,7 +690,8 @@ class InstanceSize:
             readiness=Readiness.from_api(body.get('readiness')),
             utilisation=Utilisation.from_api(body.get('utilisation')),
             recommendation=Recommendation.from_api(
-                body.get('recommendation')))
+                body.get('recommendation')),
+            autopilot=Autopilot.from_api(body.get('autopilot')))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -575,7 +715,8 @@ class AdjustOutcome:
 
 @dataclasses.dataclass(frozen=True)
 class HistoryEntry:
-    """One ``xloud-adjust`` instance action and how its compute event ended.
+    """One ``xloud-adjust`` (manual) or ``xloud-autosize`` (automatic)
+    instance action and how its compute event ended.
 
     ``result`` is None while the compute has not finished. ``details`` and
     ``changes`` come from the compute's change record of the request when
@@ -590,6 +731,10 @@ class HistoryEntry:
     result: str | None
     details: str | None
     changes: dict[str, tuple[int, int]]
+    # An ``xloud-autosize`` action (the autopilot's, no user), and the
+    # reason it gave.
+    automatic: bool = False
+    reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -675,6 +820,14 @@ def _memory_model(specs: dict[str, str]) -> str:
     the balloon."""
     value = specs.get(MEMORY_MODEL, MEMORY_MODEL_BALLOON)
     return value if value in MEMORY_MODELS else MEMORY_MODEL_BALLOON
+
+
+def _autosize(specs: dict[str, str]) -> str | None:
+    """A flavor's ``xloud:autosize`` as the extension reads it
+    (``nova_ext.sizing.autosize_dimensions``): None for no value or one it
+    does not know."""
+    value = specs.get(AUTOSIZE)
+    return value if value in AUTOSIZE_VALUES else None
 
 
 def _parse_time(raw: str | None) -> datetime.datetime | None:
@@ -1006,6 +1159,24 @@ def adjust(request, server_id: str, *, vcpus: int | None = None,
     return answer.get('adjustment', {})
 
 
+def autopilot_set(request, server_id: str,
+                  dimensions: Iterable[str] | None,
+                  mode: str | None) -> AutopilotSetting:
+    """Set what the autopilot sizes of one instance and in which mode
+    (``PUT /os-xloud-adjust/{id}/autopilot``).
+
+    ``dimensions`` None follows the flavor's ``xloud:autosize``, empty
+    opts the instance out; ``mode`` None follows its host's. Nova answers
+    409 when a dimension cannot be adjusted for the instance.
+    """
+    body = {'autopilot': {
+        'dimensions': None if dimensions is None else list(dimensions),
+        'mode': mode}}
+    answer = _call(request, 'PUT', f'{EXTENSION_PATH}/{server_id}/autopilot',
+                   microversion=EXTENSION_MICROVERSION, json=body)
+    return AutopilotSetting.from_api(answer['autopilot'])
+
+
 def adjust_many(request, requests: Iterable[AdjustRequest]
                 ) -> list[AdjustOutcome]:
     """Send several adjustments concurrently; one outcome per request."""
@@ -1037,7 +1208,8 @@ def flavor_get(request, flavor_id: str) -> Flavor:
 def flavor_set_minimums(request, flavor_id: str, *,
                         minimum_cpu: int | None,
                         minimum_memory: int | None,
-                        memory_model: str | None = None) -> None:
+                        memory_model: str | None = None,
+                        autosize: str | None = None) -> None:
     """Write the minimums as the scoped extra specs; None removes one.
 
     The seed's unscoped key of each minimum is deleted once the scoped
@@ -1049,6 +1221,10 @@ def flavor_set_minimums(request, flavor_id: str, *,
     changes; the balloon, the default, by removing the key. The values
     go in one POST, which Nova's API validates together (a virtio-mem
     flavor's minimum must be whole blocks): a refusal changes nothing.
+
+    ``autosize`` (None: left as it is) is what the autopilot sizes, an
+    ``xloud:autosize`` value written only when it changes, or
+    AUTOSIZE_NONE to remove the key.
     """
     values = {MINIMUM_CPU: minimum_cpu, MINIMUM_MEMORY: minimum_memory}
     path = f'/flavors/{flavor_id}/os-extra_specs'
@@ -1067,6 +1243,10 @@ def flavor_set_minimums(request, flavor_id: str, *,
             to_set[MEMORY_MODEL] = MEMORY_MODEL_BALLOON
     elif memory_model is not None and held != memory_model:
         to_set[MEMORY_MODEL] = memory_model
+    if autosize == AUTOSIZE_NONE:
+        to_delete.append(AUTOSIZE)
+    elif autosize is not None and present.get(AUTOSIZE) != autosize:
+        to_set[AUTOSIZE] = autosize
     if to_set:
         _call(request, 'POST', path, microversion=FLAVOR_MICROVERSION,
               json={'extra_specs': to_set})
@@ -1099,7 +1279,9 @@ def flavor_minimums_apply(request, flavor_id: str) -> MinimumsReport:
 def adjustment_history(request, server_id: str,
                        changes: Iterable[SizeChange] | None = None
                        ) -> list[HistoryEntry]:
-    """The newest adjustments of one instance, newest first.
+    """The newest adjustments of one instance, newest first: manual ones
+    and the autopilot's, each marked which, the autopilot's with its
+    reason (its event's name, else its change record).
 
     ``changes`` are the instance's change records when the caller has
     them already (``instance_size_get(...).changes``); otherwise the
@@ -1111,16 +1293,31 @@ def adjustment_history(request, server_id: str,
     path = f'/servers/{server_id}/os-instance-actions'
     body = _get(request, path, ACTION_MICROVERSION)
     actions = [action for action in body['instanceActions']
-               if action['action'] == ADJUST_ACTION][:HISTORY_LIMIT]
+               if action['action'] in HISTORY_ACTIONS][:HISTORY_LIMIT]
 
     def detail(action: dict[str, Any]) -> HistoryEntry:
         shown = _get(request, f"{path}/{action['request_id']}",
                      ACTION_MICROVERSION)['instanceAction']
-        event = next((event for event in shown.get('events') or []
-                      if event['event'] == ADJUST_EVENT), {})
+        automatic = action['action'] == AUTO_ACTION
+        events = shown.get('events') or []
+        if automatic:
+            event = next((event for event in events
+                          if event['event'].startswith(AUTO_EVENT)), {})
+        else:
+            event = next((event for event in events
+                          if event['event'] == ADJUST_EVENT), {})
         change = recorded.get(action['request_id'])
+        reason = None
+        if automatic:
+            # 'compute_xloud_autosize: <reason>' (cut at 255 characters).
+            reason = event.get('event', '')[len(AUTO_EVENT):].lstrip(
+                ': ').strip() or None
         if change is not None:
             details = change.details
+            if automatic:
+                details, _sep, recorded_reason = details.partition(
+                    AUTO_RECORD_SEPARATOR)
+                reason = reason or recorded_reason or None
             # 'failed, applied vcpus 2 -> 3, not persisted: <why>': only
             # what precedes the reason was applied.
             changed = parse_details(details.partition(':')[0])
@@ -1136,7 +1333,9 @@ def adjustment_history(request, server_id: str,
             finish_time=_parse_time(event.get('finish_time')),
             result=event.get('result'),
             details=details,
-            changes=changed)
+            changes=changed,
+            automatic=automatic,
+            reason=reason)
 
     compute_proxy(request)
     return _concurrently(detail, actions)

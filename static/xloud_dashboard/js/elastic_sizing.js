@@ -1,5 +1,6 @@
 /* Shows memory fields of the Elastic Sizing forms in GB as one types, and
- * keeps a disabled Adjust (shown with why as its tooltip) from acting. */
+ * keeps a disabled Adjust or Apply Recommendation (shown with why as its
+ * tooltip) from acting. */
 (function () {
   'use strict';
 
@@ -29,7 +30,9 @@
   horizon.modals.addModalInitFunction(attach);
   $(function () { attach(document); });
   // Delegated: rows refresh themselves and bring new buttons.
-  $(document).on('click', '.xloud-elastic-sizing a.btn.disabled',
+  $(document).on('click',
+                 '.xloud-elastic-sizing a.btn.disabled, ' +
+                 '.xloud-elastic-sizing button.btn.disabled',
                  function (event) {
                    event.preventDefault();
                    event.stopPropagation();

@@ -3,12 +3,16 @@ import dataclasses
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, pgettext_lazy
 from horizon import forms, messages
 
 from xloud_dashboard.api import elastic
 from xloud_dashboard.dashboards.admin.elastic_sizing.tables import (
+    AUTOSIZE_NAMES,
+    DIMENSION_NAMES,
     MEMORY_MODEL_NAMES,
+    autopilot_setting_text,
+    dimensions_text,
     memory,
 )
 
@@ -401,6 +405,114 @@ def virtio_mem_misfit(name: str) -> str:
                         'model': elastic.MEMORY_MODEL_VIRTIO_MEM}
 
 
+# The Autopilot Setting form's choices: what it sizes (None: what the
+# flavor says) and the mode the instance is held to (None: its host's).
+FOLLOW_FLAVOR = 'flavor'
+SIZE_NOTHING = 'none'
+SIZE_MEMORY = 'memory'
+SIZE_VCPUS = 'cpu'
+SIZE_BOTH = 'both'
+SIZED_DIMENSIONS: dict[str, tuple[str, ...] | None] = {
+    FOLLOW_FLAVOR: None,
+    SIZE_NOTHING: (),
+    SIZE_MEMORY: (elastic.MEMORY,),
+    SIZE_VCPUS: (elastic.VCPUS,),
+    SIZE_BOTH: (elastic.VCPUS, elastic.MEMORY),
+}
+HOST_MODE = 'host'
+# What each xloud:autosize value of the minimums editor sizes.
+AUTOSIZE_DIMENSIONS = {
+    elastic.AUTOSIZE_NONE: (),
+    elastic.AUTOSIZE_MEMORY: (elastic.MEMORY,),
+    elastic.AUTOSIZE_CPU: (elastic.VCPUS,),
+    elastic.AUTOSIZE_BOTH: (elastic.VCPUS, elastic.MEMORY),
+}
+
+
+def sized_choice(setting: elastic.AutopilotSetting) -> str:
+    """The choice that gives an instance's setting back."""
+    if setting.dimensions_from != elastic.DIMENSIONS_FROM_INSTANCE:
+        return FOLLOW_FLAVOR
+    wanted = set(setting.dimensions)
+    return next(choice for choice, dimensions in SIZED_DIMENSIONS.items()
+                if dimensions is not None and set(dimensions) == wanted)
+
+
+class AutopilotForm(forms.SelfHandlingForm):
+    instance_id = forms.CharField(widget=forms.HiddenInput())
+    dimensions = forms.ChoiceField(
+        label=_("Sizes"),
+        choices=((FOLLOW_FLAVOR, _("What its flavor says (xloud:autosize)")),
+                 (SIZE_NOTHING, pgettext_lazy("Autopilot sizes",
+                                              "Nothing")),
+                 (SIZE_MEMORY, pgettext_lazy("Autopilot sizes", "Memory")),
+                 (SIZE_VCPUS, pgettext_lazy("Autopilot sizes", "vCPUs")),
+                 (SIZE_BOTH, pgettext_lazy("Autopilot sizes",
+                                           "Memory and vCPUs"))),
+        initial=FOLLOW_FLAVOR, widget=forms.ThemableSelectWidget())
+    mode = forms.ChoiceField(
+        label=_("Mode"),
+        choices=((HOST_MODE, _("Its compute host's")),
+                 (elastic.AUTOPILOT_OFF, _("Off: leave it alone")),
+                 (elastic.AUTOPILOT_RECOMMEND,
+                  _("At most recommend: say what it would do")),
+                 (elastic.AUTOPILOT_ON,
+                  _("On: adjust it, where its host runs on"))),
+        initial=HOST_MODE, widget=forms.ThemableSelectWidget())
+
+    def __init__(self, request, *args, size: elastic.InstanceSize,
+                 **kwargs):
+        super().__init__(request, *args, **kwargs)
+        self.size = size
+
+    def clean(self):
+        """Refuse, with the extension's reason, a dimension it would refuse
+        (409: its flavor, image or devices keep it fixed), read again: the
+        instance may have been resized or rebuilt since the form was
+        shown."""
+        data = super().clean()
+        choice = data.get('dimensions')
+        if choice is None:
+            return data
+        data['sized'] = SIZED_DIMENSIONS[choice]
+        data['held_mode'] = (None if data.get('mode') in (None, HOST_MODE)
+                             else data['mode'])
+        try:
+            fresh = elastic.instance_size_get(self.request, self.size.id)
+        except elastic.ApiError as exc:
+            raise forms.ValidationError(
+                _('Unable to read instance "%(name)s": %(reason)s')
+                % {'name': self.size.name, 'reason': exc.message})
+        self.size = fresh
+        if fresh.autopilot is None:
+            raise forms.ValidationError(_(
+                "The cloud's elastic sizing extension has no autopilot."))
+        for dimension in data['sized'] or ():
+            reason = fresh.not_adjustable.get(dimension)
+            if reason:
+                self.add_error('dimensions', _(
+                    '%(what)s of instance "%(name)s" cannot be sized '
+                    'automatically: %(reason)s') % {
+                    'what': DIMENSION_NAMES[dimension], 'name': fresh.name,
+                    'reason': reason})
+        return data
+
+    def handle(self, request, data):
+        size = self.size
+        try:
+            setting = elastic.autopilot_set(request, size.id, data['sized'],
+                                            data['held_mode'])
+        except elastic.ApiError as exc:
+            self.api_error(
+                _('Unable to set the autopilot of instance "%(name)s": '
+                  '%(reason)s') % {'name': size.name, 'reason': exc.message})
+            return False
+        messages.success(request, _(
+            'Autopilot of instance "%(name)s": %(setting)s') % {
+            'name': size.name, 'setting': autopilot_setting_text(setting)})
+        return True
+
+
 class EditMinimumsForm(forms.SelfHandlingForm):
     flavor_id = forms.CharField(widget=forms.HiddenInput())
     minimum_cpu = forms.IntegerField(
@@ -421,6 +533,18 @@ class EditMinimumsForm(forms.SelfHandlingForm):
                     "flavor's settings are applied to it and its domain is "
                     "generated again (hard reboot, cold migration, "
                     "unshelve), or when it is resized."))
+    autosize = forms.ChoiceField(
+        label=_("Autopilot sizes"),
+        choices=((elastic.AUTOSIZE_NONE,
+                  pgettext_lazy("Autosize", "Nothing")),
+                 *AUTOSIZE_NAMES.items()),
+        initial=elastic.AUTOSIZE_NONE, required=False,
+        widget=forms.ThemableSelectWidget(),
+        help_text=_("What the autopilot sizes of the flavor's instances, "
+                    "within their minimum and maximum (extra spec "
+                    "xloud:autosize; Nothing removes it). What it does is "
+                    "each compute host's mode (off, recommend, on); an "
+                    "instance's own Autopilot Setting overrides it."))
 
     def __init__(self, request, *args, flavor: elastic.Flavor,
                  memory_floor_mb: int = elastic.DEFAULT_MEMORY_FLOOR_MB,
@@ -463,7 +587,8 @@ class EditMinimumsForm(forms.SelfHandlingForm):
             elastic.flavor_set_minimums(
                 request, flavor.id, minimum_cpu=data['minimum_cpu'],
                 minimum_memory=data['minimum_memory'],
-                memory_model=data['memory_model'])
+                memory_model=data['memory_model'],
+                autosize=data.get('autosize') or None)
         except elastic.ApiError as exc:
             self.api_error(
                 _('Unable to update the minimums of flavor "%(name)s": '
@@ -479,6 +604,18 @@ class EditMinimumsForm(forms.SelfHandlingForm):
                 'unshelve).') % {
                 'name': flavor.name,
                 'method': MEMORY_MODEL_NAMES[data['memory_model']]})
+        autosize = data.get('autosize')
+        if autosize and autosize != (flavor.autosize or
+                                     elastic.AUTOSIZE_NONE):
+            # The autopilot reads the flavor copy in each instance, which
+            # applying the minimums does not carry this key into.
+            messages.info(request, _(
+                'The autopilot sizes %(what)s of the instances of flavor '
+                '"%(name)s" booted or resized from now on; an existing '
+                'instance keeps the flavor copy it booted with: give it '
+                'its own Autopilot Setting.') % {
+                'name': flavor.name,
+                'what': dimensions_text(AUTOSIZE_DIMENSIONS[autosize])})
         updated = _('Updated the minimums of flavor "%(name)s".') % {
             'name': flavor.name}
         try:

@@ -6,6 +6,7 @@ from django import shortcuts
 from django.template import loader
 from django.template.defaultfilters import timesince
 from django.urls import reverse
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy, pgettext_lazy
 from horizon import messages, tables
@@ -15,6 +16,7 @@ from xloud_dashboard.api import elastic
 
 ADJUST_POLICY = (('compute', 'xloud:elastic_sizing:adjust'),)
 AUDIT_POLICY = (('compute', 'xloud:elastic_sizing:audit'),)
+AUTOPILOT_POLICY = (('compute', 'xloud:elastic_sizing:autopilot'),)
 FLAVOR_MINIMUMS_POLICY = (('compute',
                            'xloud:elastic_sizing:flavor_minimums'),)
 EXTRA_SPECS_POLICY = (
@@ -57,6 +59,33 @@ MEMORY_MODEL_NAMES = {
     elastic.MEMORY_MODEL_VIRTIO_MEM: pgettext_lazy("Memory method",
                                                    "virtio-mem"),
 }
+
+
+AUTOPILOT_MODE_NAMES = {
+    elastic.AUTOPILOT_OFF: pgettext_lazy("Autopilot mode", "Off"),
+    elastic.AUTOPILOT_RECOMMEND: pgettext_lazy("Autopilot mode",
+                                               "Recommend"),
+    elastic.AUTOPILOT_ON: pgettext_lazy("Autopilot mode", "On"),
+}
+DECISION_NAMES = {
+    elastic.DECISION_GROW: pgettext_lazy("Autopilot decision", "grow"),
+    elastic.DECISION_SHRINK: pgettext_lazy("Autopilot decision", "shrink"),
+    elastic.DECISION_HOLD: pgettext_lazy("Autopilot decision", "hold"),
+    elastic.DECISION_SKIPPED: pgettext_lazy("Autopilot decision",
+                                            "skipped"),
+}
+DIMENSION_NAMES = {
+    elastic.VCPUS: pgettext_lazy("Autopilot dimension", "vCPUs"),
+    elastic.MEMORY: pgettext_lazy("Autopilot dimension", "memory"),
+}
+AUTOSIZE_NAMES = {
+    elastic.AUTOSIZE_MEMORY: pgettext_lazy("Autosize", "Memory"),
+    elastic.AUTOSIZE_CPU: pgettext_lazy("Autosize", "vCPUs"),
+    elastic.AUTOSIZE_BOTH: pgettext_lazy("Autosize", "Memory and vCPUs"),
+}
+# How briefly a hold's reason shows in the Autopilot column (the
+# tooltip has it in full).
+HOLD_REASON_CHARS = 32
 
 
 def memory(megabytes: int | None) -> str:
@@ -273,6 +302,156 @@ def utilisation(size: elastic.InstanceSize) -> str | None:
                                    context)
 
 
+def autopilot_mode_name(mode: str | None) -> str:
+    if mode is None:
+        return str(pgettext_lazy("Autopilot mode", "Not read"))
+    return str(AUTOPILOT_MODE_NAMES.get(mode, mode))
+
+
+def dimensions_text(dimensions) -> str:
+    """``memory, vCPUs``, or ``nothing``."""
+    names = [str(DIMENSION_NAMES.get(dimension, dimension))
+             for dimension in (elastic.MEMORY, elastic.VCPUS)
+             if dimension in dimensions]
+    return ', '.join(names) or str(pgettext_lazy("Autopilot dimension",
+                                                 "nothing"))
+
+
+def decision_size(decision: elastic.AutopilotDecision,
+                  value: int | None) -> str:
+    if value is None:
+        return '-'
+    return memory(value) if decision.dimension == elastic.MEMORY \
+        else str(value)
+
+
+def decision_text(decision: elastic.AutopilotDecision) -> str:
+    """``grow memory 1GB → 1.8GB``; ``hold vCPUs``."""
+    action = DECISION_NAMES.get(decision.action, decision.action)
+    what = DIMENSION_NAMES.get(decision.dimension, decision.dimension)
+    if decision.target is None or decision.target == decision.current:
+        return str(_("%(action)s %(what)s") % {'action': action,
+                                                'what': what})
+    return str(_("%(action)s %(what)s %(current)s → %(target)s") % {
+        'action': action, 'what': what,
+        'current': decision_size(decision, decision.current),
+        'target': decision_size(decision, decision.target)})
+
+
+def autopilot_summary(autopilot: elastic.Autopilot) -> str:
+    """What the column says of the last decisions: the first that is not
+    a hold, or ``hold: <reason>`` briefly."""
+    if autopilot.mode is None:
+        return str(_("its host was not read"))
+    if not autopilot.dimensions:
+        return str(_("not opted in"))
+    moved = autopilot.last_move
+    if moved is not None:
+        return decision_text(moved)
+    if autopilot.decisions:
+        return str(_("hold: %(reason)s") % {
+            'reason': Truncator(autopilot.decisions[0].reason).chars(
+                HOLD_REASON_CHARS)})
+    return str(_("no decision yet"))
+
+
+def autopilot_setting_text(setting: elastic.AutopilotSetting) -> str:
+    """What it sizes and from where, and the mode the instance holds."""
+    if setting.dimensions_from == elastic.DIMENSIONS_FROM_INSTANCE:
+        source = _("its own setting")
+    elif setting.dimensions_from == elastic.DIMENSIONS_FROM_FLAVOR:
+        source = _("its flavor's %s") % elastic.AUTOSIZE
+    else:
+        source = _("its flavor has no %s") % elastic.AUTOSIZE
+    if setting.instance_mode is None:
+        mode = _("the mode of its host")
+    else:
+        mode = _("at most %s") % autopilot_mode_name(setting.instance_mode)
+    return str(_("Sizes %(dimensions)s (%(source)s), %(mode)s.") % {
+        'dimensions': dimensions_text(setting.dimensions),
+        'source': source, 'mode': mode})
+
+
+def recommended_text(target: elastic.AutopilotTarget) -> str:
+    parts = []
+    if target.vcpus is not None:
+        parts.append(ngettext_lazy("%d vCPU", "%d vCPUs", target.vcpus)
+                     % target.vcpus)
+    if target.memory_mb is not None:
+        parts.append(memory(target.memory_mb))
+    return ', '.join(str(part) for part in parts)
+
+
+def autopilot_lines(autopilot: elastic.Autopilot) -> list[str]:
+    """The tooltip of the Autopilot column: the mode and why, what it
+    sizes, each decision in full, when the host decided."""
+    lines = []
+    if autopilot.mode is None:
+        lines.append(_("Not read: the compute host did not answer, or the "
+                       "guest is not running."))
+    else:
+        lines.append(_("Mode: %(mode)s (its host: %(host)s).") % {
+            'mode': autopilot_mode_name(autopilot.mode),
+            'host': autopilot_mode_name(autopilot.host_mode)})
+    lines.append(autopilot_setting_text(autopilot.setting))
+    for decision in autopilot.decisions:
+        lines.append(_("%(decision)s: %(reason)s") % {
+            'decision': decision_text(decision),
+            'reason': decision.reason})
+    if autopilot.as_of is not None:
+        lines.append(_("Decided %(time)s (%(ago)s ago).") % {
+            'time': _time(autopilot.as_of),
+            'ago': timesince(autopilot.as_of)})
+    if autopilot.recommended is not None:
+        lines.append(_("Recommended: %s.") % recommended_text(
+            autopilot.recommended))
+    return [str(line) for line in lines]
+
+
+def autopilot_state(size: elastic.InstanceSize) -> str | None:
+    """The autopilot's mode and its last decision, the full reasons in
+    the tooltip; None (shown as "-") from an extension without it."""
+    autopilot = size.autopilot
+    if autopilot is None:
+        return None
+    moved = autopilot.last_move
+    return loader.render_to_string(
+        'admin/elastic_sizing/_autopilot.html', {
+            'mode': autopilot.mode or 'unknown',
+            'mode_name': autopilot_mode_name(autopilot.mode),
+            'summary': autopilot_summary(autopilot),
+            'action': (moved.action if moved is not None
+                       else elastic.DECISION_HOLD),
+            'recommended': autopilot.recommended is not None,
+            'tooltip': '\n'.join(autopilot_lines(autopilot)),
+            'tooltip_template': TOOLTIP_TEMPLATE})
+
+
+def recommendation_refusal(size: elastic.InstanceSize) -> str | None:
+    """Why the autopilot's recommendation cannot be applied now, or None
+    when it can."""
+    autopilot = size.autopilot
+    if autopilot is not None and autopilot.mode is None:
+        return str(_("The autopilot's decisions were not read: its "
+                     "compute host did not answer."))
+    if autopilot is None or autopilot.recommended is None:
+        if autopilot is not None and autopilot.mode in (
+                elastic.AUTOPILOT_OFF, elastic.AUTOPILOT_ON):
+            return str(_("The autopilot recommends only in recommend "
+                         "mode; it is %s for this instance.") %
+                       autopilot_mode_name(autopilot.mode))
+        return str(_("The autopilot calls for no change."))
+    refusal = size.adjust_refusal()
+    if refusal is not None:
+        return str(refusal)
+    target = autopilot.recommended
+    for dimension, value in ((elastic.VCPUS, target.vcpus),
+                             (elastic.MEMORY, target.memory_mb)):
+        if value is not None and size.fixed_reason(dimension):
+            return str(size.fixed_reason(dimension))
+    return None
+
+
 def sync_state(size: elastic.InstanceSize) -> str | None:
     """In sync / Drift (what, in its tooltip) / Unknown; None (shown as
     "-") for an instance the audit does not cover."""
@@ -294,21 +473,97 @@ class AdjustInstance(tables.LinkAction):
         """Disabled, with why as its tooltip, where the extension would
         refuse it (readiness, the lock, the state): shown, not hidden."""
         refusal = size.adjust_refusal()
-        if refusal is None:
-            return
-        self.classes = [name for name in self.classes
-                        if name != 'ajax-modal'] + [
-            'disabled', 'xloud-adjust-disabled']
-        self.attrs = {**self.attrs, 'title': str(refusal),
-                      'data-toggle': 'tooltip', 'data-placement': 'left',
-                      'data-template': TOOLTIP_TEMPLATE,
-                      'aria-disabled': 'true'}
+        if refusal is not None:
+            disable_action(self, str(refusal))
 
     def get_link_url(self, size=None) -> str:
         if size is not None and size.adjust_refusal() is not None:
             # Nothing to open.
             return '#'
         return super().get_link_url(size)
+
+
+def disable_action(action: tables.Action | tables.LinkAction,
+                   reason: str) -> None:
+    """Shown, disabled, with why as its tooltip (elastic_sizing.js
+    swallows its click)."""
+    action.classes = [name for name in action.classes
+                      if name != 'ajax-modal'] + [
+        'disabled', 'xloud-adjust-disabled']
+    action.attrs = {**action.attrs, 'title': reason,
+                    'data-toggle': 'tooltip', 'data-placement': 'left',
+                    'data-template': TOOLTIP_TEMPLATE,
+                    'aria-disabled': 'true'}
+
+
+class ApplyRecommendation(tables.Action):
+    """Adjust to the size the autopilot recommends (recommend mode),
+    through the ordinary adjustment; disabled, with why, where there is
+    nothing to apply."""
+
+    name = 'apply_recommendation'
+    verbose_name = _("Apply Recommendation")
+    icon = 'magic'
+    policy_rules = ADJUST_POLICY
+
+    def allowed(self, request, size=None) -> bool:
+        # An extension without the autopilot: nothing to offer.
+        return size is None or size.autopilot is not None
+
+    def update(self, request, size) -> None:
+        refusal = recommendation_refusal(size)
+        if refusal is not None:
+            disable_action(self, refusal)
+
+    def get_default_classes(self):
+        # A button's template shows only these: the disabled ones with
+        # them.
+        return [*super().get_default_classes(), *self.classes]
+
+    def single(self, table, request, object_id):
+        # What the autopilot recommends now, and whether the instance can
+        # be adjusted now: read again, as the Adjust form's clean() does.
+        try:
+            size = elastic.with_lock_state(
+                request, elastic.instance_size_get(request, object_id))
+        except elastic.ApiError as exc:
+            messages.error(request, _(
+                'Unable to read instance "%(name)s": %(reason)s') % {
+                'name': object_id, 'reason': exc.message})
+            return shortcuts.redirect(request.get_full_path())
+        refusal = recommendation_refusal(size)
+        if refusal is not None:
+            messages.error(request, _(
+                'The recommendation for instance "%(name)s" cannot be '
+                'applied: %(reason)s') % {'name': size.name,
+                                          'reason': refusal})
+            return shortcuts.redirect(request.get_full_path())
+        target = size.autopilot.recommended
+        try:
+            elastic.adjust(request, size.id, vcpus=target.vcpus,
+                           memory_mb=target.memory_mb)
+        except elastic.ApiError as exc:
+            messages.error(request, _(
+                'Unable to adjust instance "%(name)s": %(reason)s') % {
+                'name': size.name, 'reason': exc.message})
+            return shortcuts.redirect(request.get_full_path())
+        messages.success(request, _(
+            'Adjusting instance "%(name)s" to the autopilot\'s '
+            'recommendation: %(size)s.') % {
+            'name': size.name, 'size': recommended_text(target)})
+        return shortcuts.redirect(request.get_full_path())
+
+
+class EditAutopilot(tables.LinkAction):
+    name = 'autopilot'
+    verbose_name = _("Autopilot Setting")
+    url = 'horizon:admin:elastic_sizing:autopilot'
+    classes = ('ajax-modal',)
+    icon = 'sliders'
+    policy_rules = AUTOPILOT_POLICY
+
+    def allowed(self, request, size=None) -> bool:
+        return size is None or size.autopilot is not None
 
 
 class FixDrift(tables.Action):
@@ -474,6 +729,12 @@ class InstancesTable(tables.DataTable):
         classes=('xloud-adjustable',),
         help_text=_("Whether the instance's vCPUs and memory can be "
                     "adjusted now, and why not."))
+    autopilot = tables.Column(
+        autopilot_state, verbose_name=_("Autopilot"),
+        classes=('xloud-autopilot',),
+        help_text=_("The autopilot's mode for the instance and what it "
+                    "last decided on its compute host; the reasons in "
+                    "full in the tooltip."))
     adjustment = tables.Column(
         adjustment_status, verbose_name=_("Adjustment"), status=True,
         status_choices=ADJUSTMENT_STATUS_CHOICES,
@@ -493,7 +754,8 @@ class InstancesTable(tables.DataTable):
         status_columns = ['adjustment']
         row_class = UpdateRow
         table_actions = (InstanceFilterAction, BulkAdjust)
-        row_actions = (AdjustInstance, ViewHistory, FixDrift)
+        row_actions = (AdjustInstance, ApplyRecommendation, EditAutopilot,
+                       ViewHistory, FixDrift)
 
     def __init__(self, request, *args, **kwargs):
         super().__init__(request, *args, **kwargs)
@@ -547,6 +809,13 @@ class FlavorsTable(tables.DataTable):
         help_text=_("How its instances' memory is adjusted live; an "
                     "instance keeps the method its domain was generated "
                     "with."))
+    autosize = tables.Column(
+        lambda flavor: (AUTOSIZE_NAMES[flavor.autosize] if flavor.autosize
+                        else pgettext_lazy("Autosize", "Nothing")),
+        verbose_name=_("Autopilot Sizes"),
+        help_text=_("What the autopilot sizes of its instances (extra spec "
+                    "xloud:autosize); what it does is each compute host's "
+                    "mode."))
     public = tables.Column('is_public', verbose_name=_("Public"),
                            filters=(lambda public: _("Yes") if public
                                     else _("No"),))
@@ -562,6 +831,12 @@ def history_result(entry: elastic.HistoryEntry) -> str:
     return (entry.result or '').lower()
 
 
+def history_by(entry: elastic.HistoryEntry) -> str:
+    if entry.automatic:
+        return str(pgettext_lazy("Adjusted by", "Autopilot"))
+    return entry.user_id or '-'
+
+
 def history_change(entry: elastic.HistoryEntry) -> str:
     parts = []
     if 'vcpus' in entry.changes:
@@ -574,12 +849,28 @@ def history_change(entry: elastic.HistoryEntry) -> str:
     return ', '.join(str(part) for part in parts) or '-'
 
 
+class HistoryRow(tables.Row):
+
+    def load_cells(self, datum=None):
+        super().load_cells(datum)
+        self.attrs['data-by'] = ('autopilot' if self.datum.automatic
+                                 else 'user')
+        if self.datum.automatic:
+            self.classes.append('xloud-automatic')
+
+
 class HistoryTable(tables.DataTable):
     start_time = tables.Column('start_time', verbose_name=_("Requested"),
                                filters=(lambda value: value and
                                         value.strftime('%Y-%m-%d %H:%M:%S'),))
-    user = tables.Column('user_id', verbose_name=_("User ID"))
+    by = tables.Column(history_by, verbose_name=_("By"),
+                       classes=('xloud-history-by',),
+                       help_text=_("The autopilot, or the ID of the user "
+                                   "who asked for the change."))
     change = tables.Column(history_change, verbose_name=_("Change"))
+    reason = tables.WrappingColumn(
+        'reason', verbose_name=_("Reason"), classes=('xloud-history-reason',),
+        help_text=_("Why the autopilot made the change."))
     result = tables.Column(history_result, verbose_name=_("Result"),
                            status=True, status_choices=RESULT_STATUS_CHOICES,
                            display_choices=RESULT_DISPLAY_CHOICES)
@@ -590,6 +881,7 @@ class HistoryTable(tables.DataTable):
         name = 'history'
         verbose_name = _("Adjustment History")
         status_columns = ['result']
+        row_class = HistoryRow
 
     def get_object_id(self, entry: elastic.HistoryEntry) -> str:
         return entry.request_id

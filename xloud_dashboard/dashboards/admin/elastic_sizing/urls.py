@@ -8,6 +8,8 @@ urlpatterns = [
             name='bulk_adjust'),
     re_path(r'^(?P<instance_id>[^/]+)/adjust/$', views.AdjustView.as_view(),
             name='adjust'),
+    re_path(r'^(?P<instance_id>[^/]+)/autopilot/$',
+            views.AutopilotView.as_view(), name='autopilot'),
     re_path(r'^(?P<instance_id>[^/]+)/history/$',
             views.HistoryView.as_view(), name='history'),
     re_path(r'^flavors/(?P<flavor_id>[^/]+)/minimums/$',

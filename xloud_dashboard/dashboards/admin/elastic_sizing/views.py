@@ -92,6 +92,50 @@ class AdjustView(ObjectModalFormView):
                 'persist': True}
 
 
+class AutopilotView(ObjectModalFormView):
+    form_class = es_forms.AutopilotForm
+    template_name = 'admin/elastic_sizing/autopilot_setting.html'
+    modal_id = 'autopilot_setting_modal'
+    page_title = _("Autopilot Setting")
+    submit_label = _("Save")
+    submit_url = 'horizon:admin:elastic_sizing:autopilot'
+    success_url = INDEX_URL
+    url_kwarg = 'instance_id'
+    object_name = 'size'
+
+    @memoized.memoized_method
+    def get_object(self) -> elastic.InstanceSize:
+        try:
+            return elastic.instance_size_get(self.request,
+                                             self.kwargs['instance_id'])
+        except elastic.ApiError:
+            exceptions.handle(self.request,
+                              _("Unable to retrieve the instance's size."),
+                              redirect=INDEX_URL)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        autopilot = self.get_object().autopilot
+        context['autosize_key'] = elastic.AUTOSIZE
+        context['autopilot'] = autopilot
+        if autopilot is not None:
+            context['setting_text'] = es_tables.autopilot_setting_text(
+                autopilot.setting)
+            context['host_mode'] = es_tables.autopilot_mode_name(
+                autopilot.host_mode)
+            context['mode'] = es_tables.autopilot_mode_name(autopilot.mode)
+        return context
+
+    def get_initial(self):
+        size = self.get_object()
+        initial = {'instance_id': size.id}
+        if size.autopilot is not None:
+            setting = size.autopilot.setting
+            initial['dimensions'] = es_forms.sized_choice(setting)
+            initial['mode'] = setting.instance_mode or es_forms.HOST_MODE
+        return initial
+
+
 class BulkAdjustView(forms.ModalFormView):
     form_class = es_forms.BulkAdjustForm
     template_name = 'admin/elastic_sizing/bulk_adjust.html'
@@ -177,7 +221,8 @@ class EditMinimumsView(ObjectModalFormView):
         flavor = self.get_object()
         return {'flavor_id': flavor.id, 'minimum_cpu': flavor.minimum_cpu,
                 'minimum_memory': flavor.minimum_memory,
-                'memory_model': flavor.memory_model}
+                'memory_model': flavor.memory_model,
+                'autosize': flavor.autosize or elastic.AUTOSIZE_NONE}
 
 
 class ApplyMinimumsView(ObjectModalFormView):
