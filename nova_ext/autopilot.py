@@ -49,7 +49,8 @@ class Sample:
     counters are cumulative, as virDomainMemoryStats reports them
     ('major_fault', 'swap_in', 'swap_out'; None when absent);
     ``busy_vcpus`` the vCPUs busy on average since the previous sample
-    (None when not measured).
+    (None when not measured); ``online_vcpus`` the vCPUs the guest runs
+    online, as its guest agent says (None without one).
     """
 
     at: float
@@ -60,6 +61,7 @@ class Sample:
     swap_in_kib: int | None = None
     swap_out_kib: int | None = None
     busy_vcpus: float | None = None
+    online_vcpus: int | None = None
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.memory_mb < 1:
@@ -68,7 +70,7 @@ class Sample:
                                    'vcpus': self.vcpus,
                                    'memory': self.memory_mb})
         for name in ('usable_mb', 'major_faults', 'swap_in_kib',
-                     'swap_out_kib', 'busy_vcpus'):
+                     'swap_out_kib', 'busy_vcpus', 'online_vcpus'):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(_('A sample\'s %(name)s cannot be negative '
@@ -615,6 +617,13 @@ def _decide_vcpus(history: GuestHistory, bounds: Bounds, params: Params,
     current = newest.vcpus
     if newest.busy_vcpus is None:
         return hold(_('The guest\'s vCPU use is not measured yet.'))
+    if newest.online_vcpus is not None and newest.online_vcpus < current:
+        # More vCPUs would stay offline too, and fewer would take away
+        # ones it may bring up: the guest has to online them first.
+        return hold(_('The guest runs %(online)d of its %(vcpus)d vCPUs '
+                      'online; vCPUs are not sized until it runs them '
+                      'all.') % {'online': newest.online_vcpus,
+                                 'vcpus': current})
     low, high = params.vcpu_low_percent, params.vcpu_high_percent
 
     def busy_percent(sample: Sample) -> float | None:

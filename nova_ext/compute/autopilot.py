@@ -183,7 +183,8 @@ class AutopilotRunner:
             return None
         try:
             pressure = live.read_pressure(
-                domain, self.endpoint.memory_changed_at(instance))
+                domain, self.endpoint.memory_changed_at(instance),
+                online_vcpus=autopilot.VCPUS in setting.dimensions)
         except Exception as e:
             # Gone or stopping meanwhile: the next cycle has it.
             LOG.debug('No autopilot sample: %s', e, instance=instance)
@@ -206,7 +207,8 @@ class AutopilotRunner:
                 usable_mb=pressure.usable_mb,
                 major_faults=pressure.major_faults,
                 swap_in_kib=pressure.swap_in_kib,
-                swap_out_kib=pressure.swap_out_kib, busy_vcpus=busy))
+                swap_out_kib=pressure.swap_out_kib, busy_vcpus=busy,
+                online_vcpus=pressure.online_vcpus))
         size = sizing.ElasticSize.from_instance(instance, devices=True)
         if instance.task_state is None and (
                 pressure.size.vcpus, pressure.size.memory_mb) != (

@@ -640,7 +640,8 @@ class PressureSample:
     (what it can use without swapping, its MemAvailable), the cumulative
     ``major_faults``, ``swap_in_kib`` and ``swap_out_kib`` (None when the
     guest does not report them); ``cpu_time_ns`` libvirt's CPU time of
-    the domain since it started.
+    the domain since it started; ``online_vcpus`` what the guest agent
+    says it runs online, when asked.
     """
 
     size: LiveSize
@@ -649,12 +650,15 @@ class PressureSample:
     swap_in_kib: int | None
     swap_out_kib: int | None
     cpu_time_ns: int
+    online_vcpus: int | None = None
 
 
-def read_pressure(domain: libvirt.virDomain,
-                  stats_after: float = 0.0) -> PressureSample:
+def read_pressure(domain: libvirt.virDomain, stats_after: float = 0.0, *,
+                  online_vcpus: bool = False) -> PressureSample:
     """One sample of a running domain: one XML read, one statistics read,
-    one info call and one vCPU count."""
+    one info call and one vCPU count; with ``online_vcpus``, also the
+    vCPUs the guest runs online, from its guest agent (None without an
+    agent channel, or when the agent does not answer)."""
     definition = etree.fromstring(domain.XMLDesc(0))
     balloon = definition.find('./devices/memballoon')
     has_balloon = balloon is not None and balloon.get('model') != 'none'
@@ -677,6 +681,12 @@ def read_pressure(domain: libvirt.virDomain,
         return int(stats[key])
 
     usable = counter('usable')
+    online = None
+    if online_vcpus and has_agent_channel(domain, definition):
+        try:
+            online = len(guest_vcpus(domain)['online'])
+        except GuestAgentError:
+            online = None
     return PressureSample(
         size=LiveSize(vcpus=_live_vcpus(domain),
                       memory_mb=kib_to_mib(memory_kib)),
@@ -684,7 +694,7 @@ def read_pressure(domain: libvirt.virDomain,
         major_faults=counter('major_fault'),
         swap_in_kib=counter('swap_in'),
         swap_out_kib=counter('swap_out'),
-        cpu_time_ns=int(info[4]))
+        cpu_time_ns=int(info[4]), online_vcpus=online)
 
 
 def virtio_mem_figures(definition: etree._Element) -> dict | None:

@@ -393,6 +393,29 @@ class AutopilotCpuTest(AutopilotTestBase):
                          self._decisions(made, server, autopilot.VCPUS))
 
 
+    def test_vcpus_are_held_while_some_are_offline_in_the_guest(
+            self) -> None:
+        image = self._create_image({'hw_qemu_guest_agent': 'yes'})['id']
+        self.elastic_libvirt.new_guests(busy_vcpus=1.9)
+        server = self._create_server(
+            flavor_id=self._autosize_flavor(autosize='cpu'),
+            image_uuid=image, networks='none')
+        # The guest took its second vCPU offline (its agent says so).
+        self._domain(server).setGuestVcpus('1', 0)
+        made = self._cycles(5, server)
+        self.assertEqual([autopilot.HOLD] * 5,
+                         self._decisions(made, server, autopilot.VCPUS))
+        self.assertEqual('The guest runs 1 of its 2 vCPUs online; vCPUs are '
+                         'not sized until it runs them all.',
+                         made[-1][0][1].reason)
+        self._assert_sizes({'held': (server['id'], (2, 2048), (2, 2048),
+                                     None)})
+        # Back online, and still busy: grown once the count allows.
+        self._domain(server).setGuestVcpus('1', 1)
+        made = self._cycles(1, server)
+        self.assertEqual([autopilot.GROW],
+                         self._decisions(made, server, autopilot.VCPUS))
+
 class AutopilotRestartTest(AutopilotTestBase):
 
     def test_an_automatic_adjustment_cut_by_a_restart_is_ended(self) -> None:

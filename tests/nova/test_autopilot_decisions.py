@@ -185,6 +185,22 @@ class SeriesTest(unittest.TestCase):
                          'skipped: at the floor.',
                          guest.reason(4020, VCPUS))
 
+    def test_vcpus_offline_in_the_guest_hold_vcpus(self) -> None:
+        history = autopilot.GuestHistory.for_params(DEFAULTS)
+        for at in range(0, 241, 60):
+            history.add(autopilot.Sample(at=at, vcpus=2, memory_mb=2048,
+                                         busy_vcpus=1.9, online_vcpus=1))
+        decision, = autopilot.decide(history, BOUNDS, DEFAULTS, 240,
+                                     dimensions=(VCPUS,))
+        self.assertEqual((HOLD, 'The guest runs 1 of its 2 vCPUs online; '
+                          'vCPUs are not sized until it runs them all.'),
+                         (decision.action, decision.reason))
+        history.add(autopilot.Sample(at=300, vcpus=2, memory_mb=2048,
+                                     busy_vcpus=1.9, online_vcpus=2))
+        decision, = autopilot.decide(history, BOUNDS, DEFAULTS, 300,
+                                     dimensions=(VCPUS,))
+        self.assertEqual((GROW, 3), (decision.action, decision.target))
+
     def test_vcpu_shrink_that_would_be_too_busy_is_not_made(self) -> None:
         # 0.58 of 2 busy is idle (29%), but 0.58 of 1 would be 58%, above
         # the middle of the band (55%).
