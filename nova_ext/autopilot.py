@@ -50,7 +50,9 @@ class Sample:
     ('major_fault', 'swap_in', 'swap_out'; None when absent);
     ``busy_vcpus`` the vCPUs busy on average since the previous sample
     (None when not measured); ``online_vcpus`` the vCPUs the guest runs
-    online, as its guest agent says (None without one).
+    online, as its guest agent says (None without one);
+    ``steal_vcpus`` the vCPUs' worth of time the host kept them waiting
+    in its run queue since the previous sample (None when not measured).
     """
 
     at: float
@@ -62,6 +64,7 @@ class Sample:
     swap_out_kib: int | None = None
     busy_vcpus: float | None = None
     online_vcpus: int | None = None
+    steal_vcpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.memory_mb < 1:
@@ -70,7 +73,8 @@ class Sample:
                                    'vcpus': self.vcpus,
                                    'memory': self.memory_mb})
         for name in ('usable_mb', 'major_faults', 'swap_in_kib',
-                     'swap_out_kib', 'busy_vcpus', 'online_vcpus'):
+                     'swap_out_kib', 'busy_vcpus', 'online_vcpus',
+                     'steal_vcpus'):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(_('A sample\'s %(name)s cannot be negative '
@@ -142,6 +146,7 @@ class Params:
     memory_min_step_mb: int = 256
     vcpu_low_percent: float = 30
     vcpu_high_percent: float = 80
+    vcpu_steal_percent: float = 10
     grow_after: float = 180
     shrink_after: float = 900
     cooldown: float = 300
@@ -175,6 +180,9 @@ class Params:
                 self.memory_min_step_mb % MEMORY_STEP_MB):
             problems.append(_('memory_min_step_mb must be a positive '
                               'multiple of %d') % MEMORY_STEP_MB)
+        if not 0 <= self.vcpu_steal_percent <= 100:
+            problems.append(_('vcpu_steal_percent must be at least 0 and '
+                              'at most 100'))
         if not 0 <= self.host_memory_reserve_percent < 100:
             problems.append(_('host_memory_reserve_percent must be at '
                               'least 0 and below 100'))
@@ -661,6 +669,17 @@ def _decide_vcpus(history: GuestHistory, bounds: Bounds, params: Params,
                           'after': _duration(wait)})
     why = _('%(signal)s for %(seconds)s') % {
         'signal': signal, 'seconds': _duration(run.seconds)}
+    steal = newest.steal_vcpus
+    if direction == GROW and params.vcpu_steal_percent and (
+            steal is not None and
+            steal * 100 / current > params.vcpu_steal_percent):
+        # The host cannot run the vCPUs the guest has: more would only
+        # wait as well, and take from its neighbours.
+        return hold(_('%(why)s, but the host keeps %(steal).1f of its '
+                      'vCPUs waiting (steal %(percent)d%% > %(limit)s%%).')
+                    % {'why': why, 'steal': steal,
+                       'percent': steal * 100 / current,
+                       'limit': params.vcpu_steal_percent})
     if direction == SHRINK and current > bounds.floor_vcpus:
         peak = max(sample.busy_vcpus for sample in run.samples)
         if peak * 100 / target > params.middle(VCPUS):

@@ -166,6 +166,12 @@ AUTOPILOT_OPTS = [
              'grow_after seconds. A shrink that would leave them busier '
              'than the middle of the low and high percents is not made.'),
     cfg.IntOpt(
+        'vcpu_steal_percent', default=10, min=0, max=100,
+        help='vCPUs do not grow while the host keeps more than this share '
+             'of them waiting in its run queue (libvirt\'s vcpu.<n>.delay, '
+             'the guest\'s steal time): more would only wait as well. 0 '
+             'ignores it.'),
+    cfg.IntOpt(
         'grow_after', default=180, min=0, max=86400,
         help='Seconds a guest\'s pressure must last before it is grown.'),
     cfg.IntOpt(

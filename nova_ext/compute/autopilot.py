@@ -58,8 +58,9 @@ class AutopilotRunner:
         self._clock = clock
         self._lock = threading.Lock()
         self._histories: dict[str, autopilot.GuestHistory] = {}
-        # The previous CPU time sample of each guest: (at, ns).
-        self._cpu: dict[str, tuple[float, int]] = {}
+        # The previous CPU time and run-queue delay of each guest: (at,
+        # ns, ns or None).
+        self._cpu: dict[str, tuple[float, int, int | None]] = {}
         self._reports: dict[str, GuestReport] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,12 +192,16 @@ class AutopilotRunner:
             return None
         with self._lock:
             previous = self._cpu.get(instance.uuid)
-            self._cpu[instance.uuid] = (now, pressure.cpu_time_ns)
-            busy = None
+            self._cpu[instance.uuid] = (now, pressure.cpu_time_ns,
+                                        pressure.delay_ns)
+            busy = steal = None
             if previous is not None and now > previous[0] and (
                     pressure.cpu_time_ns >= previous[1]):
-                busy = (pressure.cpu_time_ns - previous[1]) / (
-                    (now - previous[0]) * 1e9)
+                elapsed_ns = (now - previous[0]) * 1e9
+                busy = (pressure.cpu_time_ns - previous[1]) / elapsed_ns
+                if None not in (pressure.delay_ns, previous[2]) and (
+                        pressure.delay_ns >= previous[2]):
+                    steal = (pressure.delay_ns - previous[2]) / elapsed_ns
             history = self._histories.get(instance.uuid)
             if history is None:
                 history = autopilot.GuestHistory.for_params(params)
@@ -208,7 +213,7 @@ class AutopilotRunner:
                 major_faults=pressure.major_faults,
                 swap_in_kib=pressure.swap_in_kib,
                 swap_out_kib=pressure.swap_out_kib, busy_vcpus=busy,
-                online_vcpus=pressure.online_vcpus))
+                online_vcpus=pressure.online_vcpus, steal_vcpus=steal))
         size = sizing.ElasticSize.from_instance(instance, devices=True)
         if instance.task_state is None and (
                 pressure.size.vcpus, pressure.size.memory_mb) != (

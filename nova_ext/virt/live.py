@@ -641,7 +641,10 @@ class PressureSample:
     ``major_faults``, ``swap_in_kib`` and ``swap_out_kib`` (None when the
     guest does not report them); ``cpu_time_ns`` libvirt's CPU time of
     the domain since it started; ``online_vcpus`` what the guest agent
-    says it runs online, when asked.
+    says it runs online, when asked; ``delay_ns`` the time its vCPUs
+    waited in the host's run queue since it started (libvirt's
+    ``vcpu.<n>.delay``, the guest's steal time), None where libvirt does
+    not report it.
     """
 
     size: LiveSize
@@ -651,12 +654,14 @@ class PressureSample:
     swap_out_kib: int | None
     cpu_time_ns: int
     online_vcpus: int | None = None
+    delay_ns: int | None = None
 
 
 def read_pressure(domain: libvirt.virDomain, stats_after: float = 0.0, *,
                   online_vcpus: bool = False) -> PressureSample:
     """One sample of a running domain: one XML read, one statistics read,
-    one info call and one vCPU count; with ``online_vcpus``, also the
+    one info call, one vCPU count and one vCPU statistics read (its run
+    queue delay); with ``online_vcpus``, also the
     vCPUs the guest runs online, from its guest agent (None without an
     agent channel, or when the agent does not answer)."""
     definition = etree.fromstring(domain.XMLDesc(0))
@@ -688,6 +693,7 @@ def read_pressure(domain: libvirt.virDomain, stats_after: float = 0.0, *,
         except GuestAgentError:
             online = None
     return PressureSample(
+        delay_ns=_vcpu_delay_ns(domain),
         size=LiveSize(vcpus=_live_vcpus(domain),
                       memory_mb=kib_to_mib(memory_kib)),
         usable_mb=None if usable is None else kib_to_mib(usable),
@@ -695,6 +701,17 @@ def read_pressure(domain: libvirt.virDomain, stats_after: float = 0.0, *,
         swap_in_kib=counter('swap_in'),
         swap_out_kib=counter('swap_out'),
         cpu_time_ns=int(info[4]), online_vcpus=online)
+
+
+def _vcpu_delay_ns(domain: libvirt.virDomain) -> int | None:
+    try:
+        ((_domain, stats),) = domain.connect().domainListGetStats(
+            [domain], libvirt.VIR_DOMAIN_STATS_VCPU)
+    except libvirt.libvirtError:
+        return None
+    delays = [int(value) for key, value in stats.items()
+              if key.startswith('vcpu.') and key.endswith('.delay')]
+    return sum(delays) if delays else None
 
 
 def virtio_mem_figures(definition: etree._Element) -> dict | None:

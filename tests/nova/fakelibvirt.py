@@ -39,6 +39,7 @@ MISSING_CONSTANTS = {
     'VIR_DOMAIN_MEM_MAXIMUM': 4,
     'VIR_DOMAIN_GUEST_INFO_HOSTNAME': 8,
     'VIR_NODE_MEMORY_STATS_ALL_CELLS': -1,
+    'VIR_DOMAIN_STATS_VCPU': 8,
 }
 _LIVE = fakelibvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = fakelibvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -109,6 +110,10 @@ class GuestBehaviour:
     # CPU time (virDomainGetInfo's cpuTime, ns) grows by this much per
     # second of wall time while it runs.
     busy_vcpus: float = 0.0
+    # How many of its vCPUs' worth of time the host keeps waiting in its
+    # run queue (libvirt's vcpu.<n>.delay, the guest's steal time): it
+    # grows by this much per second of wall time while it runs.
+    steal_vcpus: float = 0.0
 
 
 def cpu_clock() -> float:
@@ -352,6 +357,7 @@ class ElasticDomain(fakelibvirt.Domain):
                           if self._def['virtio_mem'] else 0),
                       # CPU time counts from the QEMU process's start.
                       'cpu_time_ns': 0,
+                      'delay_ns': 0,
                       'cpu_counted_at': cpu_clock()}
 
     def _virtio_mem_current(self) -> int:
@@ -665,14 +671,42 @@ class ElasticDomain(fakelibvirt.Domain):
         return self.setMemoryFlags(memory, _LIVE)
 
     def _cpu_time_ns(self) -> int:
-        """CPU time used since start; it does not advance while paused."""
+        """CPU time used since start; it does not advance while paused
+        (nor does the time its vCPUs wait in the host's run queue)."""
         now = cpu_clock()
         if self._state == fakelibvirt.VIR_DOMAIN_RUNNING:
+            elapsed = now - self._live['cpu_counted_at']
             self._live['cpu_time_ns'] += int(
-                (now - self._live['cpu_counted_at']) *
-                self.behaviour.busy_vcpus * 1e9)
+                elapsed * self.behaviour.busy_vcpus * 1e9)
+            self._live['delay_ns'] = self._live.get('delay_ns', 0) + int(
+                elapsed * self.behaviour.steal_vcpus * 1e9)
         self._live['cpu_counted_at'] = now
         return self._live['cpu_time_ns']
+
+    def connect(self):
+        """virDomainGetConnect: the connection the domain came from."""
+        return self._connection
+
+    def vcpu_stats(self) -> dict:
+        """The VIR_DOMAIN_STATS_VCPU group of virDomainListGetStats as
+        libvirt's QEMU driver fills it for a running domain: the current
+        and maximum count, and for each vCPU present its state (1:
+        running), time, wait and delay in ns, here the domain's CPU time
+        and run-queue delay shared evenly
+        (tests/realguest/test_vcpu_stats.py asks QEMU)."""
+        cpu_ns = self._cpu_time_ns()
+        present = [index for index, vcpu in
+                   enumerate(self._live['vcpu_states']) if vcpu.enabled]
+        stats = {'vcpu.current': self._live['vcpus'],
+                 'vcpu.maximum': self._def['vcpu']['number']}
+        for index in present:
+            stats.update({
+                f'vcpu.{index}.state': 1,
+                f'vcpu.{index}.time': cpu_ns // len(present),
+                f'vcpu.{index}.wait': 0,
+                f'vcpu.{index}.delay': self._live['delay_ns'] // len(
+                    present)})
+        return stats
 
     def info(self):
         info = super().info()
@@ -996,6 +1030,15 @@ def get_memory_stats(connection, cellNum, flags=0):
     return stats
 
 
+def domain_list_get_stats(connection, doms, stats=0, flags=0):
+    """virDomainListGetStats, of its groups only VIR_DOMAIN_STATS_VCPU
+    (``ElasticDomain.vcpu_stats``); a domain that is not running has
+    none."""
+    wanted = stats & MISSING_CONSTANTS['VIR_DOMAIN_STATS_VCPU']
+    return [(domain, domain.vcpu_stats() if wanted and domain.isActive()
+             else {}) for domain in doms]
+
+
 class ElasticLibvirtFixture(fixtures.Fixture):
     """Installs ElasticDomain in Nova's fake libvirt.
 
@@ -1016,6 +1059,9 @@ class ElasticLibvirtFixture(fixtures.Fixture):
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Connection.getMemoryStats',
             get_memory_stats))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Connection.domainListGetStats',
+            domain_list_get_stats))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_ext.virt.live.libvirt', fakelibvirt))
 

@@ -393,6 +393,18 @@ class AutopilotCpuTest(AutopilotTestBase):
                          self._decisions(made, server, autopilot.VCPUS))
 
 
+    def test_a_busy_guest_on_a_contended_host_is_not_grown(self) -> None:
+        server = self._boot(self._autosize_flavor(autosize='cpu'),
+                            busy_vcpus=1.9, steal_vcpus=0.5)
+        made = self._cycles(5, server)
+        self.assertEqual([autopilot.HOLD] * 5,
+                         self._decisions(made, server, autopilot.VCPUS))
+        self.assertEqual('1.9 of 2 busy (95% > 80%) for 3 min, but the host '
+                         'keeps 0.5 of its vCPUs waiting (steal 25% > 10%).',
+                         made[-1][0][1].reason)
+        self._assert_sizes({'held': (server['id'], (2, 2048), (2, 2048),
+                                     None)})
+
     def test_vcpus_are_held_while_some_are_offline_in_the_guest(
             self) -> None:
         image = self._create_image({'hw_qemu_guest_agent': 'yes'})['id']

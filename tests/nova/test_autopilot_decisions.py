@@ -185,6 +185,31 @@ class SeriesTest(unittest.TestCase):
                          'skipped: at the floor.',
                          guest.reason(4020, VCPUS))
 
+    def test_a_host_keeping_the_vcpus_waiting_holds_a_grow(self) -> None:
+        history = autopilot.GuestHistory.for_params(DEFAULTS)
+        for at in range(0, 241, 60):
+            history.add(autopilot.Sample(at=at, vcpus=2, memory_mb=2048,
+                                         busy_vcpus=1.9, steal_vcpus=0.4))
+        decision, = autopilot.decide(history, BOUNDS, DEFAULTS, 240,
+                                     dimensions=(VCPUS,))
+        self.assertEqual(
+            (HOLD, '1.9 of 2 busy (95% > 80%) for 4 min, but the host keeps '
+                   '0.4 of its vCPUs waiting (steal 20% > 10%).'),
+            (decision.action, decision.reason))
+        # 0: steal is not looked at.
+        ignored = dataclasses.replace(DEFAULTS, vcpu_steal_percent=0)
+        decision, = autopilot.decide(history, BOUNDS, ignored, 240,
+                                     dimensions=(VCPUS,))
+        self.assertEqual((GROW, 3), (decision.action, decision.target))
+        # Steal does not hold a shrink back.
+        idle = autopilot.GuestHistory.for_params(DEFAULTS)
+        for at in range(0, 901, 60):
+            idle.add(autopilot.Sample(at=at, vcpus=3, memory_mb=2048,
+                                      busy_vcpus=0.1, steal_vcpus=0.9))
+        decision, = autopilot.decide(idle, BOUNDS, DEFAULTS, 900,
+                                     dimensions=(VCPUS,))
+        self.assertEqual((SHRINK, 2), (decision.action, decision.target))
+
     def test_vcpus_offline_in_the_guest_hold_vcpus(self) -> None:
         history = autopilot.GuestHistory.for_params(DEFAULTS)
         for at in range(0, 241, 60):
