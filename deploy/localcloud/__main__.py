@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from deploy.localcloud import cloud, control, layout, tempest
+from deploy.localcloud import cloud, configs, control, layout, tempest
 
 
 def _say(line: str) -> None:
@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[xloud] accept_timeout of nova.conf: how long "
                          "nova-api waits for a compute host to take an "
                          "adjustment (default: the extension's)")
+    up.add_argument("--autopilot", action="append", default=[],
+                    metavar="KEY=VALUE",
+                    help="an option of nova.conf's [xloud_autopilot] "
+                         "(doc/autopilot.md), e.g. mode=on; repeatable "
+                         "(default: the extension's, mode off)")
     for name, port in defaults.items():
         up.add_argument(f"--{name}-port", type=int, default=port,
                         help=f"default: {port}")
@@ -100,7 +105,8 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "control":
         return _control(args)
     if args.command == "tempest":
@@ -118,6 +124,10 @@ def main(argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    try:
+        autopilot = configs.autopilot_options(args.autopilot)
+    except configs.OptionError as exc:
+        parser.error(f"argument --autopilot: {exc}")
     ports = layout.Ports(**{name: getattr(args, f"{name}_port")
                             for name, _ in layout.Ports().items()})
     lay = layout.Layout(args.state_dir.resolve(), ports, args.mode,
@@ -129,7 +139,8 @@ def main(argv: list[str]) -> int:
         if args.accept_timeout is not None:
             xloud_options["accept_timeout"] = args.accept_timeout
         return cloud.up(lay, _say, do_seed=not (args.no_seed or args.stock),
-                        xloud_options=xloud_options, stock=args.stock)
+                        xloud_options=xloud_options, autopilot=autopilot,
+                        stock=args.stock)
     except cloud.CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

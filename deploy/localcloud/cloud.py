@@ -182,10 +182,12 @@ def _horizon_child(lay: Layout) -> Child:
 
 def up(lay: Layout, say: Say, *, do_seed: bool = True,
        xloud_options: dict[str, object] | None = None,
+       autopilot: dict[str, object] | None = None,
        stock: bool = False) -> int:
     """Start everything, then watch the services until Ctrl-C or SIGTERM.
 
-    ``xloud_options`` go to the ``[xloud]`` section of nova.conf; ``stock``
+    ``xloud_options`` go to the ``[xloud]`` section of nova.conf,
+    ``autopilot`` to its ``[xloud_autopilot]`` section; ``stock``
     leaves every piece of this project out (Nova's own driver and API,
     Horizon without the plugin), to compare with.
     """
@@ -203,7 +205,8 @@ def up(lay: Layout, say: Say, *, do_seed: bool = True,
             say(line)
         virt_type = (_probe_virt_type(lay, say) if lay.hypervisor == "qemu"
                      else "kvm")
-        configs.write_all(lay, ext, xloud_options, virt_type)
+        configs.write_all(lay, ext, xloud_options, virt_type,
+                          autopilot)
         (lay.state / "nova" / "hypervisor-kind").write_text(lay.hypervisor)
         if lay.mode == "mariadb":
             bootstrap.create_mariadb_databases(lay, say)

@@ -17,12 +17,44 @@ from pathlib import Path
 from deploy.localcloud import layout as layout_mod
 from deploy.localcloud import libvirthost
 from deploy.localcloud.layout import Layout
+from nova_ext import conf as extension_conf
 from nova_ext.deploy import paste_ini
 
 PASTE_FILTER = paste_ini.FILTER_NAME
 PASTE_FILTER_FACTORY = paste_ini.FILTER_FACTORY
 XLOUD_DRIVER = "xloud.XloudLibvirtDriver"
 STOCK_DRIVER = "libvirt.LibvirtDriver"
+AUTOPILOT_SECTION = extension_conf.AUTOPILOT_GROUP.name
+
+
+class OptionError(ValueError):
+    """An option for nova.conf that nova-compute would not take."""
+
+
+def autopilot_options(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs of ``[xloud_autopilot]``, each checked as
+    nova-compute reads it (``nova_ext.conf.AUTOPILOT_OPTS``: name, type,
+    range, choices); OptionError names the first one that is not."""
+    known = {opt.name: opt for opt in extension_conf.AUTOPILOT_OPTS}
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = (part.strip() for part in pair.partition("="))
+        if not equals or not key:
+            raise OptionError(f"{pair!r} is not KEY=VALUE")
+        opt = known.get(key)
+        if opt is None:
+            raise OptionError(
+                f"[{AUTOPILOT_SECTION}] has no option {key!r}; it has "
+                f"{', '.join(known)}")
+        if key in options:
+            raise OptionError(f"[{AUTOPILOT_SECTION}] {key} is given twice")
+        try:
+            opt.type(value)
+        except ValueError as exc:
+            raise OptionError(
+                f"[{AUTOPILOT_SECTION}] {key} = {value!r}: {exc}") from None
+        options[key] = value
+    return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +193,11 @@ SCHEDULER_FILTERS = (
 
 def nova_conf(lay: Layout, ext: Extension,
               xloud_options: dict[str, object] | None = None,
-              virt_type: str = "kvm") -> str:
+              virt_type: str = "kvm",
+              autopilot: dict[str, object] | None = None) -> str:
     """Nova's configuration; ``xloud_options`` fill its ``[xloud]`` section
-    (``nova_ext.conf``), left out for the extension's defaults."""
+    and ``autopilot`` its ``[xloud_autopilot]`` (``nova_ext.conf``), left
+    out for the extension's defaults."""
     state = lay.state / "nova"
     default: dict[str, object] = {
         "debug": False,
@@ -229,6 +263,8 @@ def nova_conf(lay: Layout, ext: Extension,
             sections.setdefault(section, {}).update(values)
     if xloud_options:
         sections.setdefault("xloud", {}).update(xloud_options)
+    if autopilot:
+        sections.setdefault(AUTOPILOT_SECTION, {}).update(autopilot)
     return _render(sections)
 
 
@@ -255,12 +291,13 @@ def glance_api_paste_ini() -> str:
 
 def write_all(lay: Layout, ext: Extension,
               xloud_options: dict[str, object] | None = None,
-              virt_type: str = "kvm") -> None:
+              virt_type: str = "kvm",
+              autopilot: dict[str, object] | None = None) -> None:
     files = {
         lay.etc / "keystone" / "keystone.conf": keystone_conf(lay),
         lay.etc / "placement" / "placement.conf": placement_conf(lay),
         lay.etc / "nova" / "nova.conf": nova_conf(lay, ext, xloud_options,
-                                                   virt_type),
+                                                   virt_type, autopilot),
         lay.etc / "nova" / "api-paste.ini": api_paste_ini(ext),
         lay.etc / "glance" / "glance-api.conf": glance_conf(lay),
         lay.etc / "glance" / "glance-api-paste.ini": glance_api_paste_ini(),

@@ -12,10 +12,17 @@ the domain (libvirt's own daemon of that host) and placement.
 Guests are few and small: one elastic guest goes through every step in
 order, one guest without a balloon driver is booted at the start and
 checked at the end.  Each step prints how long it took.
+
+nova-compute runs its autopilot (doc/autopilot.md) with its waits scaled
+down to seconds; only the last test's guest opts in (its flavor's
+``xloud:autosize``): a program started in it through the guest agent
+needs more memory than the guest has at its minimum, and the autopilot
+grows it in time and shrinks it back after.
 """
 
 import contextlib
 import dataclasses
+import datetime
 import re
 import time
 from pathlib import Path
@@ -27,8 +34,11 @@ from lxml import etree
 from selenium.webdriver.common.by import By
 
 from deploy.localcloud import guestimage, libvirthost, seed
+from nova_ext import sizing
+from nova_ext.virt import live
 from tests.e2e import conftest, helpers
 from tests.e2e.panel import CLOUD_WAIT, Panel
+from tests.realguest import autopilot_guest
 
 # The first start builds the images and, once per machine, downloads the
 # Debian kernel.
@@ -44,6 +54,28 @@ PERSISTED = (2, 768)
 STATE_LINE = re.compile(
     rf"^{guestimage.STATUS_PREFIX} (boot|state) cpus=(\d+) "
     r"memtotal_kb=(\d+) balloon_kb=(\d+)$", re.M)
+# [xloud_autopilot] of the cloud: its waits in seconds, not minutes
+# (interval at its minimum, the balloon statistics' period).
+AUTOPILOT = {"mode": "on", "interval": 10, "min_samples": 2,
+             "grow_after": 20, "shrink_after": 30, "cooldown": 20,
+             "reverse_cooldown": 30, "window_seconds": 600}
+AUTOSIZE_FLAVOR = "e2e.qemu-autosize"
+AUTO_CHANGE = re.compile(
+    rf"^{sizing.AUTO_EVENT}: memory (\d+) → (\d+) MiB: ")
+# The program loads this much less than the guest has usable at its
+# minimum at once, then adds STEP_MB every STEP_SECONDS (1 MiB/s) up to
+# this much more than it has usable: about 75 s from the low band to
+# running out at the minimum, in which the first sample below it (a
+# statistics period and an interval late at most), grow_after and the
+# adjustment must fit.
+LOAD_BELOW_USABLE_MB = 88
+TOTAL_ABOVE_USABLE_MB = 32
+STEP_MB = 4
+STEP_SECONDS = 4
+HOLD_SECONDS = 5
+# From the program's start to the shrink: the ramp (120 s), shrink_after
+# and up to two intervals and a statistics period of lag.
+AUTOPILOT_TIMEOUT = 240
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +113,11 @@ def qemu_cloud(elastic_driver) -> dict:
     if missing:
         pytest.skip("the real-hypervisor cloud needs " + "; ".join(missing))
     began = time.monotonic()
+    autopilot = [argument for key, value in AUTOPILOT.items()
+                 for argument in ("--autopilot", f"{key}={value}")]
     with conftest._launched("e2e-localcloud-qemu", "sqlite", START_TIMEOUT,
-                            "--hypervisor", "qemu", "--no-seed") as info:
+                            "--hypervisor", "qemu", "--no-seed",
+                            *autopilot) as info:
         print(f"\n[real hypervisor] cloud up: "
               f"{time.monotonic() - began:.1f} s", flush=True)
         yield info
@@ -187,12 +222,16 @@ def wait_for_guest(conn, server_id: str, size: tuple[int, int],
         time.sleep(1)
 
 
+def host_libvirt(cloud: dict, host: str) -> libvirt.virConnect:
+    """A connection to the compute host's own libvirtd."""
+    return libvirt.open(libvirthost.connection_uri(
+        Path(cloud["state_dir"]) / "nova" / "hosts" / host))
+
+
 def domain_size(cloud: dict, conn, server_id: str) -> dict:
     """The domain as its host's libvirtd reports it: live and persistent."""
     server = conn.compute.get_server(server_id)
-    uri = libvirthost.connection_uri(
-        Path(cloud["state_dir"]) / "nova" / "hosts" / server.compute_host)
-    virt = libvirt.open(uri)
+    virt = host_libvirt(cloud, server.compute_host)
     try:
         dom = virt.lookupByName(server.instance_name)
         state, _max_kib, memory_kib, vcpus, _time = dom.info()
@@ -417,3 +456,200 @@ def test_guest_without_balloon_driver(qemu_cloud, conn, servers, panel,
     assert "balloon" in resp.json()["conflictingRequest"]["message"]
     assert_everywhere(qemu_cloud, conn, server_id, size,
                       (MIN_VCPUS, MIN_MEMORY_MB))
+
+
+@pytest.fixture(scope="module")
+def autosize_flavor(conn):
+    flavor = conn.compute.create_flavor(
+        name=AUTOSIZE_FLAVOR, vcpus=MAX_VCPUS, ram=MAX_MEMORY_MB, disk=1,
+        is_public=True)
+    conn.compute.create_flavor_extra_specs(flavor, {
+        seed.MINIMUM_CPU: str(MIN_VCPUS),
+        seed.MINIMUM_MEMORY: str(MIN_MEMORY_MB),
+        sizing.AUTOSIZE: "memory"})
+    return flavor
+
+
+@pytest.fixture
+def autosize_guest(qemu_cloud, conn, autosize_flavor, step):
+    """A guest of the autosize flavor on compute1 at its minimum, its
+    agent answering: its server id and its domain on that host's
+    libvirtd."""
+    server = _boot(conn, autosize_flavor, "e2e-qemu-autosize",
+                   seed.GUEST_IMAGE, "compute1")
+    virt = host_libvirt(qemu_cloud, "compute1")
+    try:
+        with step("autosize guest to ACTIVE, at its minimum, agent up"):
+            conn.compute.wait_for_server(server, status="ACTIVE",
+                                         failures=["ERROR"], wait=GUEST_WAIT)
+            wait_for_guest(conn, server.id, (MIN_VCPUS, MIN_MEMORY_MB))
+            domain = virt.lookupByName(
+                conn.compute.get_server(server.id).instance_name)
+            autopilot_guest.wait_for_agent(domain, GUEST_WAIT)
+        yield server.id, domain
+    finally:
+        virt.close()
+        conn.compute.delete_server(server, ignore_missing=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoChange:
+    """One finished change of the autopilot (an xloud-autosize action),
+    its times in seconds after the program started."""
+
+    user_id: str | None
+    event: dict
+    current: int
+    target: int
+    decided: float
+    confirmed: float
+
+
+def _seconds_after(stamp: str, wall: float) -> float:
+    at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.UTC)
+    return at.timestamp() - wall
+
+
+def auto_changes(conn, server_id: str, wall: float) -> list[AutoChange]:
+    """The autopilot's finished changes of the server, oldest first."""
+    resp = conn.compute.get(f"/servers/{server_id}/os-instance-actions")
+    openstack.exceptions.raise_from_response(resp)
+    changes = []
+    for action in resp.json()["instanceActions"]:
+        if action["action"] != sizing.AUTO_ACTION:
+            continue
+        shown = conn.compute.get(
+            f"/servers/{server_id}/os-instance-actions/"
+            f"{action['request_id']}", microversion="2.51")
+        openstack.exceptions.raise_from_response(shown)
+        events = [event for event in shown.json()["instanceAction"]["events"]
+                  if event["event"].startswith(sizing.AUTO_EVENT)
+                  and event.get("finish_time")]
+        if not events:
+            continue
+        (event,) = events
+        change = AUTO_CHANGE.match(event["event"])
+        assert change, event
+        changes.append(AutoChange(
+            action["user_id"], event, int(change[1]), int(change[2]),
+            _seconds_after(event["start_time"], wall),
+            _seconds_after(event["finish_time"], wall)))
+    return sorted(changes, key=lambda change: change.decided)
+
+
+def _usable_at_the_minimum(domain) -> int:
+    """What the guest can use at its minimum, from statistics sent since
+    its balloon reached it."""
+    deadline = time.monotonic() + GUEST_WAIT
+    while True:
+        pressure = live.read_pressure(domain)
+        if pressure.usable_mb is not None and (
+                pressure.usable_mb < pressure.size.memory_mb
+                == MIN_MEMORY_MB):
+            return pressure.usable_mb
+        assert time.monotonic() < deadline, pressure
+        time.sleep(2)
+
+
+def test_autopilot_grows_a_guest_short_of_memory_then_shrinks_it(
+        qemu_cloud, conn, autosize_guest, step):
+    """The autopilot of nova-compute, not the test, sizes the guest: the
+    test only starts the program and watches."""
+    server_id, domain = autosize_guest
+    usable_mb = _usable_at_the_minimum(domain)
+    workset = autopilot_guest.Workset(
+        load_mb=usable_mb - LOAD_BELOW_USABLE_MB,
+        total_mb=usable_mb + TOTAL_ABOVE_USABLE_MB, step_mb=STEP_MB,
+        step_seconds=STEP_SECONDS, hold_seconds=HOLD_SECONDS)
+    decisions: list[str] = []
+
+    def context() -> str:
+        lines = console_output(conn, server_id).splitlines()
+        return ("autopilot decisions:\n" + "\n".join(decisions)
+                + "\nconsole tail:\n" + "\n".join(lines[-15:]))
+
+    wall, started = time.time(), time.monotonic()
+    pid = autopilot_guest.start_program(domain, workset.script())
+    program: autopilot_guest.ProgramStatus | None = None
+    exited: float | None = None
+    # What the program reported holding when the grow was seen.
+    workset_at_grow: int | None = None
+    # The autopilot's decisions, as the API shows them, once an interval.
+    next_read, last_decision = started, None
+    with step("program in the guest: the autopilot grows it, then shrinks "
+              "it after the program exits"):
+        while len(changes := auto_changes(conn, server_id, wall)) < 2:
+            elapsed = time.monotonic() - started
+            assert elapsed < AUTOPILOT_TIMEOUT, (
+                f"{len(changes)} automatic changes within "
+                f"{AUTOPILOT_TIMEOUT} s; program {program}:\n{context()}")
+            if program is None:
+                status = autopilot_guest.program_status(domain, pid)
+                if status.exited:
+                    program, exited = status, elapsed
+            if changes and workset_at_grow is None:
+                workset_at_grow = autopilot_guest.workset_mb(
+                    console_output(conn, server_id).splitlines()) or 0
+                grown = (MIN_VCPUS, changes[0].target)
+                assert_everywhere(qemu_cloud, conn, server_id, grown, grown,
+                                  host="compute1")
+                wait_for_guest(conn, server_id, grown)
+            if time.monotonic() >= next_read:
+                next_read += AUTOPILOT["interval"]
+                shown = helpers.size(conn, server_id).get("autopilot") or {}
+                for decision in shown.get("decisions", []):
+                    line = f"{decision['action']}: {decision['reason']}"
+                    if line != last_decision:
+                        last_decision = line
+                        decisions.append(f"{elapsed:5.1f} s {line}")
+            time.sleep(2)
+    if program is None:
+        program = autopilot_guest.program_status(domain, pid)
+        exited = time.monotonic() - started
+    assert len(changes) == 2, changes
+    grow, shrink = changes
+    # Grown from the minimum: the guest had not taken memory back from
+    # its balloon (autodeflate) before the autopilot gave it some.
+    assert grow.event["event"].startswith(
+        f"{sizing.AUTO_EVENT}: memory {MIN_MEMORY_MB} → "), grow.event
+    assert grow.event["result"] == "Success", grow.event
+    assert MIN_MEMORY_MB < grow.target <= MAX_MEMORY_MB
+    # The program ran to its end, never killed.
+    assert program.exited and (program.exitcode, program.signal) == (
+        0, None), f"{program}\n{context()}"
+    lines = console_output(conn, server_id).splitlines()
+    assert max(autopilot_guest.workset_reports(lines)) == workset.total_mb, (
+        context())
+    assert autopilot_guest.out_of_memory_lines(lines) == [], context()
+    # Grown while the program still built its working set, before it
+    # held more than the guest could at its minimum.
+    assert grow.confirmed < exited, (grow, exited)
+    assert workset_at_grow is not None and (
+        workset_at_grow < usable_mb < workset.total_mb), (workset_at_grow,
+                                                          context())
+    # Shrunk once the program had freed its memory and exited.
+    assert shrink.event["event"].startswith(
+        f"{sizing.AUTO_EVENT}: memory {grow.target} → "), shrink.event
+    assert shrink.event["result"] == "Success", shrink.event
+    assert MIN_MEMORY_MB <= shrink.target < grow.target
+    assert shrink.decided > exited, (shrink, exited)
+    # Made by no user, as the autopilot's own.
+    assert (grow.user_id, shrink.user_id) == (None, None)
+    shrunk = (MIN_VCPUS, shrink.target)
+    assert_everywhere(qemu_cloud, conn, server_id, shrunk, shrunk,
+                      host="compute1")
+    wait_for_guest(conn, server_id, shrunk)
+    print(f"\n[real hypervisor] autopilot: usable {usable_mb} MiB at "
+          f"{MIN_MEMORY_MB} MiB; the program held {workset.load_mb} MiB, "
+          f"then {STEP_MB} MiB more every {STEP_SECONDS} s up to "
+          f"{workset.total_mb} MiB", flush=True)
+    print(f"[real hypervisor] autopilot: grow decided {grow.decided:.1f} s "
+          f"after the program started, confirmed {grow.confirmed:.1f} s, "
+          f"the program holding {workset_at_grow} MiB: "
+          f"{grow.event['event']}", flush=True)
+    print(f"[real hypervisor] autopilot: the program exited {exited:.1f} s "
+          f"after its start; shrink decided {shrink.decided - exited:.1f} s "
+          f"after its exit, confirmed {shrink.confirmed - exited:.1f} s: "
+          f"{shrink.event['event']}", flush=True)
