@@ -2,8 +2,12 @@
 Nova runs (on the host, in a virtualenv, or inside a Nova container), and
 audit the elastic instances of the cloud.
 
-Exit status: 0 done (or nothing to do), 1 ``verify`` found something
-missing, 2 refused (nothing was changed).
+Exit status: 0 done (or nothing to do), 2 refused (nothing was changed).
+
+``verify`` (and ``xloud-status upgrade check``, the same checks under
+``nova-status``'s name) exits as ``nova-status upgrade check`` does, with
+oslo.upgradecheck's codes: 0 every check succeeded, 1 a warning (look at
+it), 2 a failure, 255 the checks could not be run.
 
 ``audit`` (doc/audit.md), in the manner of ``nova-manage placement
 audit``:
@@ -19,15 +23,20 @@ import json
 import logging
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
-from nova_ext.deploy import checks, install, nova_env
+from nova_ext.deploy import install, nova_env
 from nova_ext.deploy.files import Refused
 
 EXIT_OK = 0
-EXIT_MISSING = 1
 EXIT_REFUSED = 2
+# verify: oslo.upgradecheck's Code.FAILURE (the checks, which import it,
+# are imported only once Nova is known to be there) and the status
+# oslo.upgradecheck.run gives a run that raised.
+EXIT_FAILURE = 2
+EXIT_ERROR = 255
 # audit; the same values as nova_ext.audit.EXIT_*, which is imported
 # only when an audit runs.
 EXIT_IN_SYNC = 0
@@ -82,6 +91,15 @@ def _add_auth(parser: argparse.ArgumentParser, argv: list[str]) -> None:
                             'in the catalog')
 
 
+def _add_verify_options(parser: argparse.ArgumentParser,
+                        argv: list[str]) -> None:
+    _add_paths(parser)
+    parser.add_argument('--config-dir', type=_path,
+                        help='the --config-dir Nova runs with, if any: its '
+                             'files can override nova.conf')
+    _add_auth(parser, argv)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='xloud-nova-ext',
@@ -93,15 +111,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             ('uninstall', 'restore the files install changed')):
         _add_paths(commands.add_parser(name, help=text, description=text))
     verify = commands.add_parser(
-        'verify', help='prove each piece is live; non-zero exit when '
-                       'anything is missing')
-    _add_paths(verify)
-    verify.add_argument('--config-dir', type=_path,
-                        help='the --config-dir Nova runs with, if any: its '
-                             'files can override nova.conf')
+        'verify', help='prove each piece is live, as nova-status upgrade '
+                       'check: exit 0 success, 1 warning, 2 failure')
+    _add_verify_options(verify, argv)
     verify.add_argument('--format', choices=('table', 'json'),
                         default='table')
-    _add_auth(verify, argv)
     audit = commands.add_parser(
         'audit', help='compare the domain, the record and the placement '
                       'allocation of every elastic instance; --fix heals '
@@ -143,14 +157,6 @@ def _adapter(args: argparse.Namespace):
         endpoint_override=args.os_compute_api_endpoint)
 
 
-def print_table(rows: list[checks.Row]) -> None:
-    width = max(len(row.check) for row in rows)
-    print(f'{"CHECK".ljust(width)}  STATUS  DETAIL')
-    for row in rows:
-        print(f'{row.check.ljust(width)}  {row.status.ljust(6)}  '
-              f'{row.detail}')
-
-
 def _run_install(args: argparse.Namespace) -> int:
     steps = {'api': lambda apply: install.install_api(
                  args.api_paste, _progress, apply),
@@ -176,21 +182,39 @@ def _run_uninstall(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    # The checks need Nova's libraries: without Nova this is a refusal in
+    # the operator's words (exit 2, a failure) rather than an ImportError.
+    nova_env.installed_nova_version()
+    try:
+        return _verify(args)
+    except Exception:
+        # As oslo.upgradecheck.run: 255 is no check's code.
+        from nova.i18n import _
+
+        print(_('Error:\n%s') % traceback.format_exc(), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from nova.i18n import _
+    from oslo_upgradecheck.upgradecheck import Code
+
+    from nova_ext.deploy import checks
+
     target = checks.Target(nova_conf=args.nova_conf,
                            api_paste=args.api_paste,
                            config_dir=args.config_dir,
                            roles=tuple(dict.fromkeys(args.role)),
                            session_adapter=_adapter(args))
-    rows = checks.verify(target)
-    if args.format == 'json':
-        print(json.dumps([row.__dict__ for row in rows], indent=2))
-    else:
-        print_table(rows)
-    failed = [row.check for row in rows if row.status == checks.FAIL]
-    if failed:
-        print(f'missing or broken: {", ".join(failed)}', file=sys.stderr)
-        return EXIT_MISSING
-    return EXIT_OK
+    commands = checks.VerifyCommands(checks.checks_for(target))
+    code = commands.check_json() if args.format == 'json' \
+        else commands.check()
+    if failed := commands.named(Code.FAILURE):
+        print(_('missing or broken: %s') % ', '.join(failed),
+              file=sys.stderr)
+    if warned := commands.named(Code.WARNING):
+        print(_('to look at: %s') % ', '.join(warned), file=sys.stderr)
+    return int(code)
 
 
 def _nova_admin_context(args: argparse.Namespace):
@@ -343,14 +367,48 @@ def _run_audit(args: argparse.Namespace) -> int:
     return audit_command(context, args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _quiet() -> None:
     # Nova's libraries warn about their own dependencies on import; that
     # noise would bury the table operators and automation read.
     warnings.simplefilter('ignore', DeprecationWarning)
     warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     logging.basicConfig(level=logging.ERROR,
                         format='%(levelname)s %(name)s: %(message)s')
+
+
+def build_status_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """``xloud-status upgrade check``: verify under the name and options
+    of ``nova-status upgrade check`` (``--json``), for runbooks that call
+    the ``<project>-status upgrade check`` of each service."""
+    parser = argparse.ArgumentParser(
+        prog='xloud-status',
+        description='The checks of xloud-nova-ext verify, as nova-status '
+                    'upgrade check: exit 0 success, 1 warning, 2 failure, '
+                    '255 error.')
+    categories = parser.add_subparsers(dest='category', required=True)
+    upgrade = categories.add_parser('upgrade', help='upgrade readiness')
+    upgrade.add_argument('action', choices=('check',))
+    upgrade.add_argument('--json', action='store_true',
+                         help='the results as JSON instead of the table')
+    _add_verify_options(upgrade, argv)
+    return parser
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _quiet()
+    args = build_status_parser(argv).parse_args(argv)
+    args.format = 'json' if args.json else 'table'
+    try:
+        return _run_verify(args)
+    except Refused as exc:
+        print(f'xloud-status upgrade check: refused: {exc}', file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _quiet()
     args = build_parser(argv).parse_args(argv)
     run = {'install': _run_install, 'uninstall': _run_uninstall,
            'verify': _run_verify, 'audit': _run_audit}[args.command]

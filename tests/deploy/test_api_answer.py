@@ -11,6 +11,7 @@ one running the elastic driver and one Nova's stock libvirt driver.
 """
 
 from keystoneauth1 import adapter, noauth, session
+from oslo_upgradecheck.upgradecheck import Code
 
 # Lets Nova's TestCase run under pytest (see that module).
 import tests.nova.conftest  # noqa: F401
@@ -35,10 +36,10 @@ class ApiAnswerTest(base.ElasticServersTestBase):
         return admin_adapter(self.api_fixture, endpoint)
 
     def test_answering_api(self) -> None:
-        row = checks.api_answer(
+        result = checks.api_answer(
             self._adapter(self.api_fixture.api.base_url))
-        self.assertEqual(checks.OK, row.status, row.detail)
-        self.assertRegex(row.detail,
+        self.assertEqual(Code.SUCCESS, result.code, result.details)
+        self.assertRegex(result.details,
                          r'^GET http://\S+/v2\.1/os-xloud-adjust -> 200, '
                          r'0 servers$')
 
@@ -46,13 +47,13 @@ class ApiAnswerTest(base.ElasticServersTestBase):
         # The legacy /v2 pipeline of the same api-paste.ini has no filter:
         # a catalog pointing there is a deployment the check must catch.
         legacy = self.api_fixture.api.base_url.replace('/v2.1', '/v2')
-        row = checks.api_answer(self._adapter(legacy))
-        self.assertEqual(checks.FAIL, row.status, row.detail)
-        self.assertIn('/v2/os-xloud-adjust returned 404', row.detail)
+        result = checks.api_answer(self._adapter(legacy))
+        self.assertEqual(Code.FAILURE, result.code, result.details)
+        self.assertIn('/v2/os-xloud-adjust returned 404', result.details)
 
-    def test_no_credentials_is_a_skip_not_a_pass(self) -> None:
-        row = checks.api_answer(None)
-        self.assertEqual(checks.SKIP, row.status)
+    def test_no_credentials_is_a_warning_not_a_pass(self) -> None:
+        result = checks.api_answer(None)
+        self.assertEqual(Code.WARNING, result.code)
 
 
 class ComputeHostsProbeTest(compute_base.ElasticComputeMixin,
@@ -66,21 +67,28 @@ class ComputeHostsProbeTest(compute_base.ElasticComputeMixin,
         self.start_compute('elastic1')
         self.flags(compute_driver='libvirt.LibvirtDriver')
         self.start_compute('stock1')
+        adapter = admin_adapter(self.api_fixture,
+                                self.api_fixture.api.base_url)
+        # Nothing to probe a host with is nothing to look at.
+        result = checks.compute_hosts_via_api(adapter)
+        self.assertEqual(Code.SUCCESS, result.code, result.details)
+        self.assertEqual('no ACTIVE server to probe a host with',
+                         result.details)
+
         flavor = self._create_flavor(vcpu=2, memory_mb=2048)
         on_elastic = self._create_server(flavor_id=flavor, host='elastic1',
                                          networks='none')
-        adapter = admin_adapter(self.api_fixture,
-                                self.api_fixture.api.base_url)
 
-        row = checks.compute_hosts_via_api(adapter)
-        self.assertEqual(checks.OK, row.status, row.detail)
+        result = checks.compute_hosts_via_api(adapter)
+        self.assertEqual(Code.SUCCESS, result.code, result.details)
         self.assertIn(f'live: elastic1 (server {on_elastic["id"]}: live)',
-                      row.detail)
+                      result.details)
 
         on_stock = self._create_server(flavor_id=flavor, host='stock1',
                                        networks='none')
-        row = checks.compute_hosts_via_api(adapter)
-        self.assertEqual(checks.FAIL, row.status, row.detail)
-        self.assertIn('elastic driver answering on 1 of 2 hosts', row.detail)
+        result = checks.compute_hosts_via_api(adapter)
+        self.assertEqual(Code.FAILURE, result.code, result.details)
+        self.assertIn('elastic driver answering on 1 of 2 hosts',
+                      result.details)
         self.assertIn(f'not answering: stock1 (server {on_stock["id"]}: '
-                      f'recorded)', row.detail)
+                      f'recorded)', result.details)

@@ -47,12 +47,34 @@ def digest(directory: Path) -> dict[str, str]:
             for p in sorted(directory.iterdir()) if p.is_file()}
 
 
+def by_check(output: str) -> dict[str, dict]:
+    report = json.loads(output)
+    assert report['name'] == 'Upgrade Check Results'
+    return {row['check']: row for row in report['checks']}
+
+
 def verify(nova_venv, host, *roles: str) -> tuple[int, dict[str, dict]]:
     result = nova_venv.run('verify', *roles, *paths(host), '--format',
                            'json')
     assert result.stdout, result.stderr
-    return result.returncode, {row['check']: row
-                               for row in json.loads(result.stdout)}
+    return result.returncode, by_check(result.stdout)
+
+
+def table_rows(output: str) -> list[tuple[str, str, str]]:
+    """(check, result, details) from oslo.upgradecheck's table, the
+    details' wrapped lines joined again."""
+    rows = []
+    for cell in re.split(r'(?m)^\+-+\+$', output):
+        lines = [line[2:-1].rstrip() for line in cell.strip().splitlines()]
+        if not lines or not lines[0].startswith('Check: '):
+            continue
+        assert lines[1].startswith('Result: ') and \
+            lines[2].startswith('Details: '), lines
+        details = ' '.join([lines[2].removeprefix('Details: ')]
+                           + [line.strip() for line in lines[3:]])
+        rows.append((lines[0].removeprefix('Check: '),
+                     lines[1].removeprefix('Result: '), details))
+    return rows
 
 
 def test_install_verify_uninstall_round_trip(nova_venv, host):
@@ -83,20 +105,23 @@ def test_install_verify_uninstall_round_trip(nova_venv, host):
     assert re.match(r'#\s*compute_driver\s*=', conf_lines[index - 1])
 
     status, rows = verify(nova_venv, host, *both_roles())
-    assert status == 0, rows
+    # A warning, the exit status of nova-status upgrade check's warnings:
+    # both API probes need credentials, which this test does not give.
+    assert status == 1, rows
     expected = {'nova version', 'package', 'nova configuration',
                 'api-paste.ini', 'extra spec validators', 'policy rules',
                 'paste filter loaded', 'api answers', 'compute hosts (API)',
                 'nova.conf', 'compute driver'}
     assert set(rows) == expected
-    # Both API probes need credentials, which this test does not give.
-    assert {k: r['status'] for k, r in rows.items()
-            if r['status'] != 'ok'} == {'api answers': 'skip',
-                                        'compute hosts (API)': 'skip'}
+    assert {k: r['result'] for k, r in rows.items()
+            if r['result'] != 'Success'} == {'api answers': 'Warning',
+                                             'compute hosts (API)': 'Warning'}
+    assert rows['api answers']['details'].startswith(
+        'not checked: no credentials given')
     assert 'NovaKeystoneContext > ElasticSizingFilter > APIRouterV21' \
-        in rows['paste filter loaded']['detail']
-    assert str(nova_venv.root) in rows['package']['detail']
-    assert 'previous compute_driver = None' in rows['nova.conf']['detail']
+        in rows['paste filter loaded']['details']
+    assert str(nova_venv.root) in rows['package']['details']
+    assert 'previous compute_driver = None' in rows['nova.conf']['details']
 
     result = nova_venv.run('uninstall', *both_roles(), *paths(host))
     assert result.returncode == 0, result.stderr
@@ -104,19 +129,28 @@ def test_install_verify_uninstall_round_trip(nova_venv, host):
     assert digest(host['dir']) == before
     assert nova_venv.nova_tree_digest() == nova_before
 
-    # The table operators read: one row per check, failures named again
-    # on stderr, a non-zero exit for automation.
+    # The table operators read, oslo.upgradecheck's: one cell per check,
+    # failures and warnings named again on stderr, nova-status upgrade
+    # check's exit status for automation (2: a failure).
     result = nova_venv.run('verify', *both_roles(), *paths(host))
-    assert result.returncode == 1
+    assert result.returncode == 2, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ['CHECK', 'STATUS', 'DETAIL']
-    assert re.match(r'^nova version\s+ok\s+34\.0\.0 ', lines[1])
-    failed = [line.split('  ')[0] for line in lines if '  FAIL  ' in line]
-    assert failed == ['api-paste.ini', 'paste filter loaded', 'nova.conf',
-                      'compute driver']
-    assert result.stderr.strip().endswith(
+    assert re.fullmatch(r'\| Upgrade Check Results +\|', lines[1])
+    rows = table_rows(result.stdout)
+    assert [check for check, _result, _details in rows] == [
+        'nova version', 'package', 'nova configuration', 'api-paste.ini',
+        'extra spec validators', 'policy rules', 'paste filter loaded',
+        'api answers', 'compute hosts (API)', 'nova.conf', 'compute driver']
+    assert rows[0][1] == 'Success'
+    assert rows[0][2].startswith('34.0.0 (supported ')
+    assert [check for check, outcome, _details in rows
+            if outcome == 'Failure'] == [
+        'api-paste.ini', 'paste filter loaded', 'nova.conf',
+        'compute driver']
+    assert result.stderr.strip().splitlines()[-2:] == [
         'missing or broken: api-paste.ini, paste filter loaded, nova.conf, '
-        'compute driver')
+        'compute driver',
+        'to look at: api answers, compute hosts (API)']
 
 
 def test_installing_twice_changes_nothing(nova_venv, host):
@@ -149,8 +183,8 @@ def test_refuses_a_nova_outside_the_supported_range(nova_venv, host,
     assert f'Nova {version} is outside the supported range ' \
         '>=34.0.0,<35.0.0' in result.stderr
     assert digest(host['dir']) == before
-    assert status == 1
-    assert rows['nova version']['status'] == 'FAIL'
+    assert status == 2
+    assert rows['nova version']['result'] == 'Failure'
 
 
 UNRECOGNISED_PIPELINES = {
@@ -269,11 +303,11 @@ def test_verify_tells_when_nova_compute_needs_a_restart(nova_venv, host):
         nova_venv.run('install', '--role', 'compute', *paths(host),
                       check=True)
         status, rows = verify(nova_venv, host, '--role', 'compute')
-        assert status == 1
-        assert rows['compute driver']['status'] == 'FAIL'
+        assert status == 2
+        assert rows['compute driver']['result'] == 'Failure'
         assert f'nova-compute (pid [{running.pid}]) started before the ' \
             'configuration changed: restart it' \
-            in rows['compute driver']['detail']
+            in rows['compute driver']['details']
     finally:
         running.kill()
         running.wait()
@@ -285,5 +319,29 @@ def test_verify_tells_when_nova_compute_needs_a_restart(nova_venv, host):
         restarted.kill()
         restarted.wait()
     assert status == 0, rows
+    assert {row['result'] for row in rows.values()} == {'Success'}
     assert f'running nova-compute (pid [{restarted.pid}]) started after ' \
-        'the change' in rows['compute driver']['detail']
+        'the change' in rows['compute driver']['details']
+
+
+def test_xloud_status_upgrade_check_is_verify(nova_venv, host):
+    """The same checks under nova-status's command line, for runbooks
+    that run each service's ``<project>-status upgrade check``."""
+    nova_venv.run('install', '--role', 'compute', *paths(host), check=True)
+    status, rows = verify(nova_venv, host, '--role', 'compute')
+    result = subprocess.run(
+        [str(nova_venv.root / 'bin' / 'xloud-status'), 'upgrade', 'check',
+         '--json', '--role', 'compute', *paths(host)],
+        capture_output=True, text=True, timeout=180, cwd=nova_venv.root)
+    assert result.returncode == status == 0, result.stderr
+    assert by_check(result.stdout) == rows
+
+    host['nova_conf'].write_text('[DEFAULT]\n')
+    result = subprocess.run(
+        [str(nova_venv.root / 'bin' / 'xloud-status'), 'upgrade', 'check',
+         '--role', 'compute', *paths(host)],
+        capture_output=True, text=True, timeout=180, cwd=nova_venv.root)
+    assert result.returncode == 2, result.stderr
+    assert [(check, outcome) for check, outcome, _details
+            in table_rows(result.stdout) if outcome != 'Success'] == [
+        ('nova.conf', 'Failure'), ('compute driver', 'Failure')]
