@@ -50,14 +50,9 @@ class ObjectModalFormView(forms.ModalFormView):
         return kwargs
 
 
-class AdjustView(ObjectModalFormView):
-    form_class = es_forms.AdjustForm
-    template_name = 'admin/elastic_sizing/adjust.html'
-    modal_id = 'adjust_instance_modal'
-    page_title = _("Adjust Instance Size")
-    submit_label = _("Adjust")
-    submit_url = 'horizon:admin:elastic_sizing:adjust'
-    success_url = INDEX_URL
+class InstanceSizeModalFormView(ObjectModalFormView):
+    """A modal form about one instance's size, named by ``instance_id``."""
+
     url_kwarg = 'instance_id'
     object_name = 'size'
 
@@ -70,6 +65,16 @@ class AdjustView(ObjectModalFormView):
             exceptions.handle(self.request,
                               _("Unable to retrieve the instance's size."),
                               redirect=INDEX_URL)
+
+
+class AdjustView(InstanceSizeModalFormView):
+    form_class = es_forms.AdjustForm
+    template_name = 'admin/elastic_sizing/adjust.html'
+    modal_id = 'adjust_instance_modal'
+    page_title = _("Adjust Instance Size")
+    submit_label = _("Adjust")
+    submit_url = 'horizon:admin:elastic_sizing:adjust'
+    success_url = INDEX_URL
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -92,7 +97,7 @@ class AdjustView(ObjectModalFormView):
                 'persist': True}
 
 
-class AutopilotView(ObjectModalFormView):
+class AutopilotView(InstanceSizeModalFormView):
     form_class = es_forms.AutopilotForm
     template_name = 'admin/elastic_sizing/autopilot_setting.html'
     modal_id = 'autopilot_setting_modal'
@@ -100,18 +105,6 @@ class AutopilotView(ObjectModalFormView):
     submit_label = _("Save")
     submit_url = 'horizon:admin:elastic_sizing:autopilot'
     success_url = INDEX_URL
-    url_kwarg = 'instance_id'
-    object_name = 'size'
-
-    @memoized.memoized_method
-    def get_object(self) -> elastic.InstanceSize:
-        try:
-            return elastic.instance_size_get(self.request,
-                                             self.kwargs['instance_id'])
-        except elastic.ApiError:
-            exceptions.handle(self.request,
-                              _("Unable to retrieve the instance's size."),
-                              redirect=INDEX_URL)
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
